@@ -1,0 +1,81 @@
+"""One settings object for the whole service, read from ``ANNOTUNE_*`` environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-development-only"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANNOTUNE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # empty: SQLite in data_dir
+    broker_url: str = ""  # empty: kombu filesystem transport in data_dir
+    result_backend: str = ""
+    redis_url: str = ""  # used for cross-worker limiters; optional in the embedded default
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_import_bytes: int = 2 * 1024 * 1024 * 1024
+
+    session_cookie_name: str = "annotune_session"
+    session_cookie_secure: bool = False
+    session_max_age_seconds: int = 14 * 24 * 3600
+
+    login_rate_limit: int = Field(10, description="failed logins per window per email+IP")
+    login_rate_window_seconds: int = 300
+
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    first_admin_email: str = ""
+    first_admin_password: SecretStr = SecretStr("")
+
+    # tasks run in the calling process (unit tests, scripts); never in production
+    celery_eager: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> "Settings":
+        if self.environment == "production" and self.secret_key.get_secret_value() in ("", DEFAULT_SECRET):
+            raise ValueError(
+                "ANNOTUNE_SECRET_KEY must be set to a random value outside development "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'annotune.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def files_dir(self) -> Path:
+        return (self.data_dir / "files").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,133 @@
+"""Request dependencies: the DB session, the current user, and project access by role.
+
+Every route declares its access with exactly one of ``Public``, ``CurrentUser``, ``AdminUser``
+or ``ProjectAccess(role)``; tests/test_access.py walks every registered route and checks it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from service.core.db import get_sessionmaker
+from service.core.errors import Forbidden, NotFound, Unauthorized
+from service.models import Project, Role, User
+
+
+def get_db() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def _authenticate(request: Request, db: Session) -> User | None:
+    from service.auth import service as auth_service
+
+    cached = getattr(request.state, "user", None)
+    if cached is not None:
+        return cached
+    user = auth_service.user_from_request(db, request)
+    request.state.user = user
+    if user is not None:
+        request.state.who = (user.email, user.is_admin)
+    return user
+
+
+def public(request: Request) -> None:
+    """Marker: route needs no authentication."""
+
+
+public.access = "public"  # type: ignore[attr-defined]
+
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+async def csrf_candidate(request: Request) -> str | None:
+    """The CSRF token the client sent: header ``X-CSRF-Token`` or form field ``csrf_token``."""
+    token = request.headers.get("x-csrf-token")
+    if token is None and request.method in UNSAFE_METHODS:
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()  # FastAPI has parsed it already; this is the cached copy
+            value = form.get("csrf_token")
+            token = value if isinstance(value, str) else None
+    request.state.csrf_candidate = token
+    return token
+
+
+def current_user(request: Request, db: SessionDep,
+                 _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> User:
+    user = _authenticate(request, db)
+    if user is None:
+        raise Unauthorized("authentication required")
+    return user
+
+
+current_user.access = "user"  # type: ignore[attr-defined]
+
+
+def admin_user(request: Request, db: SessionDep,
+               _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> User:
+    user = current_user(request, db)
+    if not user.is_admin:
+        raise Forbidden("admin only")
+    return user
+
+
+admin_user.access = "admin"  # type: ignore[attr-defined]
+
+Public = Annotated[None, Depends(public)]
+CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+@dataclass
+class Access:
+    """The caller's standing in the project named by the route's ``project_id``."""
+
+    project: Project
+    user: User
+    role: Role
+
+    def at_least(self, role: Role) -> bool:
+        return self.role.at_least(role)
+
+
+def project_access(min_role: Role) -> Any:
+    def dependency(project_id: int, request: Request, db: SessionDep,
+                   _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> Access:
+        from service.projects import service as projects_service
+
+        user = current_user(request, db)
+        project = db.get(Project, project_id)
+        role = projects_service.role_of(db, project_id=project_id, user=user) if project else None
+        if project is None or role is None:
+            raise NotFound("project not found", code="project_not_found")
+        request.state.nav_project = (project.id, project.name)
+        if not role.at_least(min_role):
+            raise Forbidden(f"requires role {min_role.value} or higher in this project")
+        request.state.access = Access(project=project, user=user, role=role)
+        return request.state.access
+
+    dependency.access = f"project:{min_role.value}"  # type: ignore[attr-defined]
+    dependency.min_role = min_role  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+ProjectViewer = Annotated[Access, project_access(Role.viewer)]
+ProjectAnnotator = Annotated[Access, project_access(Role.annotator)]
+ProjectLead = Annotated[Access, project_access(Role.lead)]
+ProjectOwner = Annotated[Access, project_access(Role.owner)]

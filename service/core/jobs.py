@@ -1,0 +1,116 @@
+"""Enqueue Celery tasks by name, only once the surrounding transaction commits.
+
+The web process never imports a task module (and so never imports torch): tasks are sent by
+name through a client-side Celery app that shares the worker's configuration.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("ingest", "generate", "gpu")
+
+# task name prefix -> queue
+ROUTES: dict[str, str] = {
+    "system.": "ingest",
+    "documents.": "ingest",
+    "samples.": "ingest",
+    "datasets.": "ingest",
+    "generation.": "generate",
+    "evaluation.endpoint": "generate",
+    "evaluation.": "gpu",
+    "training.": "gpu",
+}
+
+_PENDING_KEY = "annotune_pending_tasks"
+
+
+def queue_for(name: str) -> str:
+    for prefix, queue in ROUTES.items():
+        if name.startswith(prefix):
+            return queue
+    return "ingest"
+
+
+def configure_celery(app: Celery, settings: Settings) -> Celery:
+    broker = settings.resolved_broker_url
+    conf: dict[str, Any] = dict(
+        broker_url=broker,
+        result_backend=settings.result_backend or None,
+        task_queues=[Queue(q) for q in QUEUES],
+        task_default_queue="ingest",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=not settings.result_backend,
+        broker_connection_retry_on_startup=True,
+        task_always_eager=settings.celery_eager,
+        task_eager_propagates=True,
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+    )
+    if broker.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("in", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "in"),
+            "data_folder_out": str(folder / "in"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+    elif broker.startswith("redis"):
+        # longer than the longest training run, so a late-acked GPU task is not redelivered early
+        conf["broker_transport_options"] = {"visibility_timeout": 24 * 3600}
+    app.conf.update(conf)
+    return app
+
+
+@lru_cache
+def client_app() -> Celery:
+    """A Celery app that can send tasks by name; it imports no task module."""
+    return configure_celery(Celery("annotune-client"), get_settings())
+
+
+def send_now(name: str, **kwargs: Any) -> None:
+    if get_settings().celery_eager:
+        # scripts and unit tests: run in this process, after the commit, like a worker would
+        from workers.celery_app import app as worker_app
+
+        worker_app.tasks[name].apply(kwargs=kwargs).get()
+        return
+    client_app().send_task(name, kwargs=kwargs, queue=queue_for(name))
+
+
+def enqueue(session: Session, name: str, **kwargs: Any) -> None:
+    """Record that task ``name`` should run; it is sent after commit and dropped on rollback."""
+    session.info.setdefault(_PENDING_KEY, []).append((name, kwargs))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, [])
+    for name, kwargs in pending:
+        try:
+            send_now(name, **kwargs)
+        except Exception:  # the database row stays queued; the sweeper re-sends it
+            log.exception("could not send task %s", name)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)

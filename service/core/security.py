@@ -1,0 +1,58 @@
+"""Password hashing (argon2), API token and session secrets."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+TOKEN_PREFIX = "atk_"
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A hash to verify against when the user does not exist, so timing does not reveal accounts.
+DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_api_token() -> tuple[str, str, str]:
+    """Return (secret, prefix, sha256). The secret is ``atk_<prefix>_<random>``."""
+    prefix = secrets.token_hex(4)
+    secret = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    return secret, prefix, sha256_hex(secret)
+
+
+def token_prefix(secret: str) -> str | None:
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    body = secret[len(TOKEN_PREFIX):]
+    prefix, sep, _ = body.partition("_")
+    return prefix if sep else None
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

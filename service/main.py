@@ -1,0 +1,95 @@
+"""The FastAPI application: REST under /api/v1, browser pages, static files. No torch here."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from service.core.config import get_settings
+from service.core.errors import AppError, Unauthorized, install_error_handlers
+from service.core.logging import configure_logging, request_id_var
+from service.core.templating import render
+
+log = logging.getLogger("annotune.access")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def _routers() -> list:
+    from service import health
+    from service.auth import api as auth_api
+    from service.auth import pages as auth_pages
+    from service.projects import api as projects_api
+    from service.projects import pages as projects_pages
+
+    routers = [health.router, auth_api.router, auth_pages.router, projects_api.router,
+               projects_pages.router]
+    # domain packages register themselves here as they land
+    import importlib
+
+    for module in ("service.samples.api", "service.samples.pages", "service.documents.api",
+                   "service.documents.pages", "service.datasets.api", "service.datasets.pages",
+                   "service.generation.api", "service.generation.pages", "service.training.api",
+                   "service.training.pages", "service.evaluation.api", "service.evaluation.pages"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not module.startswith(exc.name):
+                raise
+            continue
+        routers.append(mod.router)
+    return routers
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(title="annotune", version="0.1.0", docs_url="/docs",
+                  openapi_url="/api/v1/openapi.json")
+    install_error_handlers(app)
+
+    @app.exception_handler(AppError)
+    async def _pages_or_json(request: Request, exc: AppError) -> Response:
+        if request.url.path.startswith("/api/") or request.headers.get("accept") == "application/json":
+            from service.core.errors import error_body
+            from fastapi.responses import JSONResponse
+
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+            return JSONResponse(error_body(exc.code, exc.message, exc.details, **exc.extra),
+                                status_code=exc.status_code, headers=headers)
+        if isinstance(exc, Unauthorized):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return render(request, "pages/error.html", status_code=exc.status_code,
+                      detail=exc.message, code=exc.code)
+
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["X-Request-ID"] = rid
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        request_id_var.set(rid)
+        log.info("%s %s %s %.1fms", request.method, request.url.path, response.status_code,
+                 (time.perf_counter() - start) * 1000)
+        request_id_var.set("-")
+        return response
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    routers = _routers()
+    for router in routers:
+        app.include_router(router)
+    app.state.routers = routers  # walked by tests/test_access.py
+    return app

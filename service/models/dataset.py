@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    default_format: Mapped[str] = mapped_column(String(20), default="openai")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable, frozen selection of sample revisions with a split."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|building|ready|failed
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    split: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    stratify_by: Mapped[str | None] = mapped_column(String(20))  # None|document
+    counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    leakage: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    built_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DatasetVersionItem(Base):
+    """One frozen sample revision in a version. The messages are copied: the version never changes."""
+
+    __tablename__ = "dataset_version_items"
+    __table_args__ = (
+        UniqueConstraint("version_id", "sample_id"),
+        Index("ix_dataset_version_items_version_id_split_position", "version_id", "split", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="RESTRICT"))
+    revision_id: Mapped[int | None] = mapped_column(ForeignKey("sample_revisions.id", ondelete="RESTRICT"))
+    sample_version: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(12))
+    position: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[list[dict[str, str]]] = mapped_column(JSONType)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    document_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class DatasetExport(Base):
+    __tablename__ = "dataset_exports"
+    __table_args__ = (UniqueConstraint("version_id", "format"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|ready|failed
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str | None] = mapped_column(String(500))
+    files: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,129 @@
+"""Test configuration: a real database (PostgreSQL when ANNOTUNE_TEST_DATABASE_URL is given,
+else SQLite), migrated once with Alembic; every test starts from empty tables."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_TMP = Path(tempfile.mkdtemp(prefix="annotune-test-"))
+PG_URL = os.environ.get("ANNOTUNE_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("ANNOTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _test_database_url() -> str:
+    if not PG_URL:
+        return f"sqlite:///{_TMP / 'test.db'}"
+    # a fresh database per test session, next to the one we were given
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    name = f"annotune_test_{os.getpid()}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+DATABASE_URL = _test_database_url()
+os.environ.update({
+    "ANNOTUNE_ENVIRONMENT": "test",
+    "ANNOTUNE_DATABASE_URL": DATABASE_URL,
+    "ANNOTUNE_DATA_DIR": str(_TMP / "data"),
+    "ANNOTUNE_SECRET_KEY": "test-secret-key-not-for-production",
+    "ANNOTUNE_CELERY_EAGER": "true",
+    "ANNOTUNE_BROKER_URL": "memory://",
+    "ANNOTUNE_LOGIN_RATE_LIMIT": "5",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+})
+
+from service.core.config import get_settings  # noqa: E402
+
+get_settings.cache_clear()
+(_TMP / "data").mkdir(parents=True, exist_ok=True)
+
+pytest_plugins = ["tests.support.factories"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated() -> None:
+    from service.core import migrate
+
+    migrate.upgrade(DATABASE_URL)
+    yield
+    from service.core.db import get_engine
+
+    get_engine().dispose()
+    if PG_URL:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(DATABASE_URL).database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _truncate_all() -> None:
+    from sqlalchemy import text
+
+    from service.core.db import Base, get_engine
+
+    engine = get_engine()
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                              + " RESTART IDENTITY CASCADE"))
+        else:
+            conn.execute(text("PRAGMA foreign_keys=OFF"))
+            for t in reversed(tables):
+                conn.execute(text(f'DELETE FROM "{t}"'))
+            conn.execute(text("PRAGMA foreign_keys=ON"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_db(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("nodb"):
+        yield
+        return
+    _truncate_all()
+    yield
+
+
+@pytest.fixture
+def db():
+    from service.core.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="session")
+def app():
+    from service.main import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "nodb: test does not touch the database")
+    config.addinivalue_line("markers", "worker: starts a real Celery worker against Redis")
