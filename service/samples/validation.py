@@ -1,0 +1,130 @@
+"""Validation of samples: every problem of a record or conversation, as a list of ``Issue``.
+
+Structure codes come from ``formats.iter_problems`` (OpenAI's chat-format checker codes plus
+``role_order`` and ``turn_count``); this module adds the quality codes ``empty_content``,
+``empty_response`` and ``too_many_tokens``, and ``llamafactory_would_drop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from service.samples.formats import FormatError, iter_problems, parse_record
+from service.samples.tokens import Tokenizer, get_tokenizer, message_token_stats
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    code: str
+    message: str
+    field: str | None = None
+
+    @classmethod
+    def from_error(cls, error: FormatError) -> Issue:
+        return cls(error.code, error.message, error.field)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_record(
+    record: Any,
+    fmt: str,
+    *,
+    max_tokens: int | None = None,
+    tokenizer: Tokenizer | str | None = None,
+) -> list[Issue]:
+    """All issues of one record of ``fmt``; a record whose shape cannot be read gives one issue."""
+    try:
+        messages = parse_record(record, fmt, check=False)
+    except FormatError as exc:
+        return [Issue.from_error(exc)]
+    return validate_messages(messages, max_tokens=max_tokens, tokenizer=tokenizer)
+
+
+def validate_messages(
+    messages: Any, *, max_tokens: int | None = None, tokenizer: Tokenizer | str | None = None
+) -> list[Issue]:
+    """All issues of a canonical conversation; ``[]`` means it is fit to train on.
+
+    ``too_many_tokens`` is checked only when ``max_tokens`` is given and the structure is sound;
+    ``tokenizer`` is a tokenizer or its name (default: ``tokens.get_tokenizer()``).
+    """
+    issues = [Issue.from_error(p) for p in iter_problems(messages)]
+    sound = not issues
+    if isinstance(messages, list):
+        issues.extend(_empty_content_issues(messages))
+    if max_tokens is not None and sound:
+        issue = _token_issue(messages, max_tokens, tokenizer)
+        if issue:
+            issues.append(issue)
+    return issues
+
+
+def llamafactory_would_drop(messages: list[dict[str, Any]]) -> str | Literal[False]:
+    """Why LLaMA-Factory's sharegpt/openai converter would skip this conversation, or ``False``.
+
+    Mirrors it: drop a leading system message; then even positions must be user and odd ones
+    assistant; the count must be even; an empty conversation is dropped by the preprocessor.
+    """
+    if messages and _role(messages[0]) == "system":
+        messages = messages[1:]
+    for i, msg in enumerate(messages):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if _role(msg) != expected:
+            return f"invalid role at position {i}: {_role(msg)!r}, expected {expected!r}"
+    if len(messages) % 2:
+        return f"invalid message count {len(messages)}: must be user/assistant pairs"
+    if not messages:
+        return "no user/assistant messages"
+    return False
+
+
+def _empty_content_issues(messages: list[Any]) -> list[Issue]:
+    last_assistant = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+        default=None,
+    )
+    issues = []
+    for i, msg in enumerate(messages):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, str) or content.strip():
+            continue
+        if i == last_assistant:
+            issues.append(
+                Issue(
+                    "empty_response",
+                    "the final assistant response is empty",
+                    f"messages[{i}].content",
+                )
+            )
+        else:
+            issues.append(
+                Issue(
+                    "empty_content", "content is empty or only whitespace", f"messages[{i}].content"
+                )
+            )
+    return issues
+
+
+def _token_issue(
+    messages: list[dict[str, str]], max_tokens: int, tokenizer: Tokenizer | str | None
+) -> Issue | None:
+    tok = (
+        tokenizer
+        if tokenizer is not None and not isinstance(tokenizer, str)
+        else get_tokenizer(tokenizer)
+    )
+    total = message_token_stats(messages, tok)["total"]
+    if total <= max_tokens:
+        return None
+    return Issue(
+        "too_many_tokens",
+        f"{total} tokens ({tok.name}) exceed the limit of {max_tokens}",
+        "messages",
+    )
+
+
+def _role(msg: Any) -> Any:
+    return msg.get("role") if isinstance(msg, dict) else None
