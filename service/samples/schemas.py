@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["pending", "accepted", "rejected", "needs_changes"]
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class SampleCreate(BaseModel):
+    messages: list[dict[str, Any]]
+    tags: list[str] = Field(default_factory=list)
+    reasoning: str | None = None
+    status: Status = "pending"
+
+
+class SampleUpdate(BaseModel):
+    version: int | None = Field(None, description="the version the edit started from (or If-Match)")
+    messages: list[dict[str, Any]] | None = None
+    tags: list[str] | None = None
+    reasoning: str | None = None
+    comment: str | None = Field(None, max_length=5000)
+
+
+class StatusChange(BaseModel):
+    version: int | None = None
+    status: Status
+    reason: str | None = Field(None, max_length=5000)
+
+
+class SampleRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int
+    messages: list[dict[str, str]]
+    reasoning: str | None
+    status: str
+    version: int
+    source: str
+    tags: list[str]
+    scores: dict[str, Any]
+    provenance: dict[str, Any]
+    chunk_id: int | None
+    document_id: int | None
+    generation_job_id: int | None
+    import_job_id: int | None
+    import_line: int | None
+    assignee_id: int | None
+    reviewed_by_id: int | None
+    reviewed_at: datetime | None
+    reject_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RevisionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    version: int
+    action: str
+    messages_before: list[dict[str, str]] | None
+    messages_after: list[dict[str, str]]
+    status_before: str | None
+    status_after: str
+    actor_id: int | None
+    comment: str | None
+    created_at: datetime
+
+
+class FilterSpec(BaseModel):
+    status: list[Status] = Field(default_factory=list)
+    tag: str | None = None
+    document_id: int | None = None
+    generation_job_id: int | None = None
+    import_job_id: int | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    reviewer_id: int | None = None
+    q: str | None = None
+    score_key: str | None = None
+    score_min: float | None = None
+    score_max: float | None = None
+    ids: list[int] | None = None
+
+
+class BulkAction(BaseModel):
+    filter: FilterSpec
+    status: Status | None = None
+    add_tags: list[str] = Field(default_factory=list)
+    remove_tags: list[str] = Field(default_factory=list)
+    assignee_id: int | None = None
+    unassign: bool = False
+    dry_run: bool = Field(False, description="only count what would change")
+
+
+class ImportRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    filename: str
+    format: str | None
+    mapping: dict[str, Any] | None
+    mode: str
+    status: str
+    lines_read: int
+    imported: int
+    skipped: int
+    report: list[dict[str, Any]]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None

@@ -1,0 +1,293 @@
+"""Samples in canonical ``messages`` form: create, list, edit with optimistic locking, status,
+bulk changes, history, imports and token statistics. Services flush; callers commit."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import String, and_, cast, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.core.db import utcnow
+from service.core.errors import Conflict, Invalid, NotFound
+from service.core.pagination import decode_cursor, encode_cursor
+from service.models import ImportJob, Sample, SampleRevision, SampleStatus, User
+from service.samples import formats
+from service.samples import tokens as tokens_mod
+
+STATUSES = {s.value for s in SampleStatus}
+
+
+def content_hash(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def check_messages(messages: Any, field_name: str = "body.messages") -> list[dict[str, str]]:
+    problems = list(formats.iter_problems(messages))
+    if problems:
+        raise Invalid(
+            f"invalid messages: {problems[0].message}",
+            details=[{"field": f"{field_name}{('.' + p.field) if p.field else ''}",
+                      "message": p.message, "code": p.code} for p in problems],
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise Invalid(f"unknown status {status!r}",
+                      details=[{"field": "body.status", "message": f"one of {sorted(STATUSES)}"}])
+    return status
+
+
+def _revision(sample: Sample, *, action: str, actor_id: int | None, before: list | None,
+              status_before: str | None, comment: str | None = None) -> SampleRevision:
+    return SampleRevision(sample_id=sample.id, version=sample.version, action=action,
+                          messages_before=before, messages_after=sample.messages,
+                          status_before=status_before, status_after=sample.status,
+                          actor_id=actor_id, comment=comment)
+
+
+def create_sample(db: Session, *, project_id: int, messages: Any, actor_id: int | None = None,
+                  source: str = "manual", status: str = "pending", tags: list[str] | None = None,
+                  reasoning: str | None = None, provenance: dict[str, Any] | None = None,
+                  chunk_id: int | None = None, document_id: int | None = None,
+                  generation_job_id: int | None = None, unit_key: str | None = None,
+                  scores: dict[str, Any] | None = None) -> Sample:
+    msgs = check_messages(messages)
+    sample = Sample(project_id=project_id, messages=msgs, content_hash=content_hash(msgs),
+                    status=_check_status(status), source=source, tags=sorted(set(tags or [])),
+                    reasoning=reasoning, provenance=provenance or {}, chunk_id=chunk_id,
+                    document_id=document_id, generation_job_id=generation_job_id,
+                    unit_key=unit_key, scores=scores or {}, version=1)
+    db.add(sample)
+    db.flush()
+    db.add(_revision(sample, action="create", actor_id=actor_id, before=None, status_before=None))
+    db.flush()
+    return sample
+
+
+def get_sample(db: Session, *, project_id: int, sample_id: int) -> Sample:
+    sample = db.get(Sample, sample_id)
+    if sample is None or sample.project_id != project_id:
+        raise NotFound("sample not found", code="sample_not_found")
+    return sample
+
+
+def _stale(db: Session, sample_id: int) -> Conflict:
+    db.expire_all()
+    current = db.get(Sample, sample_id)
+    return Conflict("the sample was changed by someone else; reload and merge",
+                    code="version_conflict", extra={"current": sample_to_dict(current)})
+
+
+def update_sample(db: Session, *, project_id: int, sample_id: int, expected_version: int,
+                  actor_id: int | None, messages: Any = None, tags: list[str] | None = None,
+                  reasoning: str | None = None, status: str | None = None,
+                  reject_reason: str | None = None, comment: str | None = None) -> Sample:
+    """Apply an edit only if the sample is still at ``expected_version`` (else 409 + current).
+
+    The compare-and-set is one UPDATE ... WHERE version = :expected, so of two concurrent
+    writers exactly one wins, whatever the isolation level.
+    """
+    sample = get_sample(db, project_id=project_id, sample_id=sample_id)
+    before_msgs, before_status = sample.messages, sample.status
+    values: dict[str, Any] = {"version": Sample.version + 1, "updated_at": utcnow()}
+    if messages is not None:
+        msgs = check_messages(messages)
+        values.update(messages=msgs, content_hash=content_hash(msgs))
+    if tags is not None:
+        values["tags"] = sorted(set(tags))
+    if reasoning is not None:
+        values["reasoning"] = reasoning
+    if status is not None:
+        values["status"] = _check_status(status)
+        values["reject_reason"] = reject_reason if status == "rejected" else None
+        if status != "pending":
+            values.update(reviewed_by_id=actor_id, reviewed_at=utcnow())
+    result = db.execute(
+        update(Sample).where(Sample.id == sample_id, Sample.version == expected_version)
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise _stale(db, sample_id)
+    db.refresh(sample)
+    action = "edit" if messages is not None or tags is not None or reasoning is not None else "status"
+    db.add(_revision(sample, action=action, actor_id=actor_id, before=before_msgs,
+                     status_before=before_status, comment=comment or reject_reason))
+    db.flush()
+    return sample
+
+
+def history(db: Session, *, project_id: int, sample_id: int) -> list[SampleRevision]:
+    get_sample(db, project_id=project_id, sample_id=sample_id)
+    return list(db.scalars(select(SampleRevision).where(SampleRevision.sample_id == sample_id)
+                           .order_by(SampleRevision.id)))
+
+
+# -- listing and filters -----------------------------------------------------------------------
+
+@dataclass
+class SampleFilter:
+    status: list[str] = field(default_factory=list)
+    tag: str | None = None
+    document_id: int | None = None
+    generation_job_id: int | None = None
+    import_job_id: int | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    reviewer_id: int | None = None
+    q: str | None = None
+    score_key: str | None = None
+    score_min: float | None = None
+    score_max: float | None = None
+    ids: list[int] | None = None
+
+    def clauses(self, db: Session, project_id: int) -> list[Any]:
+        out: list[Any] = [Sample.project_id == project_id]
+        if self.status:
+            for s in self.status:
+                _check_status(s)
+            out.append(Sample.status.in_(self.status))
+        if self.ids is not None:
+            out.append(Sample.id.in_(self.ids))
+        if self.document_id is not None:
+            out.append(Sample.document_id == self.document_id)
+        if self.generation_job_id is not None:
+            out.append(Sample.generation_job_id == self.generation_job_id)
+        if self.import_job_id is not None:
+            out.append(Sample.import_job_id == self.import_job_id)
+        if self.assignee_id is not None:
+            out.append(Sample.assignee_id == self.assignee_id)
+        if self.unassigned:
+            out.append(Sample.assignee_id.is_(None))
+        if self.reviewer_id is not None:
+            out.append(Sample.reviewed_by_id == self.reviewer_id)
+        dialect = db.get_bind().dialect.name
+        if self.tag:
+            needle = orjson.dumps(self.tag).decode()
+            out.append(cast(Sample.tags, String).like(f"%{_escape_like(needle)}%", escape="\\"))
+        if self.q:
+            text_col = cast(Sample.messages, String)
+            pattern = f"%{_escape_like(self.q)}%"
+            out.append(text_col.ilike(pattern, escape="\\") if dialect == "postgresql"
+                       else text_col.like(pattern, escape="\\"))
+        if self.score_key and (self.score_min is not None or self.score_max is not None):
+            if dialect == "postgresql":
+                score = Sample.scores[self.score_key].as_float()
+            else:
+                score = func.json_extract(Sample.scores, f'$."{self.score_key}"')
+            if self.score_min is not None:
+                out.append(score >= self.score_min)
+            if self.score_max is not None:
+                out.append(score <= self.score_max)
+        return out
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_samples(db: Session, *, project_id: int, flt: SampleFilter, limit: int,
+                 cursor: str | None, descending: bool = False) -> tuple[list[Sample], str | None]:
+    stmt = select(Sample).where(and_(*flt.clauses(db, project_id)))
+    if cursor:
+        after = decode_cursor(cursor).get("id")
+        if not isinstance(after, int):
+            raise Invalid("invalid cursor", details=[{"field": "query.cursor", "message": "not a cursor"}])
+        stmt = stmt.where(Sample.id < after if descending else Sample.id > after)
+    stmt = stmt.order_by(Sample.id.desc() if descending else Sample.id).limit(limit + 1)
+    rows = list(db.scalars(stmt))
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor({"id": rows[-1].id})
+    return rows, nxt
+
+
+def count_samples(db: Session, *, project_id: int, flt: SampleFilter) -> int:
+    return db.scalar(select(func.count()).select_from(Sample).where(and_(*flt.clauses(db, project_id))))
+
+
+def status_counts(db: Session, *, project_id: int) -> dict[str, int]:
+    rows = db.execute(select(Sample.status, func.count()).where(Sample.project_id == project_id)
+                      .group_by(Sample.status)).all()
+    counts = {s: 0 for s in sorted(STATUSES)}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def bulk_update(db: Session, *, project_id: int, flt: SampleFilter, actor_id: int | None,
+                status: str | None = None, add_tags: list[str] | None = None,
+                remove_tags: list[str] | None = None, assignee_id: int | None = None,
+                unassign: bool = False, batch: int = 1000) -> int:
+    """Change every sample matching ``flt``; each changed sample gets a revision."""
+    if status is not None:
+        _check_status(status)
+    changed = 0
+    last_id = 0
+    clauses = flt.clauses(db, project_id)
+    while True:
+        rows = list(db.scalars(select(Sample).where(and_(*clauses), Sample.id > last_id)
+                               .order_by(Sample.id).limit(batch)))
+        if not rows:
+            break
+        for sample in rows:
+            last_id = sample.id
+            before_status = sample.status
+            touched = False
+            if status is not None and sample.status != status:
+                sample.status = status
+                if status != "pending":
+                    sample.reviewed_by_id, sample.reviewed_at = actor_id, utcnow()
+                touched = True
+            if add_tags or remove_tags:
+                tags = (set(sample.tags or []) | set(add_tags or [])) - set(remove_tags or [])
+                if sorted(tags) != sorted(sample.tags or []):
+                    sample.tags = sorted(tags)
+                    touched = True
+            if assignee_id is not None and sample.assignee_id != assignee_id:
+                sample.assignee_id = assignee_id
+                touched = True
+            if unassign and sample.assignee_id is not None:
+                sample.assignee_id = None
+                touched = True
+            if touched:
+                sample.version += 1
+                db.add(_revision(sample, action="bulk", actor_id=actor_id, before=sample.messages,
+                                 status_before=before_status))
+                changed += 1
+        db.flush()
+    return changed
+
+
+# -- token statistics --------------------------------------------------------------------------
+
+def token_stats(db: Session, *, project_id: int, tokenizer: str | None = None,
+                flt: SampleFilter | None = None) -> dict[str, Any]:
+    tok = tokens_mod.get_tokenizer(tokenizer)
+    totals: list[int] = []
+    assistant: list[int] = []
+    clauses = (flt or SampleFilter()).clauses(db, project_id)
+    for (msgs,) in db.execute(select(Sample.messages).where(and_(*clauses))
+                              .execution_options(yield_per=2000)):
+        stats = tokens_mod.message_token_stats(msgs, tok)
+        totals.append(stats["total"])
+        assistant.append(stats["assistant"])
+    return {"tokenizer": tok.name, "total": tokens_mod.summarize(totals),
+            "assistant": tokens_mod.summarize(assistant)}
+
+
+def sample_to_dict(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {
+        "id": sample.id, "project_id": sample.project_id, "messages": sample.messages,
+        "reasoning": sample.reasoning, "status": sample.status, "version": sample.version,
+        "tags": sample.tags, "scores": sample.scores, "assignee_id": sample.assignee_id,
+        "reviewed_by_id": sample.reviewed_by_id, "reject_reason": sample.reject_reason,
+        "updated_at": sample.updated_at.isoformat() if sample.updated_at else None,
+    }
