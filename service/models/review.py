@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+
+
+class ReviewDecision(Base):
+    """One reviewer's independent decision on a sample (for double review and agreement)."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (
+        UniqueConstraint("sample_id", "reviewer_id"),
+        Index("ix_review_decisions_project_id_reviewer_id", "project_id", "reviewer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    decision: Mapped[str] = mapped_column(String(20))  # accepted|rejected|needs_changes
+    reason: Mapped[str | None] = mapped_column(Text)
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSONType)  # the answer as they left it
+    sample_version: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
