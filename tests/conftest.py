@@ -82,10 +82,9 @@ def _truncate_all() -> None:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
                               + " RESTART IDENTITY CASCADE"))
         else:
-            conn.execute(text("PRAGMA foreign_keys=OFF"))
+            # children first; no PRAGMA toggling (it would stick to a pooled connection)
             for t in reversed(tables):
                 conn.execute(text(f'DELETE FROM "{t}"'))
-            conn.execute(text("PRAGMA foreign_keys=ON"))
 
 
 @pytest.fixture(autouse=True)

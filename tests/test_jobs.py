@@ -44,3 +44,18 @@ def test_eager_task_runs_through_the_real_task(db):
 
     result = app.tasks["system.ping"].apply(kwargs={"payload": "hi"}).get()
     assert result["payload"] == "hi" and result["db"] == 1
+
+
+def test_savepoints_keep_outer_tasks_and_drop_rolled_back_ones(db, sent):
+    jobs.enqueue(db, "system.ping", payload="outer")
+    with db.begin_nested():
+        jobs.enqueue(db, "system.ping", payload="kept")
+    assert sent == []  # releasing a savepoint is not a commit
+    try:
+        with db.begin_nested():
+            jobs.enqueue(db, "system.ping", payload="dropped")
+            raise ValueError
+    except ValueError:
+        pass
+    db.commit()
+    assert [kw["payload"] for _, kw in sent] == ["outer", "kept"]

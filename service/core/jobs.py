@@ -64,12 +64,13 @@ def configure_celery(app: Celery, settings: Settings) -> Celery:
     )
     if broker.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("in", "processed"):
+        for sub in ("in", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "in"),
             "data_folder_out": str(folder / "in"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.1,
         }
@@ -97,20 +98,47 @@ def send_now(name: str, **kwargs: Any) -> None:
 
 
 def enqueue(session: Session, name: str, **kwargs: Any) -> None:
-    """Record that task ``name`` should run; it is sent after commit and dropped on rollback."""
-    session.info.setdefault(_PENDING_KEY, []).append((name, kwargs))
+    """Record that task ``name`` should run; it is sent after commit and dropped on rollback.
+
+    Savepoints are honoured: a task enqueued inside ``begin_nested()`` that is rolled back is
+    dropped, while the tasks of the outer transaction are still sent.
+    """
+    tx = session.get_nested_transaction() or session.get_transaction()
+    chain = []
+    while tx is not None:
+        chain.append(tx)
+        tx = tx.parent
+    session.info.setdefault(_PENDING_KEY, []).append((name, kwargs, chain))
+
+
+_ROLLED_BACK_KEY = "annotune_rolled_back_tx"
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _mark_rolled_back(session: Session, previous_transaction: Any) -> None:
+    if session.info.get(_PENDING_KEY):
+        session.info.setdefault(_ROLLED_BACK_KEY, []).append(previous_transaction)
 
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # SQLAlchemy 2.1 also fires after_commit when a savepoint is released
     pending = session.info.pop(_PENDING_KEY, [])
-    for name, kwargs in pending:
+    rolled_back = session.info.pop(_ROLLED_BACK_KEY, [])
+    for name, kwargs, chain in pending:
+        if any(tx is dead for tx in chain for dead in rolled_back):
+            continue
         try:
             send_now(name, **kwargs)
         except Exception:  # the database row stays queued; the sweeper re-sends it
             log.exception("could not send task %s", name)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_root_end(session: Session, transaction: Any) -> None:
+    # the outermost transaction ended without a commit (rollback/close): drop everything
+    if transaction.parent is None and not transaction.nested:
+        if any(tx is transaction for tx in session.info.get(_ROLLED_BACK_KEY, [])):
+            session.info.pop(_PENDING_KEY, None)
+            session.info.pop(_ROLLED_BACK_KEY, None)

@@ -28,7 +28,7 @@ def _member(m: Membership) -> schemas.MemberRead:
 def create_project(body: schemas.ProjectCreate, user: CurrentUser, db: SessionDep):
     project = projects_service.create_project(db, user=user, name=body.name,
                                               description=body.description, settings=body.settings)
-    return _read(project, "owner")
+    return _read(project, Role.owner)
 
 
 @router.get("", response_model=Page[schemas.ProjectRead])
