@@ -1,0 +1,265 @@
+"""Build + export benchmark for service/datasets on PostgreSQL.
+
+Creates a throwaway database next to ``--database-url`` (dropped at the end), inserts ``--n``
+samples with COPY, then runs, each in a fresh child process so that its peak RSS is its own:
+
+1. ``build``: the real ``datasets.build_version`` task body (three streamed passes + leakage);
+2. ``export``: the real ``datasets.export_version`` task body, OpenAI JSONL;
+3. ``raw``: the same frozen rows loaded into memory (untimed, 100k at a time), then dumped with
+   ``orjson.dumps({"messages": m})`` + ``\\n`` to a file (timed): the floor for the export.
+
+    .venv/bin/python bench/export.py --n 200000
+    .venv/bin/python bench/export.py --n 1000000 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORDS = ["contract", "payment", "clause", "party", "delivery", "warranty", "liability", "notice", "termination", "invoice", "buyer", "seller", "goods", "services", "period", "days", "written", "consent", "law", "court", "damages"]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _text(i: int, n: int) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3 + (i >> k % 5)) % len(WORDS)] for k in range(n))
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    msgs = []
+    if i % 4 == 0:
+        msgs.append({"role": "system", "content": "You are a careful legal assistant."})
+    for t in range(1 + (i % 3 == 0)):
+        msgs.append({"role": "user", "content": f"Q{i}.{t}: what does clause {i % 997} say? "
+                                                + _text(i + t, 25)})
+        msgs.append({"role": "assistant", "content": f"A{i}.{t}: « {_text(i * 3 + t, 45)} » 付款。"})
+    return msgs
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+
+def setup(admin_url: str, n: int) -> str:
+    import orjson
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from service.core import migrate
+
+    url = make_url(admin_url)
+    name = f"annotune_bench_export_{os.getpid()}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    db_url = url.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(db_url)
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO users (email, name, password_hash, is_admin, is_active, created_at) "
+                        "VALUES ('bench@example.com', 'bench', 'x', false, true, now()) RETURNING id")
+            uid = cur.fetchone()[0]
+            cur.execute("INSERT INTO projects (name, description, settings, created_by_id, created_at, "
+                        "updated_at) VALUES ('bench', '', '{}', %s, now(), now()) RETURNING id", (uid,))
+            pid = cur.fetchone()[0]
+            docs = []
+            for d in range(1000):
+                cur.execute("INSERT INTO documents (project_id, filename, content_type, format, "
+                            "size_bytes, sha256, storage_path, status, metadata, chunk_count, "
+                            "created_at, updated_at) VALUES (%s, %s, '', 'txt', 0, %s, '', 'parsed', "
+                            "'{}', 0, now(), now()) RETURNING id", (pid, f"d{d}.txt", f"{d:064d}"))
+                docs.append(cur.fetchone()[0])
+            cols = ("project_id, messages, status, version, content_hash, source, document_id, "
+                    "provenance, tags, scores, reviewed_by_id, created_at, updated_at")
+            prov = '{"model": "qwen3-8b", "template": {"name": "qa", "version": 3}}'
+            with cur.copy(f"COPY samples ({cols}) FROM STDIN") as cp:
+                for i in range(n):
+                    status = "accepted" if i % 10 else "pending"
+                    cp.write_row((pid, orjson.dumps(_messages(i)).decode(), status, 1, f"{i:064x}",
+                                  "generation", docs[i % 1000], prov,
+                                  '["law"]' if i % 2 else '["tax", "law"]',
+                                  '{"quality": %.2f}' % ((i % 100) / 100), uid,
+                                  "2026-11-29T00:00:00+00", "2026-11-29T00:00:00+00"))
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE")
+    print(f"setup: inserted {n} samples in {time.perf_counter() - t0:.1f}s (COPY)", file=sys.stderr)
+    return db_url
+
+
+def drop(admin_url: str, db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(make_url(admin_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db_url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- phases (each in its own process) -----------------------------------------------------------
+
+
+def phase_build() -> dict:
+    from sqlalchemy import select
+
+    from service.core import jobs
+    from service.core.db import session_scope
+    from service.datasets import schemas
+    from service.datasets import service as datasets_service
+    from service.models import DatasetVersion, Project
+    from workers.tasks.datasets import build_version
+
+    jobs.send_now = lambda name, **kw: None  # we run the task body ourselves, in this process
+    with session_scope() as db:
+        pid = db.scalar(select(Project.id))
+        ds = datasets_service.create_dataset(db, project_id=pid, name="bench")
+        v = datasets_service.create_version(db, dataset=ds, spec=schemas.VersionCreate(seed=1))
+        vid = v.id
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    assert build_version.run(vid) == "ready"
+    dt = time.perf_counter() - t0
+    with session_scope() as db:
+        v = db.get(DatasetVersion, vid)
+        counts, leak = v.counts, v.stats["leakage"]
+    return {"version_id": vid, "seconds": dt, "samples": counts["total"], "counts": counts,
+            "samples_per_s": counts["total"] / dt, "rss_start_mb": rss0, "peak_rss_mb": rss_mb(),
+            "leakage": leak}
+
+
+def phase_export(version_id: int) -> dict:
+    from service.core import jobs
+    from service.core.db import session_scope
+    from service.datasets import service as datasets_service
+    from service.models import DatasetExport, DatasetVersion
+    from workers.tasks.datasets import export_version
+
+    jobs.send_now = lambda name, **kw: None
+    with session_scope() as db:
+        exp, _ = datasets_service.create_export(db, version=db.get(DatasetVersion, version_id),
+                                                fmt="openai")
+        eid = exp.id
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    assert export_version.run(eid) == "ready"
+    dt = time.perf_counter() - t0
+    with session_scope() as db:
+        exp = db.get(DatasetExport, eid)
+        members = exp.files["members"]
+        total = db.get(DatasetVersion, version_id).counts["total"]
+    size = sum(m["bytes"] for n, m in members.items() if n.endswith(".jsonl"))
+    return {"seconds": dt, "samples": total, "samples_per_s": total / dt, "bytes": size,
+            "rss_start_mb": rss0, "peak_rss_mb": rss_mb(),
+            "sha256": {n: m["sha256"] for n, m in members.items() if n.endswith(".jsonl")}}
+
+
+def phase_raw(version_id: int) -> dict:
+    import orjson
+    from sqlalchemy import text
+
+    from service.core.db import get_engine
+
+    out = Path(tempfile.mkdtemp()) / "raw.jsonl"
+    timed = 0.0
+    n = 0
+    with get_engine().connect() as conn, open(out, "wb", buffering=1 << 20) as fh:
+        for split in ("train", "validation", "test"):
+            last = -1
+            while True:
+                rows = conn.execute(text(
+                    "SELECT position, messages FROM dataset_version_items WHERE version_id = :v AND "
+                    "split = :s AND position > :p ORDER BY position LIMIT 100000"),
+                    {"v": version_id, "s": split, "p": last}).all()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                batch = [r[1] for r in rows]  # in memory: not timed
+                t0 = time.perf_counter()
+                dumps = orjson.dumps
+                fh.write(b"".join(dumps({"messages": m}) + b"\n" for m in batch))
+                timed += time.perf_counter() - t0
+                n += len(batch)
+        t0 = time.perf_counter()
+        fh.flush()
+        os.fsync(fh.fileno())
+        timed += time.perf_counter() - t0
+    out.unlink()
+    return {"seconds": timed, "samples": n, "samples_per_s": n / timed if timed else None}
+
+
+def _child(phase: str, db_url: str, data_dir: str, arg: str | None) -> dict:
+    env = dict(os.environ, ANNOTUNE_DATABASE_URL=db_url, ANNOTUNE_DATA_DIR=data_dir,
+               ANNOTUNE_CELERY_EAGER="false", ANNOTUNE_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, __file__, "--phase", phase] + ([arg] if arg else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{phase} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=os.environ.get(
+        "ANNOTUNE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("arg", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        fn = {"build": lambda: phase_build(), "export": lambda: phase_export(int(args.arg)),
+              "raw": lambda: phase_raw(int(args.arg))}[args.phase]
+        print(json.dumps(fn()))
+        return
+
+    db_url = setup(args.database_url, args.n)
+    data_dir = tempfile.mkdtemp(prefix="annotune-bench-export-")
+    try:
+        build = _child("build", db_url, data_dir, None)
+        print(f"build: {build['samples']} samples in {build['seconds']:.1f}s "
+              f"= {build['samples_per_s']:,.0f}/s, peak RSS {build['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        export = _child("export", db_url, data_dir, str(build["version_id"]))
+        print(f"export: {export['samples_per_s']:,.0f}/s, peak RSS {export['peak_rss_mb']:.0f} MB",
+              file=sys.stderr)
+        raw = _child("raw", db_url, data_dir, str(build["version_id"]))
+    finally:
+        if not args.keep:
+            drop(args.database_url, db_url)
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+    report = {"n_inserted": args.n, "build": build, "export": export, "raw_dump": raw,
+              "export_vs_raw": export["seconds"] / raw["seconds"], "python": sys.version.split()[0],
+              "cpus": os.cpu_count()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"samples in version: {export['samples']:,}  (of {args.n:,} inserted; 90% accepted)")
+        print(f"build : {build['seconds']:8.1f} s  {build['samples_per_s']:10,.0f} samples/s  "
+              f"peak RSS {build['peak_rss_mb']:.0f} MB  leakage {build['leakage'].get('checked')}")
+        print(f"export: {export['seconds']:8.1f} s  {export['samples_per_s']:10,.0f} samples/s  "
+              f"peak RSS {export['peak_rss_mb']:.0f} MB  ({export['bytes'] / 1e6:.0f} MB JSONL)")
+        print(f"raw   : {raw['seconds']:8.1f} s  {raw['samples_per_s']:10,.0f} samples/s  (orjson, rows in memory)")
+        print(f"export / raw = {report['export_vs_raw']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

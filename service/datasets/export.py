@@ -1,0 +1,391 @@
+"""Writing a version's export files: byte-for-byte reproducible, streamed, renamed into place.
+
+Layout under ``settings.data_dir/exports/<version_id>/<format>/``:
+
+* ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (only non-empty splits): one record a
+  line, written by ``formats.convert_out``, serialised by orjson (keys in the order the writer
+  built them, UTF-8 as is, ``\\n`` after every record). Format ``hf`` writes ``<split>.parquet``
+  instead (OpenAI ``messages`` column, through pyarrow, the engine of the ``datasets`` library;
+  optional: without pyarrow the ``hf`` format is refused).
+* ``dataset_info.json``: one LLaMA-Factory entry a split, named ``<dataset>_v<N>_<split>``.
+* ``README.md``: the dataset card (with a Hugging Face ``configs`` header).
+* ``manifest.json``: counts, sha256 and size of every other file, filter, split, seed,
+  stratification, source documents, generation templates and models, reviewers, and the
+  version's ``built_at``. Nothing in any file depends on when or how often it was exported.
+
+The files are written into a staging folder which is renamed into place when complete. The zip
+(``<format>.zip`` beside the folder) is made on first download: fixed member order, fixed
+1980-01-01 timestamps, fixed permissions, so it is reproducible too.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.core.config import get_settings
+from service.core.errors import Conflict, NotFound
+from service.datasets.schemas import SPLITS
+from service.models import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
+from service.samples import formats
+
+BATCH = 5000
+WRITE_BUFFER = 1 << 20
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def export_root() -> Path:
+    return (get_settings().data_dir / "exports").resolve()
+
+
+def export_dir(version_id: int, fmt: str) -> Path:
+    return export_root() / str(int(version_id)) / fmt
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "dataset"
+
+
+def data_file_name(fmt: str, split: str) -> str:
+    return f"{split}.parquet" if fmt == "hf" else f"{split}.jsonl"
+
+
+# --- reading frozen items -----------------------------------------------------------------------
+
+
+def iter_messages(db: Session, version_id: int, split: str, batch: int = BATCH
+                  ) -> Iterator[list[dict[str, str]]]:
+    """Frozen messages of one split in position order, through a server-side cursor.
+
+    On PostgreSQL this goes straight to a psycopg named cursor with orjson as the JSON loader
+    (the hot loop of every export); elsewhere through SQLAlchemy's ``yield_per``.
+    """
+    conn = db.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        from psycopg.types.json import set_json_loads
+
+        raw = conn.connection.driver_connection
+        with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}") as cur:
+            set_json_loads(orjson.loads, cur)
+            cur.itersize = batch
+            cur.execute("SELECT messages FROM dataset_version_items "
+                        "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
+            while rows := cur.fetchmany(batch):
+                for row in rows:
+                    yield row[0]
+        return
+    stmt = (select(DatasetVersionItem.messages)
+            .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
+            .order_by(DatasetVersionItem.position))
+    result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
+    try:
+        for row in result:
+            yield row[0]
+    finally:
+        result.close()
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """Buffered file writer that hashes what it writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: BinaryIO = open(path, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 (closed by close())
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self._sha.update(data)
+        self._fh.write(data)
+        self.bytes += len(data)
+
+    def close(self) -> dict[str, Any]:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        return {"sha256": self._sha.hexdigest(), "bytes": self.bytes}
+
+
+def _write_jsonl(path: Path, messages: Iterator[list[dict[str, str]]], fmt: str,
+                 tick: Callable[[int], None]) -> dict[str, Any]:
+    out = _HashingWriter(path)
+    dumps, convert, nl = orjson.dumps, formats.convert_out, b"\n"
+    n = 0
+    has_system = has_history = False
+    chunk: list[bytes] = []
+    for msgs in messages:
+        record = convert(msgs, fmt)
+        if fmt != "openai":
+            has_system = has_system or "system" in record
+            has_history = has_history or "history" in record
+        elif not has_system and msgs and msgs[0]["role"] == "system":
+            has_system = True
+        chunk.append(dumps(record))
+        n += 1
+        if len(chunk) >= 2000:
+            chunk.append(b"")
+            out.write(nl.join(chunk))
+            chunk = []
+            tick(2000)
+    if chunk:
+        chunk.append(b"")
+        out.write(nl.join(chunk))
+        tick(len(chunk) - 1)
+    info = out.close()
+    return {**info, "records": n, "has_system": has_system, "has_history": has_history}
+
+
+def _write_parquet(path: Path, messages: Iterator[list[dict[str, str]]],
+                   tick: Callable[[int], None]) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()),
+                                                         ("content", pa.string())])))])
+    n = 0
+    has_system = False
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        rows: list[dict[str, Any]] = []
+        for msgs in messages:
+            record = formats.convert_out(msgs, "openai")
+            has_system = has_system or record["messages"][0]["role"] == "system"
+            rows.append(record)
+            n += 1
+            if len(rows) >= BATCH:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                tick(len(rows))
+                rows = []
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            tick(len(rows))
+    return {**_hash_file(path), "records": n, "has_system": has_system, "has_history": False}
+
+
+def _hash_file(path: Path) -> dict[str, Any]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(WRITE_BUFFER):
+            sha.update(block)
+            size += len(block)
+    return {"sha256": sha.hexdigest(), "bytes": size}
+
+
+def _write_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    out = _HashingWriter(path)
+    out.write(data)
+    return out.close()
+
+
+def _json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+# --- the export ---------------------------------------------------------------------------------
+
+
+def write_export(db: Session, export_id: int, *, on_progress: Callable[[int], None] | None = None,
+                 batch: int = BATCH) -> DatasetExport:
+    """Write every file of the export, then rename the folder into place and record the hashes."""
+    export = db.get(DatasetExport, export_id)
+    if export is None:
+        raise NotFound("export not found", code="export_not_found")
+    version = db.get(DatasetVersion, export.version_id)
+    if version is None or version.status != "ready":
+        raise Conflict("the version is not ready", code="version_not_ready")
+    dataset = db.get(Dataset, version.dataset_id)
+    fmt = export.format
+    final = export_dir(version.id, fmt)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{fmt}.staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        members = _write_all(db, staging, dataset=dataset, version=version, fmt=fmt, batch=batch,
+                             on_progress=on_progress)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    zip_path = final.parent / f"{fmt}.zip"
+    zip_path.unlink(missing_ok=True)  # stale from an earlier export attempt
+    export.files = {"members": members, "zip": zip_name(dataset, version, fmt)}
+    export.manifest_sha256 = members["manifest.json"]["sha256"]
+    export.path = str(final)
+    export.status = "ready"
+    export.progress = 100
+    export.error = None
+    db.flush()
+    return export
+
+
+def _write_all(db: Session, folder: Path, *, dataset: Dataset, version: DatasetVersion, fmt: str,
+               batch: int, on_progress: Callable[[int], None] | None) -> dict[str, dict[str, Any]]:
+    total = max(1, int(version.counts.get("total", 0)))
+    state = {"done": 0, "pct": -1}
+
+    def tick(k: int) -> None:
+        state["done"] += k
+        pct = min(99, state["done"] * 100 // total)
+        if on_progress is not None and pct != state["pct"]:
+            state["pct"] = pct
+            on_progress(pct)
+
+    base = f"{slug(dataset.name)}_v{version.number}"
+    files: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for split in SPLITS:
+        if not version.counts.get(split):
+            continue
+        name = data_file_name(fmt, split)
+        path = folder / name
+        rows = iter_messages(db, version.id, split, batch)
+        meta = (_write_parquet(path, rows, tick) if fmt == "hf"
+                else _write_jsonl(path, rows, fmt, tick))
+        entry_fmt = "openai" if fmt == "hf" else fmt
+        info[f"{base}_{split}"] = formats.dataset_info_entry(
+            entry_fmt, name, has_system=meta.pop("has_system"), has_history=meta.pop("has_history"))
+        files[name] = {**meta, "split": split}
+    files["dataset_info.json"] = _write_bytes(folder / "dataset_info.json", _json_bytes(info))
+    files["README.md"] = _write_bytes(folder / "README.md",
+                                      dataset_card(dataset, version, fmt, files, info).encode())
+    manifest = build_manifest(dataset, version, fmt, files)
+    files["manifest.json"] = _write_bytes(folder / "manifest.json", _json_bytes(manifest))
+    return files
+
+
+def build_manifest(dataset: Dataset, version: DatasetVersion, fmt: str,
+                   files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    stats = version.stats or {}
+    return {
+        "generator": "annotune",
+        "dataset": {"id": dataset.id, "name": dataset.name, "slug": slug(dataset.name)},
+        "version": {"id": version.id, "number": version.number,
+                    "built_at": version.built_at.isoformat() if version.built_at else None},
+        "format": fmt,
+        "counts": version.counts,
+        "files": {name: dict(meta) for name, meta in files.items()},
+        "filter": version.filter,
+        "split": version.split,
+        "seed": version.seed,
+        "stratify_by": version.stratify_by,
+        "split_method": "sha256(f'{seed}:{sample_id}') order"
+                        + (", whole documents by sha256(f'{seed}:doc:{document_id}')"
+                           if version.stratify_by == "document" else ""),
+        "source_documents": stats.get("document_ids", []),
+        "generation": {"templates": stats.get("templates", {}), "models": stats.get("models", {})},
+        "reviewers": stats.get("reviewers", []),
+        "tokens": {"tokenizer": stats.get("tokenizer"), **(stats.get("tokens", {}).get("all") or {})},
+        "leakage": {**(stats.get("leakage") or {}), "pairs": len(version.leakage or [])},
+    }
+
+
+def dataset_card(dataset: Dataset, version: DatasetVersion, fmt: str,
+                 files: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
+    stats = version.stats or {}
+    data_files = [(meta["split"], name) for name, meta in files.items() if "split" in meta]
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    for split, name in data_files:
+        lines += [f"  - split: {split}", f"    path: {name}"]
+    lines += ["---", "", f"# {dataset.name} — version {version.number}", ""]
+    if dataset.description:
+        lines += [dataset.description.strip(), ""]
+    lines += [f"Format: **{fmt}**"
+              + (" (Parquet, OpenAI `messages` column)" if fmt == "hf" else " (JSON Lines)")
+              + f". Built {version.built_at.isoformat() if version.built_at else '-'} by annotune.",
+              "", "| split | samples | file | sha256 |", "| --- | ---: | --- | --- |"]
+    for split, name in data_files:
+        lines.append(f"| {split} | {files[name]['records']} | `{name}` | `{files[name]['sha256']}` |")
+    tok = (stats.get("tokens") or {}).get("all") or {}
+    flt = orjson.dumps(version.filter, option=orjson.OPT_SORT_KEYS).decode()
+    ratios = orjson.dumps(version.split, option=orjson.OPT_SORT_KEYS).decode()
+    loader = "parquet" if fmt == "hf" else "json"
+    files_arg = ", ".join(f'"{s}": "{n}"' for s, n in data_files)
+    names = ", ".join(f"`{k}`" for k in info)
+    lines += [
+        "", "## Selection", "",
+        f"- filter: `{flt}`",
+        (f"- split ratios: `{ratios}`, seed {version.seed}, "
+         f"stratified by {version.stratify_by or 'nothing'}"),
+        f"- source documents: {stats.get('document_count', 0)}",
+        f"- reviewers: {', '.join(stats.get('reviewers', [])) or '-'}",
+        "", "## Statistics", "",
+        (f"- tokens per sample ({stats.get('tokenizer', '-')}): min {tok.get('min')}, "
+         f"mean {tok.get('mean')}, p95 {tok.get('p95')}, max {tok.get('max')}"),
+        f"- user turns per sample: {stats.get('turns', {})}",
+        f"- near-duplicate test/train pairs: {len(version.leakage or [])}",
+        "", "## Use", "",
+        ("LLaMA-Factory: copy this folder into `data/` (or point `dataset_dir` at it) and use "
+         f"the dataset names {names} from `dataset_info.json`."),
+        "", f"Hugging Face `datasets`: `load_dataset(\"{loader}\", data_files={{{files_arg}}})`.", "",
+    ]
+    return "\n".join(lines)
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+
+def zip_name(dataset: Dataset, version: DatasetVersion, fmt: str) -> str:
+    return f"{slug(dataset.name)}_v{version.number}_{fmt}.zip"
+
+
+def member_order(members: dict[str, Any]) -> list[str]:
+    """Data files in split order, then dataset_info.json, README.md, manifest.json."""
+    data = sorted((n for n, m in members.items() if "split" in m),
+                  key=lambda n: SPLITS.index(members[n]["split"]))
+    return data + [n for n in ("dataset_info.json", "README.md", "manifest.json") if n in members]
+
+
+def file_path(export: DatasetExport, name: str) -> Path:
+    """The path of one export file; ``name`` must be listed in the export's manifest."""
+    members = (export.files or {}).get("members", {})
+    if export.status != "ready" or not export.path:
+        raise Conflict("the export is not ready", code="export_not_ready")
+    if not NAME_RE.fullmatch(name) or name not in members:
+        raise NotFound("no such file in this export", code="file_not_found")
+    folder = Path(export.path).resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file():
+        raise NotFound("no such file in this export", code="file_not_found")
+    return path
+
+
+def zip_path(export: DatasetExport) -> Path:
+    """The export's zip, made (once) from the files: deterministic bytes."""
+    if export.status != "ready" or not export.path:
+        raise Conflict("the export is not ready", code="export_not_ready")
+    folder = Path(export.path).resolve()
+    target = folder.parent / f"{export.format}.zip"
+    if target.is_file():
+        return target
+    members = export.files["members"]
+    tmp = folder.parent / f".{export.format}.zip.{uuid.uuid4().hex}"
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for name in member_order(members):
+                src = folder / name
+                zi = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+                zi.compress_type = zipfile.ZIP_DEFLATED
+                zi.create_system = 3
+                zi.external_attr = 0o100644 << 16
+                with open(src, "rb") as fh, zf.open(zi, "w", force_zip64=members[name]["bytes"] > 2**31) as out:
+                    shutil.copyfileobj(fh, out, WRITE_BUFFER)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,662 @@
+"""Datasets and their versions: create, freeze (build), compare.
+
+A version is built in three streamed passes over the database, never holding the samples in
+memory:
+
+1. **select**: the ids (and document ids) of the samples the filter matches, read with a
+   server-side cursor into compact numpy arrays (8 bytes a column a sample);
+2. **split** (``assign_splits``): a pure function of those ids, the seed and the ratios. Each
+   sample's sort key is the first 8 bytes (big-endian) of ``sha256(f"{seed}:{sample_id}")``; with
+   ``stratify_by="document"`` whole documents are placed by ``sha256(f"{seed}:doc:{document_id}")``.
+   No database ordering, collation or float arithmetic of the backend is involved, so the same
+   samples give the same split on PostgreSQL and SQLite, in every run;
+3. **freeze**: the samples are read again (by id, server-side cursor) and each one's current
+   messages, version and latest revision id are copied into ``DatasetVersionItem`` rows in
+   batches, while the statistics are accumulated.
+
+A fourth pass over the frozen test and train items computes the near-duplicate leakage report.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import zlib
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.core import jobs
+from service.core.db import utcnow
+from service.core.errors import Conflict, Invalid, NotFound
+from service.core.pagination import paginate
+from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
+from service.models import (
+    Dataset,
+    DatasetExport,
+    DatasetVersion,
+    DatasetVersionItem,
+    Sample,
+    SampleRevision,
+    User,
+)
+from service.samples import tokens
+
+BATCH = 5000
+#: The leakage check (MinHash over character shingles) costs ~0.3 ms a sample; above this many
+#: train + test samples it is skipped and the version's stats say so.
+LEAKAGE_MAX_SAMPLES = 200_000
+LEAKAGE_THRESHOLD = 0.8
+LEAKAGE_NUM_PERM = 64
+LEAKAGE_SHINGLE = 5
+LEAKAGE_REPORT_MAX = 1000
+TOP_N = 100
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def create_dataset(db: Session, *, project_id: int, name: str, description: str = "",
+                   default_format: str = "openai") -> Dataset:
+    name = name.strip()
+    if not name:
+        raise Invalid("name must not be empty", details=[{"field": "body.name", "message": "empty"}])
+    exists = db.scalar(select(Dataset.id).where(Dataset.project_id == project_id, Dataset.name == name))
+    if exists is not None:
+        raise Conflict(f"a dataset named {name!r} already exists", code="dataset_exists")
+    dataset = Dataset(project_id=project_id, name=name, description=description,
+                      default_format=default_format)
+    db.add(dataset)
+    db.flush()
+    return dataset
+
+
+def list_datasets(db: Session, *, project_id: int, limit: int = 50, cursor: str | None = None
+                  ) -> tuple[list[Dataset], str | None]:
+    stmt = select(Dataset).where(Dataset.project_id == project_id)
+    return paginate(db, stmt, Dataset.id, limit=limit, cursor=cursor, descending=True)
+
+
+def get_dataset(db: Session, *, project_id: int, dataset_id: int) -> Dataset:
+    dataset = db.get(Dataset, dataset_id)
+    if dataset is None or dataset.project_id != project_id:
+        raise NotFound("dataset not found", code="dataset_not_found")
+    return dataset
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def create_version(db: Session, *, dataset: Dataset, spec: VersionCreate,
+                   actor_id: int | None = None) -> DatasetVersion:
+    """A ``queued`` version numbered after the dataset's last one; the build runs after commit."""
+    # serialise numbering per dataset (a no-op on SQLite, where writers are serialised anyway)
+    db.execute(select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
+    last = db.scalar(select(func.max(DatasetVersion.number))
+                     .where(DatasetVersion.dataset_id == dataset.id)) or 0
+    version = DatasetVersion(
+        dataset_id=dataset.id, project_id=dataset.project_id, number=last + 1, status="queued",
+        filter=spec.filter.model_dump(mode="json"), split=spec.split.model_dump(mode="json"),
+        seed=spec.seed, stratify_by=spec.stratify_by, counts={}, stats={}, leakage=[],
+        created_by_id=actor_id)
+    db.add(version)
+    db.flush()
+    jobs.enqueue(db, "datasets.build_version", version_id=version.id)
+    return version
+
+
+def list_versions(db: Session, *, dataset_id: int, limit: int = 50, cursor: str | None = None
+                  ) -> tuple[list[DatasetVersion], str | None]:
+    stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
+    return paginate(db, stmt, DatasetVersion.id, limit=limit, cursor=cursor, descending=True)
+
+
+def get_version(db: Session, *, project_id: int, version_id: int,
+                dataset_id: int | None = None) -> DatasetVersion:
+    version = db.get(DatasetVersion, version_id)
+    if (version is None or version.project_id != project_id
+            or (dataset_id is not None and version.dataset_id != dataset_id)):
+        raise NotFound("dataset version not found", code="version_not_found")
+    return version
+
+
+def claim_version(db: Session, version_id: int) -> bool:
+    """Move a ``queued`` version to ``building``; False if another run already took it."""
+    result = db.execute(update(DatasetVersion)
+                        .where(DatasetVersion.id == version_id, DatasetVersion.status == "queued")
+                        .values(status="building", error=None))
+    return result.rowcount == 1
+
+
+def fail_version(db: Session, version_id: int, error: str) -> None:
+    db.execute(update(DatasetVersion).where(DatasetVersion.id == version_id)
+               .values(status="failed", error=error[:4000]))
+
+
+# --- split assignment (pure) --------------------------------------------------------------------
+
+
+def sort_key(text: str) -> int:
+    """First 8 bytes of sha256(text), big-endian: the stable, backend-independent sort key."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def target_counts(n: int, ratios: dict[str, float]) -> list[int]:
+    """Split ``n`` by ``ratios`` (largest remainder; ties go to the earlier split)."""
+    raw = [n * float(ratios.get(s, 0.0)) for s in SPLITS]
+    counts = [math.floor(x) for x in raw]
+    rest = n - sum(counts)
+    order = sorted(range(len(SPLITS)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[:rest]:
+        counts[i] += 1
+    return counts
+
+
+def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
+                  ratios: dict[str, float], stratify_by: str | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Split codes (index into ``SPLITS``) and positions within the split, aligned with ``ids``.
+
+    ``document_ids`` uses -1 for "no document"; when stratifying, such a sample is a group of its
+    own. Groups (or samples) are taken in key order and each goes to the split that is furthest
+    below its target count (ties: train, validation, test); splits with ratio 0 get nothing.
+    """
+    n = len(ids)
+    codes = np.zeros(n, dtype=np.int8)
+    positions = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return codes, positions
+    skey = np.fromiter((sort_key(f"{seed}:{int(i)}") for i in ids), dtype=np.uint64, count=n)
+    targets = target_counts(n, ratios)
+    if stratify_by != "document":
+        order = np.lexsort((ids, skey))
+        sorted_codes = np.repeat(np.arange(len(SPLITS), dtype=np.int8), targets)
+    else:
+        doc_keys: dict[int, int] = {}
+        gkey = np.empty(n, dtype=np.uint64)
+        gident = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            d = int(document_ids[j])
+            if d < 0:
+                gkey[j], gident[j] = skey[j], -int(ids[j]) - 1
+            else:
+                k = doc_keys.get(d)
+                if k is None:
+                    k = doc_keys[d] = sort_key(f"{seed}:doc:{d}")
+                gkey[j], gident[j] = k, d
+        order = np.lexsort((ids, skey, gident, gkey))
+        g_sorted = gident[order]
+        starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        eligible = [i for i, s in enumerate(SPLITS) if float(ratios.get(s, 0.0)) > 0]
+        assigned = [0] * len(SPLITS)
+        group_codes = np.empty(len(starts), dtype=np.int8)
+        for gi, size in enumerate(sizes.tolist()):
+            best = max(eligible, key=lambda i: (targets[i] - assigned[i], -i))
+            assigned[best] += size
+            group_codes[gi] = best
+        sorted_codes = np.repeat(group_codes, sizes)
+    sorted_pos = np.zeros(n, dtype=np.int64)
+    for c in range(len(SPLITS)):
+        mask = sorted_codes == c
+        sorted_pos[mask] = np.arange(int(mask.sum()), dtype=np.int64)
+    codes[order] = sorted_codes
+    positions[order] = sorted_pos
+    return codes, positions
+
+
+# --- build ------------------------------------------------------------------------------------
+
+
+def _filter_stmt(stmt: Any, project_id: int, flt: VersionFilter) -> Any:
+    stmt = stmt.where(Sample.project_id == project_id,
+                      Sample.status.in_([s.value for s in flt.status]))
+    if flt.document_ids is not None:
+        stmt = stmt.where(Sample.document_id.in_(flt.document_ids))
+    if flt.created_from is not None:
+        stmt = stmt.where(Sample.created_at >= flt.created_from)
+    if flt.created_to is not None:
+        stmt = stmt.where(Sample.created_at <= flt.created_to)
+    return stmt.order_by(Sample.id)
+
+
+def _python_match(flt: VersionFilter, tags: Any, scores: Any) -> bool:
+    """Tag and score criteria, checked in Python so that both backends agree exactly."""
+    if flt.tags is not None and not (set(tags or ()) & set(flt.tags)):
+        return False
+    if flt.score is not None:
+        value = (scores or {}).get(flt.score.key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if flt.score.min is not None and value < flt.score.min:
+            return False
+        if flt.score.max is not None and value > flt.score.max:
+            return False
+    return True
+
+
+def _stream(db: Session, stmt: Any, batch: int) -> Iterator[Any]:
+    """Rows of ``stmt`` through a server-side cursor, ``batch`` at a time (JSON read by orjson
+    on PostgreSQL)."""
+    conn = db.connection()
+    raw = conn.connection.driver_connection if conn.dialect.driver == "psycopg" else None
+    if raw is not None:
+        from psycopg.types.json import set_json_loads
+
+        set_json_loads(orjson.loads, raw)
+    try:
+        result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
+        try:
+            yield from result
+        finally:
+            result.close()
+    finally:
+        if raw is not None and not raw.closed:
+            import json
+
+            set_json_loads(json.loads, raw)
+
+
+_ITEM_COLUMNS = ("version_id", "sample_id", "revision_id", "sample_version", "split", "position",
+                 "messages", "content_hash", "document_id")
+
+
+def _item_writer(db: Session) -> Any:
+    """Insert a batch of item dicts: COPY on PostgreSQL, executemany elsewhere."""
+    conn = db.connection()
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return lambda rows: db.execute(insert(DatasetVersionItem), rows)
+    raw = conn.connection.driver_connection
+    sql = f"COPY dataset_version_items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        with raw.cursor() as cur, cur.copy(sql) as cp:
+            for r in rows:
+                cp.write_row((r["version_id"], r["sample_id"], r["revision_id"], r["sample_version"],
+                              r["split"], r["position"], orjson.dumps(r["messages"]).decode(),
+                              r["content_hash"], r["document_id"]))
+
+    return write
+
+
+def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
+                      batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: ids (ascending) and document ids (-1 for none) of the matching samples."""
+    python_filter = flt.tags is not None or flt.score is not None
+    cols = [Sample.id, Sample.document_id]
+    if python_filter:
+        cols += [Sample.tags, Sample.scores]
+    ids, docs = array("q"), array("q")
+    for row in _stream(db, _filter_stmt(select(*cols), project_id, flt), batch):
+        if python_filter and not _python_match(flt, row[2], row[3]):
+            continue
+        ids.append(row[0])
+        docs.append(-1 if row[1] is None else row[1])
+    return np.frombuffer(ids, dtype=np.int64), np.frombuffer(docs, dtype=np.int64)
+
+
+def content_hash(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_TEMPLATE_KEYS = ("template", "template_name", "prompt_template", "template_version",
+                  "prompt_template_id", "template_id")
+_MODEL_KEYS = ("model", "model_name")
+
+
+def _provenance_labels(prov: Any) -> tuple[list[str], list[str]]:
+    if not isinstance(prov, dict):
+        return [], []
+    found: dict[str, list[str]] = {"t": [], "m": []}
+    scopes = [prov] + [v for v in prov.values() if isinstance(v, dict)]
+    for scope in scopes:
+        for kind, keys in (("t", _TEMPLATE_KEYS), ("m", _MODEL_KEYS)):
+            for key in keys:
+                value = scope.get(key)
+                if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                    found[kind].append(f"{key}={value}" if kind == "t" else str(value))
+                elif isinstance(value, dict) and kind == "t":
+                    name, ver = value.get("name"), value.get("version")
+                    if name is not None:
+                        found["t"].append(f"{name}@{ver}" if ver is not None else str(name))
+    return found["t"], found["m"]
+
+
+def _histogram(values: np.ndarray) -> list[dict[str, int]]:
+    """Counts in power-of-two buckets: [0,16), [16,32), [32,64), ..."""
+    if values.size == 0:
+        return []
+    edges = [0, 16]
+    top = int(values.max())
+    while edges[-1] <= top:
+        edges.append(edges[-1] * 2)
+    counts, _ = np.histogram(values, bins=edges)
+    return [{"lo": edges[i], "hi": edges[i + 1], "count": int(c)} for i, c in enumerate(counts)]
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    """Same definition as ``tokens.summarize`` (nearest-rank p95), computed in numpy."""
+    n = int(values.size)
+    if not n:
+        return tokens.summarize([])
+    s = np.sort(values)
+    return {"min": int(s[0]), "mean": round(float(s.sum()) / n, 3),
+            "p95": int(s[(95 * n + 99) // 100 - 1]), "max": int(s[-1]), "count": n}
+
+
+def build_version(db: Session, version_id: int, *, batch: int = BATCH,
+                  leakage_max: int = LEAKAGE_MAX_SAMPLES) -> DatasetVersion:
+    """Freeze the version's samples into items, with counts, stats and the leakage report."""
+    version = db.get(DatasetVersion, version_id)
+    if version is None:
+        raise NotFound("dataset version not found", code="version_not_found")
+    if version.status == "ready":
+        return version
+    flt = VersionFilter.model_validate(version.filter)
+    ids, docs = select_candidates(db, project_id=version.project_id, flt=flt, batch=batch)
+    codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
+                                     stratify_by=version.stratify_by)
+
+    tok = tokens.get_tokenizer()
+    tok_counts = {s: array("q") for s in SPLITS}
+    turns: Counter[int] = Counter()
+    tags: Counter[str] = Counter()
+    documents: Counter[int] = Counter()
+    templates: Counter[str] = Counter()
+    models: Counter[str] = Counter()
+    reviewer_ids: set[int] = set()
+    counts = dict.fromkeys(SPLITS, 0)
+
+    latest_rev = (select(func.max(SampleRevision.id))
+                  .where(SampleRevision.sample_id == Sample.id).correlate(Sample).scalar_subquery())
+    stmt = _filter_stmt(select(Sample.id, Sample.version, Sample.messages, Sample.document_id,
+                               Sample.tags, Sample.provenance, Sample.reviewed_by_id, latest_rev),
+                        version.project_id, flt)
+    if len(ids):
+        stmt = stmt.where(Sample.id >= int(ids[0]), Sample.id <= int(ids[-1]))
+    pending: list[dict[str, Any]] = []
+    write = _item_writer(db)
+    prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
+    j, n = 0, len(ids)
+    for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id in _stream(db, stmt, batch):
+        while j < n and ids[j] < sid:
+            j += 1  # selected in pass 1 but gone since (not possible under REPEATABLE READ)
+        if j >= n:
+            break
+        if ids[j] != sid:
+            continue  # not selected in pass 1 (tag/score filter, or new since)
+        split = SPLITS[codes[j]]
+        pending.append({"version_id": version.id, "sample_id": sid, "revision_id": rev_id,
+                        "sample_version": sversion, "split": split, "position": int(positions[j]),
+                        "messages": messages, "content_hash": content_hash(messages),
+                        "document_id": doc_id})
+        counts[split] += 1
+        tok_counts[split].append(sum(tok.count(m["content"]) for m in messages))
+        turns[sum(1 for m in messages if m["role"] == "user")] += 1
+        tags.update(stags or ())
+        if doc_id is not None:
+            documents[doc_id] += 1
+        if reviewer is not None:
+            reviewer_ids.add(reviewer)
+        if prov:
+            pkey = orjson.dumps(prov, option=orjson.OPT_SORT_KEYS)
+            labels = prov_cache.get(pkey)
+            if labels is None:
+                labels = prov_cache[pkey] = _provenance_labels(prov)
+            templates.update(labels[0])
+            models.update(labels[1])
+        if len(pending) >= batch:
+            write(pending)
+            pending = []
+        j += 1
+    if pending:
+        write(pending)
+
+    reviewers = sorted(db.scalars(select(User.email).where(User.id.in_(reviewer_ids)))) \
+        if reviewer_ids else []
+    per_split = {s: np.frombuffer(tok_counts[s], dtype=np.int64) for s in SPLITS}
+    all_tokens = np.concatenate(list(per_split.values()))
+    total = sum(counts.values())
+    stats: dict[str, Any] = {
+        "tokenizer": tok.name,
+        "tokens": {"all": _summary(all_tokens), "histogram": _histogram(all_tokens),
+                   **{s: _summary(per_split[s]) for s in SPLITS}},
+        "turns": {str(k): v for k, v in sorted(turns.items())},
+        "tags": dict(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]),
+        "tag_count": len(tags),
+        "documents": {str(k): v for k, v in sorted(documents.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]},
+        "document_count": len(documents),
+        "document_ids": sorted(documents),
+        "templates": dict(sorted(templates.items())),
+        "models": dict(sorted(models.items())),
+        "reviewers": reviewers,
+    }
+    leakage, leak_info = _leakage(db, version.id, counts, leakage_max=leakage_max, batch=batch)
+    stats["leakage"] = leak_info
+    version.counts = {**counts, "total": total}
+    version.stats = stats
+    version.leakage = leakage
+    version.status = "ready"
+    version.error = None
+    version.built_at = utcnow()
+    db.flush()
+    return version
+
+
+# --- leakage ----------------------------------------------------------------------------------
+
+
+def leakage_text(messages: list[dict[str, str]]) -> str:
+    """The text compared for leakage: user and assistant contents, lower-cased, spaces collapsed."""
+    return " ".join(" ".join(m["content"] for m in messages if m["role"] != "system").lower().split())
+
+
+def shingles(text: str, k: int = LEAKAGE_SHINGLE) -> list[bytes]:
+    if len(text) <= k:
+        return [text.encode()]
+    return [s.encode() for s in {text[i:i + k] for i in range(len(text) - k + 1)}]
+
+
+def _crc32(data: bytes) -> int:
+    return zlib.crc32(data)
+
+
+def _minhashes(texts: list[str]) -> list[Any]:
+    from datasketch import LeanMinHash, MinHash
+
+    out = MinHash.bulk([shingles(t) for t in texts], num_perm=LEAKAGE_NUM_PERM, hashfunc=_crc32,
+                       seed=1)
+    return [LeanMinHash(m) for m in out]
+
+
+def _leakage(db: Session, version_id: int, counts: dict[str, int], *, leakage_max: int,
+             batch: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Test items whose text nearly matches a train item (MinHash LSH, Jaccard >= 0.8 on
+    character 5-gram shingles). For each such test item the closest train item is reported."""
+    info: dict[str, Any] = {"method": f"minhash-lsh char{LEAKAGE_SHINGLE}-shingles",
+                            "threshold": LEAKAGE_THRESHOLD, "num_perm": LEAKAGE_NUM_PERM}
+    if not counts["test"] or not counts["train"]:
+        return [], {**info, "checked": True, "count": 0}
+    if counts["test"] + counts["train"] > leakage_max:
+        return [], {**info, "checked": False, "count": None,
+                    "reason": f"more than {leakage_max} train + test samples"}
+    try:
+        from datasketch import MinHashLSH
+    except ImportError:  # pragma: no cover - datasketch is a dependency
+        return [], {**info, "checked": False, "count": None, "reason": "datasketch not installed"}
+    lsh = MinHashLSH(threshold=LEAKAGE_THRESHOLD, num_perm=LEAKAGE_NUM_PERM)
+    test_hashes: dict[int, Any] = {}
+
+    def items(split: str) -> Iterator[list[tuple[int, list[dict[str, str]]]]]:
+        stmt = (select(DatasetVersionItem.sample_id, DatasetVersionItem.messages)
+                .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
+                .order_by(DatasetVersionItem.position))
+        chunk: list[tuple[int, list[dict[str, str]]]] = []
+        for row in _stream(db, stmt, batch):
+            chunk.append((row[0], row[1]))
+            if len(chunk) >= 1000:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    with lsh.insertion_session() as session:
+        for chunk in items("test"):
+            for (sid, _), mh in zip(chunk, _minhashes([leakage_text(m) for _, m in chunk])):
+                session.insert(sid, mh, check_duplication=False)
+                test_hashes[sid] = mh
+    best: dict[int, tuple[float, int]] = {}
+    for chunk in items("train"):
+        for (train_id, _), mh in zip(chunk, _minhashes([leakage_text(m) for _, m in chunk])):
+            for test_id in lsh.query(mh):
+                sim = round(float(mh.jaccard(test_hashes[test_id])), 4)
+                if sim < LEAKAGE_THRESHOLD:
+                    continue
+                prev = best.get(test_id)
+                if prev is None or (sim, -train_id) > (prev[0], -prev[1]):
+                    best[test_id] = (sim, train_id)
+    report = [{"test_sample_id": t, "train_sample_id": tr, "similarity": s}
+              for t, (s, tr) in sorted(best.items())]
+    return report[:LEAKAGE_REPORT_MAX], {**info, "checked": True, "count": len(report)}
+
+
+# --- diff -------------------------------------------------------------------------------------
+
+
+def _render(messages: list[dict[str, str]]) -> list[str]:
+    lines: list[str] = []
+    for m in messages:
+        lines.append(f"[{m['role']}]")
+        lines.extend(m["content"].splitlines() or [""])
+    return lines
+
+
+def diff_versions(db: Session, *, a: DatasetVersion, b: DatasetVersion, limit: int = 200,
+                  batch: int = BATCH) -> dict[str, Any]:
+    """Added, removed and changed samples and split moves from ``a`` to ``b`` (merge join by
+    sample id over two streamed cursors). Lists are capped at ``limit`` each; the summary counts
+    everything."""
+    for v in (a, b):
+        if v.status != "ready":
+            raise Conflict(f"version {v.number} is {v.status}, not ready", code="version_not_ready")
+
+    def rows(version_id: int) -> Iterator[Any]:
+        stmt = (select(DatasetVersionItem.sample_id, DatasetVersionItem.split,
+                       DatasetVersionItem.content_hash, DatasetVersionItem.sample_version)
+                .where(DatasetVersionItem.version_id == version_id)
+                .order_by(DatasetVersionItem.sample_id))
+        return _stream(db, stmt, batch)
+
+    summary = {"added": 0, "removed": 0, "changed": 0, "split_changes": 0, "unchanged": 0}
+    added: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    changed_ids: list[tuple[int, str, str, int, int]] = []
+    moves: list[dict[str, Any]] = []
+    ia, ib = rows(a.id), rows(b.id)
+    ra, rb = next(ia, None), next(ib, None)
+    while ra is not None or rb is not None:
+        if rb is None or (ra is not None and ra[0] < rb[0]):
+            summary["removed"] += 1
+            if len(removed) < limit:
+                removed.append({"sample_id": ra[0], "split": ra[1]})
+            ra = next(ia, None)
+        elif ra is None or rb[0] < ra[0]:
+            summary["added"] += 1
+            if len(added) < limit:
+                added.append({"sample_id": rb[0], "split": rb[1]})
+            rb = next(ib, None)
+        else:
+            same = True
+            if ra[2] != rb[2]:
+                same = False
+                summary["changed"] += 1
+                if len(changed_ids) < limit:
+                    changed_ids.append((ra[0], ra[1], rb[1], ra[3], rb[3]))
+            if ra[1] != rb[1]:
+                same = False
+                summary["split_changes"] += 1
+                if len(moves) < limit:
+                    moves.append({"sample_id": ra[0], "from_split": ra[1], "to_split": rb[1]})
+            summary["unchanged"] += same
+            ra, rb = next(ia, None), next(ib, None)
+
+    changed: list[dict[str, Any]] = []
+    if changed_ids:
+        wanted = [c[0] for c in changed_ids]
+        msgs: dict[tuple[int, int], list[dict[str, str]]] = {}
+        for vid, sid, m in db.execute(
+                select(DatasetVersionItem.version_id, DatasetVersionItem.sample_id,
+                       DatasetVersionItem.messages)
+                .where(DatasetVersionItem.version_id.in_([a.id, b.id]),
+                       DatasetVersionItem.sample_id.in_(wanted))):
+            msgs[(vid, sid)] = m
+        for sid, split_a, split_b, va, vb in changed_ids:
+            text = "\n".join(difflib.unified_diff(
+                _render(msgs[(a.id, sid)]), _render(msgs[(b.id, sid)]),
+                fromfile=f"v{a.number}/sample-{sid}", tofile=f"v{b.number}/sample-{sid}", lineterm=""))
+            changed.append({"sample_id": sid, "split_a": split_a, "split_b": split_b,
+                            "sample_version_a": va, "sample_version_b": vb, "diff": text})
+    truncated = any(summary[k] > limit for k in ("added", "removed", "changed", "split_changes"))
+    return {"a": a.id, "b": b.id, "summary": summary, "added": added, "removed": removed,
+            "changed": changed, "split_changes": moves, "truncated": truncated}
+
+
+# --- exports (rows; the files are written by service.datasets.export) ---------------------------
+
+
+def create_export(db: Session, *, version: DatasetVersion, fmt: str) -> tuple[DatasetExport, bool]:
+    """The export of ``version`` in ``fmt``, queued if new (or failed before): idempotent."""
+    if fmt not in EXPORT_FORMATS:
+        raise Invalid(f"unknown format {fmt!r}",
+                      details=[{"field": "body.format", "message": f"one of {list(EXPORT_FORMATS)}"}])
+    if version.status != "ready":
+        raise Conflict(f"version is {version.status}; it can be exported once ready",
+                       code="version_not_ready")
+    export = db.scalar(select(DatasetExport).where(DatasetExport.version_id == version.id,
+                                                   DatasetExport.format == fmt))
+    if export is not None and export.status != "failed":
+        return export, False
+    if export is None:
+        export = DatasetExport(version_id=version.id, format=fmt, status="queued", progress=0,
+                               files={})
+        db.add(export)
+    else:
+        export.status, export.error, export.progress = "queued", None, 0
+    db.flush()
+    jobs.enqueue(db, "datasets.export_version", export_id=export.id)
+    return export, True
+
+
+def list_exports(db: Session, *, version_id: int) -> list[DatasetExport]:
+    return list(db.scalars(select(DatasetExport).where(DatasetExport.version_id == version_id)
+                           .order_by(DatasetExport.format)))
+
+
+def get_export(db: Session, *, version_id: int, fmt: str) -> DatasetExport:
+    export = db.scalar(select(DatasetExport).where(DatasetExport.version_id == version_id,
+                                                   DatasetExport.format == fmt))
+    if export is None:
+        raise NotFound("export not found", code="export_not_found")
+    return export
+
+
+def claim_export(db: Session, export_id: int) -> bool:
+    result = db.execute(update(DatasetExport)
+                        .where(DatasetExport.id == export_id, DatasetExport.status == "queued")
+                        .values(status="running", progress=0, error=None))
+    return result.rowcount == 1
+
+
+def set_export_progress(db: Session, export_id: int, progress: int) -> None:
+    db.execute(update(DatasetExport).where(DatasetExport.id == export_id)
+               .values(progress=max(0, min(100, progress))))
+
+
+def fail_export(db: Session, export_id: int, error: str) -> None:
+    db.execute(update(DatasetExport).where(DatasetExport.id == export_id)
+               .values(status="failed", error=error[:4000]))

@@ -1,0 +1,222 @@
+"""Exports: every format loads with `datasets`, nothing would be dropped by LLaMA-Factory, and
+the bytes are reproducible (also after the samples are edited)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from service.datasets import export as datasets_export
+from service.datasets import service as datasets_service
+from service.models import DatasetExport, DatasetVersionItem
+from service.samples import formats, validation
+from tests.datasets.test_service import (
+    build,
+    conv,
+    edit_sample,
+    make_dataset,
+    make_document,
+    make_sample,
+)
+
+TEXT_FORMATS = ("alpaca", "sharegpt", "openai")
+
+
+@pytest.fixture
+def project(db, factories):
+    owner = factories.make_user(db)
+    p = factories.make_project(db, owner)
+    p.owner = owner
+    return p
+
+
+@pytest.fixture
+def version(db, project):
+    doc = make_document(db, project)
+    samples = [make_sample(db, project, conv(i, system=i % 3 == 0, turns=1 + i % 3), document=doc,
+                           tags=["t"], provenance={"model": "m1", "template": "qa-v1"},
+                           reviewer=project.owner)
+               for i in range(30)]
+    v = build(db, make_dataset(db, project, name="Contracts FR"), seed=11,
+              split={"train": 0.7, "validation": 0.15, "test": 0.15})
+    assert v.status == "ready", v.error
+    v.samples = samples
+    return v
+
+
+def export(db, version, fmt: str) -> DatasetExport:
+    exp, _created = datasets_service.create_export(db, version=version, fmt=fmt)
+    db.commit()  # the eager task writes the files after commit
+    db.expire_all()
+    exp = db.get(DatasetExport, exp.id)
+    assert exp.status == "ready", exp.error
+    return exp
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def frozen(db, version_id: int, split: str) -> list[list[dict]]:
+    from sqlalchemy import select
+
+    return list(db.scalars(select(DatasetVersionItem.messages)
+                           .where(DatasetVersionItem.version_id == version_id,
+                                  DatasetVersionItem.split == split)
+                           .order_by(DatasetVersionItem.position)))
+
+
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+def test_jsonl_export_loads_with_datasets_and_nothing_would_be_dropped(db, version, fmt, tmp_path):
+    import datasets
+
+    exp = export(db, version, fmt)
+    folder = Path(exp.path)
+    members = exp.files["members"]
+    assert set(members) == {"train.jsonl", "validation.jsonl", "test.jsonl", "dataset_info.json",
+                            "README.md", "manifest.json"}
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert set(info) == {f"contracts_fr_v1_{s}" for s in ("train", "validation", "test")}
+    for split in ("train", "validation", "test"):
+        name = f"{split}.jsonl"
+        raw = (folder / name).read_bytes()
+        assert raw.endswith(b"\n") and b"\r\n" not in raw
+        assert "«payment» 支付".encode() in raw  # UTF-8 as is, not \u escapes
+        loaded = datasets.load_dataset("json", data_files=str(folder / name), split="train",
+                                       cache_dir=str(tmp_path / "hf"))
+        expected = frozen(db, version.id, split)
+        assert len(loaded) == version.counts[split] == len(expected) == members[name]["records"]
+        for line, messages in zip(raw.decode().splitlines(), expected):
+            record = json.loads(line)
+            assert record == formats.convert_out(messages, fmt)
+            back = formats.parse_record(record, fmt)
+            assert back == messages
+            assert validation.llamafactory_would_drop(back) is False
+            assert validation.validate_record(record, fmt) == []
+        entry = info[f"contracts_fr_v1_{split}"]
+        assert entry["file_name"] == name
+        assert entry == formats.dataset_info_entry(
+            fmt, name, has_system=any(m[0]["role"] == "system" for m in expected),
+            has_history=fmt == "alpaca" and any(len(m) > 3 for m in expected))
+        # every loaded row converts back to the frozen messages
+        for row, messages in zip(loaded, expected):
+            row = {k: v for k, v in row.items() if v is not None}
+            assert formats.parse_record(row, fmt) == messages
+    if fmt == "openai":
+        assert info["contracts_fr_v1_train"]["formatting"] == "sharegpt"
+        assert info["contracts_fr_v1_train"]["columns"] == {"messages": "messages"}
+        assert info["contracts_fr_v1_train"]["tags"]["role_tag"] == "role"
+
+
+def test_manifest_and_card(db, version, project):
+    exp = export(db, version, "openai")
+    folder = Path(exp.path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert exp.manifest_sha256 == sha(folder / "manifest.json")
+    for name, meta in manifest["files"].items():
+        assert meta["sha256"] == sha(folder / name) == exp.files["members"][name]["sha256"]
+    assert manifest["counts"] == version.counts
+    assert manifest["seed"] == 11 and manifest["split"]["train"] == 0.7
+    assert manifest["filter"]["status"] == ["accepted"]
+    assert manifest["version"]["built_at"] == version.built_at.isoformat()
+    assert manifest["source_documents"] == version.stats["document_ids"]
+    assert manifest["generation"] == {"templates": {"template=qa-v1": 30}, "models": {"m1": 30}}
+    assert manifest["reviewers"] == [project.owner.email]
+    card = (folder / "README.md").read_text()
+    assert "Contracts FR — version 1" in card and "path: train.jsonl" in card
+
+
+def test_reexport_after_editing_samples_is_byte_identical(db, version, project):
+    first = export(db, version, "alpaca")
+    hashes = {n: sha(Path(first.path) / n) for n in first.files["members"]}
+    zip1 = datasets_export.zip_path(first).read_bytes()
+    # edit, reject and add samples: the frozen version must not move
+    for s in version.samples[:10]:
+        edit_sample(db, db.merge(s), conv(500, text="rewritten after the freeze"))
+    db.merge(version.samples[10]).status = "rejected"
+    make_sample(db, project, conv(777))
+    db.commit()
+    # export again from scratch: drop the files and the row, then redo it
+    shutil.rmtree(Path(first.path).parent)
+    db.delete(db.get(DatasetExport, first.id))
+    db.commit()
+    second = export(db, version, "alpaca")
+    assert Path(second.path).is_dir()
+    assert {n: sha(Path(second.path) / n) for n in second.files["members"]} == hashes
+    assert second.manifest_sha256 == first.manifest_sha256
+    assert datasets_export.zip_path(second).read_bytes() == zip1
+
+
+def test_export_is_idempotent_and_zip_is_deterministic(db, version):
+    exp = export(db, version, "sharegpt")
+    again, created = datasets_service.create_export(db, version=version, fmt="sharegpt")
+    assert not created and again.id == exp.id
+    path = datasets_export.zip_path(exp)
+    data = path.read_bytes()
+    path.unlink()
+    assert datasets_export.zip_path(exp).read_bytes() == data
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == ["train.jsonl", "validation.jsonl", "test.jsonl",
+                                               "dataset_info.json", "README.md", "manifest.json"]
+        assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+        assert {i.external_attr >> 16 for i in infos} == {0o100644}
+        for i in infos:
+            assert hashlib.sha256(zf.read(i)).hexdigest() == exp.files["members"][i.filename]["sha256"]
+
+
+def test_writing_twice_gives_same_bytes(db, version):
+    exp = export(db, version, "openai")
+    hashes = {n: m["sha256"] for n, m in exp.files["members"].items()}
+    exp.status = "running"
+    datasets_export.write_export(db, exp.id)
+    db.commit()
+    assert {n: m["sha256"] for n, m in exp.files["members"].items()} == hashes
+    assert not list(Path(exp.path).parent.glob(".*staging*"))
+
+
+def test_hf_parquet_export_loads_with_datasets(db, version, tmp_path):
+    pytest.importorskip("pyarrow")
+    import datasets
+
+    exp = export(db, version, "hf")
+    folder = Path(exp.path)
+    assert "train.parquet" in exp.files["members"]
+    ds = datasets.load_dataset("parquet", data_files={s: str(folder / f"{s}.parquet")
+                                                      for s in ("train", "validation", "test")},
+                               cache_dir=str(tmp_path / "hf"))
+    for split in ("train", "validation", "test"):
+        expected = frozen(db, version.id, split)
+        assert [r["messages"] for r in ds[split]] == expected
+        for r in ds[split]:
+            assert validation.llamafactory_would_drop(r["messages"]) is False
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert info["contracts_fr_v1_train"]["file_name"] == "train.parquet"
+    hashes = {n: m["sha256"] for n, m in exp.files["members"].items()}
+    exp.status = "running"
+    datasets_export.write_export(db, exp.id)
+    assert {n: m["sha256"] for n, m in exp.files["members"].items()} == hashes
+
+
+def test_file_names_are_checked_against_the_manifest(db, version):
+    from service.core.errors import NotFound
+
+    exp = export(db, version, "openai")
+    assert datasets_export.file_path(exp, "train.jsonl").name == "train.jsonl"
+    for bad in ("../../../etc/passwd", "..", "/etc/passwd", "train.jsonl/..", "nope.jsonl",
+                ".train.jsonl", "train.jsonl%00"):
+        with pytest.raises(NotFound):
+            datasets_export.file_path(exp, bad)
+
+
+def test_empty_splits_are_not_written(db, project):
+    for i in range(5):
+        make_sample(db, project, conv(i))
+    v = build(db, make_dataset(db, project), split={"train": 1, "validation": 0, "test": 0})
+    exp = export(db, v, "openai")
+    assert sorted(exp.files["members"]) == ["README.md", "dataset_info.json", "manifest.json",
+                                            "train.jsonl"]
