@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     first_admin_email: str = ""
     first_admin_password: SecretStr = SecretStr("")
 
+    # generation engine: a unit whose worker vanished is picked up again after this many seconds
+    generation_lease_seconds: int = 300
+    generation_batch: int = 64
+    # a job whose heartbeat is older than this is resumed by the sweeper
+    job_stale_seconds: int = 60
+    local_model_cache: Path | None = None
+    allow_hub_models: bool = False  # workers can download from a model hub  # where converted local models (GGUF -> safetensors) live
+
     # tasks run in the calling process (unit tests, scripts); never in production
     celery_eager: bool = False
 

@@ -56,3 +56,24 @@ def new_csrf_token() -> str:
 
 def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+# -- secrets at rest (provider API keys) -------------------------------------------------------
+
+def _fernet():
+    import base64
+
+    from cryptography.fernet import Fernet
+
+    from service.core.config import get_settings
+
+    key = hashlib.sha256(b"annotune-secrets:" + get_settings().secret_key.get_secret_value().encode())
+    return Fernet(base64.urlsafe_b64encode(key.digest()))
+
+
+def encrypt_secret(value: str) -> str:
+    return _fernet().encrypt(value.encode()).decode()
+
+
+def decrypt_secret(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()

@@ -46,8 +46,9 @@ def purge(queues: tuple[str, ...] = ("ingest", "generate", "gpu")) -> None:
 
     r = redis.Redis.from_url(REDIS_URL)
     r.delete(*queues)
-    for key in r.scan_iter("unacked*"):
-        r.delete(key)
+    for pattern in ("unacked*", "annotune:*"):
+        for key in r.scan_iter(pattern):
+            r.delete(key)
 
 
 @contextmanager

@@ -15,3 +15,54 @@ def ping(payload: str = "pong") -> dict:
     with session_scope() as db:
         one = db.execute(text("SELECT 1")).scalar_one()
     return {"payload": payload, "db": one, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+# -- the sweeper: every worker resumes the jobs of its queues whose worker vanished -----------
+import logging  # noqa: E402
+import threading  # noqa: E402
+
+from celery.signals import worker_ready, worker_shutting_down  # noqa: E402
+
+from service.core.config import get_settings  # noqa: E402
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def sweep_once(queues: set[str]) -> dict:
+    out: dict = {}
+    if "generate" in queues:
+        from service.generation import service as generation_service
+
+        out["generation"] = generation_service.sweep_stale_jobs()["resumed"]
+    if "gpu" in queues:
+        from service.training import service as training_service
+
+        out["training"] = training_service.sweep_stale_jobs()
+    return out
+
+
+def _sweeper_loop(queues: set[str], interval: float) -> None:
+    while not _stop.wait(interval):
+        try:
+            result = sweep_once(queues)
+            if any(result.values()):
+                log.warning("resumed stale jobs: %s", result)
+        except Exception:  # keep sweeping; a database hiccup must not kill the thread
+            log.exception("sweeper failed")
+
+
+@worker_ready.connect
+def _start_sweeper(sender=None, **_kwargs) -> None:
+    try:  # ``sender`` is the worker's Consumer
+        queues = {q.name for q in sender.task_consumer.queues}
+    except AttributeError:
+        queues = {"generate", "gpu"}
+    interval = max(1.0, get_settings().job_stale_seconds / 2)
+    threading.Thread(target=_sweeper_loop, args=(queues, interval), name="annotune-sweeper",
+                     daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _stop_sweeper(**_kwargs) -> None:
+    _stop.set()

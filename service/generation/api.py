@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import select
+
+from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.generation import schemas
+from service.generation import service as generation_service
+from service.models import Chunk, GenerationJob, GenerationUnit
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["generation"])
+
+
+def _provider(p) -> schemas.ProviderRead:
+    out = schemas.ProviderRead.model_validate(p)
+    out.has_api_key = bool(p.api_key_encrypted)
+    return out
+
+
+@router.get("/providers", response_model=list[schemas.ProviderRead])
+def list_providers(access: ProjectViewer, db: SessionDep):
+    return [_provider(p) for p in generation_service.list_providers(db, project_id=access.project.id)]
+
+
+@router.post("/providers", response_model=schemas.ProviderRead, status_code=status.HTTP_201_CREATED)
+def create_provider(body: schemas.ProviderCreate, access: ProjectLead, db: SessionDep):
+    return _provider(generation_service.create_provider(db, project_id=access.project.id,
+                                                        data=body.model_dump()))
+
+
+@router.patch("/providers/{provider_id}", response_model=schemas.ProviderRead)
+def update_provider(provider_id: int, body: schemas.ProviderUpdate, access: ProjectLead, db: SessionDep):
+    p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
+    return _provider(generation_service.update_provider(db, p, body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/providers/{provider_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> Response:
+    p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
+    db.delete(p)
+    db.flush()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/providers/{provider_id}/test")
+def test_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> dict:
+    p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
+    return generation_service.test_provider(p)
+
+
+@router.get("/templates", response_model=list[schemas.TemplateRead])
+def list_templates(access: ProjectViewer, db: SessionDep):
+    return generation_service.list_templates(db, project_id=access.project.id)
+
+
+@router.post("/templates", response_model=schemas.TemplateRead, status_code=status.HTTP_201_CREATED)
+def create_template(body: schemas.TemplateCreate, access: ProjectLead, db: SessionDep):
+    return generation_service.create_template(db, project_id=access.project.id, name=body.name,
+                                              kind=body.kind, lang=body.lang, text=body.text,
+                                              parser=body.parser, actor_id=access.user.id)
+
+
+@router.post("/templates/{template_id}/preview")
+def preview_template(template_id: int, body: schemas.TemplatePreview, access: ProjectViewer,
+                     db: SessionDep) -> dict:
+    t = generation_service.get_template(db, project_id=access.project.id, template_id=template_id)
+    chunk = None
+    if body.chunk_id is not None:
+        chunk = db.get(Chunk, body.chunk_id)
+        if chunk is None or chunk.project_id != access.project.id:
+            from service.core.errors import NotFound
+
+            raise NotFound("chunk not found", code="chunk_not_found")
+    else:
+        chunk = db.scalar(select(Chunk).where(Chunk.project_id == access.project.id).order_by(Chunk.id))
+    variables = generation_service.template_variables(t, chunk, body.params)
+    return {"chunk_id": chunk.id if chunk else None,
+            "rendered": generation_service.render_template(t, variables)}
+
+
+@router.post("/generation-jobs", response_model=schemas.JobRead, status_code=status.HTTP_201_CREATED)
+def create_job(body: schemas.JobCreate, access: ProjectLead, db: SessionDep):
+    return generation_service.create_job(
+        db, project_id=access.project.id, template_id=body.template_id, provider_id=body.provider_id,
+        document_ids=body.document_ids, chunk_ids=body.chunk_ids, unused_only=body.unused_only,
+        samples_per_chunk=body.samples_per_chunk, params=body.params, actor_id=access.user.id,
+        workers=body.workers)
+
+
+@router.get("/generation-jobs", response_model=Page[schemas.JobRead])
+def list_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    items, nxt = paginate(db, select(GenerationJob).where(GenerationJob.project_id == access.project.id),
+                          GenerationJob.id, limit=limit, cursor=cursor, descending=True)
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/generation-jobs/{job_id}", response_model=schemas.JobRead)
+def get_job(job_id: int, access: ProjectViewer, db: SessionDep):
+    return generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
+
+
+@router.post("/generation-jobs/{job_id}/{action}", response_model=schemas.JobRead)
+def job_action(job_id: int, action: Literal["pause", "resume", "cancel"], access: ProjectLead,
+               db: SessionDep):
+    job = generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    return generation_service.set_job_state(db, job, action)
+
+
+@router.get("/generation-jobs/{job_id}/units", response_model=Page[schemas.UnitRead])
+def list_units(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
+               cursor: CursorQ = None, status_: Annotated[str | None, Query(alias="status")] = None):
+    generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    stmt = select(GenerationUnit).where(GenerationUnit.job_id == job_id)
+    if status_:
+        stmt = stmt.where(GenerationUnit.status == status_)
+    items, nxt = paginate(db, stmt, GenerationUnit.id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from service.core.deps import ProjectViewer, SessionDep
+from service.core.templating import render
+from service.generation import service as generation_service
+from service.models import Document, GenerationJob, Role
+from service.projects.pages import PROJECT_NAV
+
+router = APIRouter(include_in_schema=False)
+PROJECT_NAV.insert(1, ("/generation", "Generation"))
+
+
+@router.get("/projects/{project_id}/generation", response_class=HTMLResponse)
+def generation_page(request: Request, access: ProjectViewer, db: SessionDep):
+    pid = access.project.id
+    jobs = list(db.scalars(select(GenerationJob).where(GenerationJob.project_id == pid)
+                           .order_by(GenerationJob.id.desc()).limit(50)))
+    docs = list(db.scalars(select(Document).where(Document.project_id == pid, Document.status == "parsed")
+                           .order_by(Document.id.desc()).limit(500)))
+    return render(request, "pages/generation.html", jobs=jobs, documents=docs,
+                  providers=generation_service.list_providers(db, project_id=pid),
+                  templates=generation_service.list_templates(db, project_id=pid),
+                  can_edit=access.at_least(Role.lead))
+
+
+@router.get("/projects/{project_id}/templates/{template_id}", response_class=HTMLResponse)
+def template_page(request: Request, template_id: int, access: ProjectViewer, db: SessionDep):
+    t = generation_service.get_template(db, project_id=access.project.id, template_id=template_id)
+    return render(request, "pages/template.html", template=t, can_edit=access.at_least(Role.lead))

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProviderCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["openai", "local"] = "openai"
+    base_url: str = Field("", max_length=500)
+    model: str = Field(min_length=1, max_length=300)
+    api_key: str | None = Field(None, description="write-only; stored encrypted, never returned")
+    max_concurrency: int = Field(8, ge=1, le=512)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    default_params: dict[str, Any] = Field(default_factory=dict)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    keep_reasoning: bool = True
+
+
+class ProviderUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    base_url: str | None = Field(None, max_length=500)
+    model: str | None = Field(None, min_length=1, max_length=300)
+    api_key: str | None = None
+    max_concurrency: int | None = Field(None, ge=1, le=512)
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+    default_params: dict[str, Any] | None = None
+    extra_body: dict[str, Any] | None = None
+    keep_reasoning: bool | None = None
+
+
+class ProviderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int | None
+    name: str
+    kind: str
+    base_url: str
+    model: str
+    has_api_key: bool = False
+    max_concurrency: int
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    timeout_s: float
+    default_params: dict[str, Any]
+    extra_body: dict[str, Any]
+    keep_reasoning: bool
+    created_at: datetime
+
+
+class TemplateCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["question", "answer", "instruction", "dialogue", "keywords", "custom", "judge"]
+    lang: str = Field("en", max_length=10)
+    text: str = Field(min_length=1, max_length=100_000)
+    parser: dict[str, Any] = Field(default_factory=lambda: {"kind": "text"},
+                                   description='{"kind": "json"|"regex"|"text"|"qa_list", ...options}')
+
+
+class TemplateRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int | None
+    name: str
+    kind: str
+    lang: str
+    version: int
+    text: str
+    parser: dict[str, Any]
+    created_at: datetime
+
+
+class TemplatePreview(BaseModel):
+    chunk_id: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobCreate(BaseModel):
+    template_id: int
+    provider_id: int
+    document_ids: list[int] | None = None
+    chunk_ids: list[int] | None = None
+    unused_only: bool = Field(True, description="skip chunks this template version already used")
+    samples_per_chunk: int = Field(1, ge=1, le=100)
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "n (questions per chunk; default from chunk length), rounds, user_role, assistant_role, "
+        "scenario, system_prompt, answer_template_id, sampling {temperature, max_tokens, ...}"))
+    workers: int = Field(1, ge=1, le=16, description="parallel runners (across worker processes)")
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int
+    kind: str
+    template_id: int
+    provider_id: int
+    params: dict[str, Any]
+    chunk_filter: dict[str, Any]
+    samples_per_chunk: int
+    status: str
+    total_units: int
+    done_units: int
+    failed_units: int
+    retried: int
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class UnitRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    key: str
+    chunk_id: int | None
+    index: int
+    status: str
+    attempts: int
+    sample_id: int | None
+    raw_output: str | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int

