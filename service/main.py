@@ -32,7 +32,8 @@ def _routers() -> list:
     # domain packages register themselves here as they land
     import importlib
 
-    for module in ("service.samples.api", "service.samples.pages", "service.documents.api",
+    for module in ("service.samples.api", "service.samples.pages", "service.review.api",
+                   "service.review.pages", "service.documents.api",
                    "service.documents.pages", "service.datasets.api", "service.datasets.pages",
                    "service.generation.api", "service.generation.pages", "service.training.api",
                    "service.training.pages", "service.evaluation.api", "service.evaluation.pages"):

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.samples.schemas import FilterSpec, SampleRead
+
+Decision = Literal["accepted", "rejected", "needs_changes"]
+
+
+class DecisionCreate(BaseModel):
+    decision: Decision
+    version: int = Field(description="the sample version the reviewer started from")
+    reason: str | None = Field(None, max_length=5000)
+    messages: list[dict[str, Any]] | None = Field(
+        None, description="the edited conversation, when the reviewer changed it")
+
+
+class DecisionResult(BaseModel):
+    sample: SampleRead
+    resolved: bool
+    flagged: bool
+    decisions: int
+
+
+class DecisionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    sample_id: int
+    reviewer_id: int
+    decision: str
+    reason: str | None
+    messages: list[dict[str, str]] | None
+    sample_version: int
+    created_at: datetime
+
+
+class NextSample(BaseModel):
+    sample: SampleRead | None
+
+
+class SkipResult(BaseModel):
+    skipped: list[int]
+    next: SampleRead | None
+
+
+class AssignRequest(BaseModel):
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    annotator_ids: list[int] = Field(default_factory=list)
+    mode: Literal["round_robin", "count"] = "round_robin"
+    count: int | None = Field(None, ge=1, le=1_000_000, description="samples per annotator")
+    dry_run: bool = False
+
+
+class ReviewSettingsRead(BaseModel):
+    reject_reasons: list[str]
+    target_accepted: int | None
+    review_overlap: int
+
+
+class ReviewSettingsUpdate(BaseModel):
+    reject_reasons: list[str] | None = None
+    target_accepted: int | None = Field(None, ge=1)
+    clear_target: bool = False
+    review_overlap: int | None = Field(None, ge=1, le=10)

@@ -1,0 +1,208 @@
+"""Real headless Chromium against the live app: keyboard-only review, draft recovery after a
+reload, a conflict from a second session resolved in the page, and XSS that must not run."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from service.models import Sample
+from service.samples import service as samples_service
+from tests.review.conftest import XSS_ANSWER, XSS_USER
+from tests.support.factories import PASSWORD
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def login(browser, live_server, email: str):
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda d: d.accept())  # beforeunload prompts on reload
+    page.js_errors = errors  # type: ignore[attr-defined]
+    page.goto("/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/projects")
+    return page
+
+
+def on_sample(page, sid: int) -> None:
+    page.wait_for_selector(f'#review[data-sample="{sid}"]')
+    page.wait_for_function("() => document.querySelectorAll('#editor textarea').length > 0")
+
+
+def fresh(db, sid: int) -> Sample:
+    db.expire_all()
+    return db.get(Sample, sid)
+
+
+def test_keyboard_review_of_five_samples(browser, live_server, db, team, make_samples):
+    ids = make_samples(team.project_id, 7)
+    page = login(browser, live_server, team.ann1.email)
+    page.goto(f"/projects/{team.project_id}/review")
+    on_sample(page, ids[0])
+
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#help")
+
+    page.keyboard.press("a")                      # 1: accept
+    on_sample(page, ids[1])
+    page.keyboard.press("e")                      # 2: edit the answer, then accept
+    page.keyboard.press("End")
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Edited by keyboard.")
+    page.keyboard.press("Escape")
+    page.keyboard.press("a")
+    on_sample(page, ids[2])
+    page.keyboard.press("r")                      # 3: reject with a reason from the list + text
+    page.wait_for_selector("#reject:not([hidden])")
+    page.keyboard.press("ArrowDown")              # second configured reason
+    page.keyboard.press("Tab")
+    page.keyboard.type("cites the wrong page")
+    page.keyboard.press("Enter")
+    on_sample(page, ids[3])
+    page.keyboard.press("s")                      # 4: skip
+    on_sample(page, ids[4])
+    page.keyboard.press("n")                      # 5: needs changes
+    on_sample(page, ids[5])
+    page.keyboard.press("a")                      # 6: accept
+    on_sample(page, ids[6])                       # the skipped one does not come back yet
+    page.keyboard.press("k")                      # previous
+    on_sample(page, ids[5])
+    page.keyboard.press("j")                      # next again
+    on_sample(page, ids[6])
+    page.keyboard.press("]")                      # focus moves through the turns
+    assert page.evaluate("document.activeElement.classList.contains('turn-text')")
+
+    got = {sid: fresh(db, sid) for sid in ids}
+    assert [got[i].status for i in ids] == ["accepted", "accepted", "rejected", "pending",
+                                            "needs_changes", "accepted", "pending"]
+    assert got[ids[1]].messages[-1]["content"] == "Answer number 2. Edited by keyboard."
+    assert got[ids[2]].reject_reason == "not supported by the source: cites the wrong page"
+    assert {got[i].reviewed_by_id for i in (ids[0], ids[1], ids[2], ids[4], ids[5])} == {team.ann1.user_id}
+    assert page.js_errors == []
+
+
+def test_draft_survives_reload_and_conflict_from_second_session(browser, live_server, db, team, make_samples):
+    sid, other = make_samples(team.project_id, 2)
+    page = login(browser, live_server, team.ann1.email)
+    page.goto(f"/projects/{team.project_id}/review")
+    on_sample(page, sid)
+    page.keyboard.press("e")
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" DRAFT-TEXT")
+    seen: list[str] = []
+    page.on("dialog", lambda d: seen.append(d.type))
+    page.reload()
+    on_sample(page, sid)
+    page.wait_for_selector('[data-testid="draft-restored"]')
+    assert page.locator("#editor textarea").nth(2).input_value() == "Answer number 1. DRAFT-TEXT"
+    assert "beforeunload" in seen                   # the unload warning fired for unsaved edits
+    assert fresh(db, sid).version == 1              # nothing was saved behind our back
+
+    # a second browser session edits and saves the same sample first
+    page2 = login(browser, live_server, team.ann2.email)
+    page2.goto(f"/projects/{team.project_id}/review?sample={sid}")
+    on_sample(page2, sid)
+    page2.locator("#editor textarea").nth(2).fill("Answer from the second session.")
+    page2.keyboard.press("Control+s")
+    page2.wait_for_function("() => document.getElementById('version').textContent === '2'")
+
+    # our stale save is refused and shows both versions
+    page.locator("#editor textarea").nth(2).focus()
+    page.keyboard.press("Control+s")
+    page.wait_for_selector('[data-testid="conflict"]:not([hidden])')
+    assert "DRAFT-TEXT" in page.inner_text('[data-testid="conflict-mine"]')
+    assert "Answer from the second session." in page.inner_text('[data-testid="conflict-theirs"]')
+    assert fresh(db, sid).messages[-1]["content"] == "Answer from the second session."
+    # merge by editing, then save on top of the current version
+    page.click('button[data-act="merge"]')
+    merged = "Answer from the second session. Plus DRAFT-TEXT."
+    page.locator("#editor textarea").nth(2).fill(merged)
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => document.getElementById('version').textContent === '3'")
+    assert fresh(db, sid).messages[-1]["content"] == merged
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('annotune:draft:')).length") == 0
+
+    # once more: the other session saves again; this time keep mine
+    page2.reload()
+    on_sample(page2, sid)
+    page2.locator("#editor textarea").nth(2).fill("Theirs again.")
+    page2.keyboard.press("Control+s")
+    page2.wait_for_function("() => document.getElementById('version').textContent === '4'")
+    page.locator("#editor textarea").nth(2).fill("Mine wins.")
+    page.keyboard.press("Escape")
+    page.keyboard.press("a")                        # a stale decision: refused, conflict shown
+    page.wait_for_selector('[data-testid="conflict"]:not([hidden])')
+    assert fresh(db, sid).status == "pending"
+    page.click('button[data-act="keep-mine"]')
+    page.wait_for_function("() => document.getElementById('version').textContent === '5'")
+    assert fresh(db, sid).messages[-1]["content"] == "Mine wins."
+    page.keyboard.press("a")                        # now the decision goes through
+    on_sample(page, other)
+    assert fresh(db, sid).status == "accepted"
+    assert page.js_errors == [] and page2.js_errors == []
+
+
+def test_xss_payloads_show_literally_and_run_nothing(browser, live_server, db, team, source_sample):
+    sid = source_sample(team.project_id, chunk_text=f"Manual says: {XSS_ANSWER} and more.",
+                        messages=[{"role": "system", "content": "{{ 7*7 }} <b>sys</b>"},
+                                  {"role": "user", "content": XSS_USER},
+                                  {"role": "assistant", "content": XSS_ANSWER + "\n\n```\n<script>window.__xss=3</script>\n```"}])
+    samples_service.update_sample(db, project_id=team.project_id, sample_id=sid, expected_version=1,
+                                  actor_id=team.ann1.user_id, tags=['"><img src=x onerror="window.__xss=4">'],
+                                  messages=[{"role": "user", "content": XSS_USER},
+                                            {"role": "assistant", "content": XSS_ANSWER}])
+    db.commit()
+    page = login(browser, live_server, team.lead.email)
+
+    page.goto(f"/projects/{team.project_id}/review")
+    on_sample(page, sid)
+    page.keyboard.press("p")                        # Markdown preview renders text, not HTML
+    page.wait_for_selector(".preview:not([hidden])")
+    assert page.evaluate("window.__xss") is None
+    values = [page.locator("#editor textarea").nth(i).input_value() for i in range(2)]
+    assert values == [XSS_USER, XSS_ANSWER]
+    previews = page.inner_text("#editor")
+    assert "<script>window.__xss=1</script>" in previews and "{{ 7*7 }}" in previews
+    chunk = page.inner_text('[data-testid="chunk"]')
+    assert '<img src=x onerror="window.__xss=2">' in chunk and "49" not in chunk
+    assert page.locator('[data-testid="chunk"] mark').count() >= 1
+    assert page.locator("#editor img, [data-testid=chunk] img, #editor script").count() == 0
+
+    page.goto(f"/projects/{team.project_id}/samples")
+    table = page.inner_text('[data-testid="samples"]')
+    assert "<script>window.__xss=1</script> what is {{ 7*7 }}?" in table
+    cells = " ".join(page.locator('[data-testid="samples"] .cell-text').all_inner_texts())
+    assert 'onerror="window.__xss=4"' in table and "{{ 7*7 }}" in cells and "49" not in cells
+    assert page.evaluate("window.__xss") is None
+
+    page.goto(f"/projects/{team.project_id}/samples/{sid}")
+    history = page.inner_text('[data-testid="history"]')
+    assert "<script>window.__xss=3</script>" in history and "{{ 7*7 }} <b>sys</b>" in history
+    assert page.inner_text('[data-testid="messages"]').count("{{ 7*7 }}") == 2
+    assert page.evaluate("window.__xss") is None
+    assert page.js_errors == []
