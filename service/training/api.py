@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.errors import NotFound
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.models import TrainingJob
+from service.training import schemas
+from service.training import service as training_service
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["training"])
+
+
+@router.post("/training-jobs", response_model=schemas.TrainingJobRead, status_code=status.HTTP_201_CREATED)
+def create_training_job(body: schemas.TrainingJobCreate, access: ProjectLead, db: SessionDep):
+    return training_service.create_job(
+        db, project_id=access.project.id, dataset_version_id=body.dataset_version_id,
+        base_model=body.base_model, method=body.method, hyperparameters=body.hyperparameters,
+        use_validation=body.use_validation, suffix=body.suffix, evaluate_after=body.evaluate_after,
+        merge_after=body.merge_after, actor_id=access.user.id)
+
+
+@router.get("/training-jobs", response_model=Page[schemas.TrainingJobRead])
+def list_training_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    items, nxt = paginate(db, select(TrainingJob).where(TrainingJob.project_id == access.project.id),
+                          TrainingJob.id, limit=limit, cursor=cursor, descending=True)
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/training-jobs/{job_id}", response_model=schemas.TrainingJobRead)
+def get_training_job(job_id: int, access: ProjectViewer, db: SessionDep):
+    return training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+
+
+@router.post("/training-jobs/{job_id}/cancel", response_model=schemas.TrainingJobRead)
+def cancel_training_job(job_id: int, access: ProjectLead, db: SessionDep):
+    job = training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    return training_service.cancel_job(db, job)
+
+
+@router.get("/training-jobs/{job_id}/events", response_model=schemas.EventsPage)
+def training_events(job_id: int, access: ProjectViewer, db: SessionDep,
+                    after: Annotated[int | None, Query(description="last event id seen")] = None,
+                    limit: LimitQ = 200):
+    training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    items = training_service.list_events(db, job_id=job_id, after=after, limit=limit)
+    return {"items": items, "next_after": items[-1].id if items else after}
+
+
+@router.get("/training-jobs/{job_id}/checkpoints")
+def training_checkpoints(job_id: int, access: ProjectViewer, db: SessionDep) -> list[dict]:
+    training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    return [{"step": e.step, "path": Path(e.data.get("path", "")).name, "metrics": e.data.get("metrics"),
+             "created_at": e.created_at}
+            for e in training_service.list_events(db, job_id=job_id, after=None, limit=10_000)
+            if e.kind == "checkpoint"]
+
+
+ARTIFACT_FILES = ("adapter_model.safetensors", "adapter_config.json", "training_config.json",
+                  "loss_curve.json")
+
+
+@router.get("/training-jobs/{job_id}/artifacts/{name}")
+def download_artifact(job_id: int, name: str, access: ProjectViewer, db: SessionDep) -> FileResponse:
+    job = training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    if name not in ARTIFACT_FILES:
+        raise NotFound("no such artifact", code="artifact_not_found")
+    root = training_service.training_dir(job)
+    for candidate in (root / "adapter" / name, root / name):
+        if candidate.is_file() and candidate.resolve().is_relative_to(root):
+            return FileResponse(candidate, filename=name)
+    raise NotFound("artifact not written yet", code="artifact_not_found")

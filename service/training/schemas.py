@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainingJobCreate(BaseModel):
+    dataset_version_id: int
+    base_model: str = Field("smollm2-135m-instruct", min_length=1, max_length=500,
+                            description="smollm2-135m-instruct, a local model folder, a .gguf file, "
+                                        "or a hub id where the workers reach a hub")
+    method: Literal["qlora", "lora"] = "qlora"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description=(
+        "epochs, learning_rate, batch_size, gradient_accumulation, max_seq_length, warmup_ratio, "
+        "lr_scheduler, lora_r, lora_alpha, lora_dropout, target_modules, seed, max_samples, "
+        "save_steps, logging_steps, gradient_checkpointing, optim"))
+    use_validation: bool = True
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    evaluate_after: bool = Field(False, description="evaluate base and fine-tuned on the test split")
+    merge_after: bool = Field(False, description="also write the adapter merged into the base")
+
+
+class TrainingJobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int
+    dataset_version_id: int
+    base_model: str
+    method: str
+    hyperparameters: dict[str, Any]
+    use_validation: bool
+    suffix: str | None
+    status: str
+    step: int
+    total_steps: int | None
+    attempts: int
+    worker: str | None
+    cancel_requested: bool
+    evaluate_after: bool
+    merge_after: bool
+    artifacts: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    level: str
+    kind: str
+    message: str
+    step: int | None
+    loss: float | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventsPage(BaseModel):
+    items: list[JobEventRead]
+    next_after: int | None
