@@ -247,3 +247,24 @@ def test_max_concurrency_holds_across_two_worker_processes(db, project, tmp_path
         assert db.get(GenerationJob, job_id).done_units == 48
         assert server.max_in_flight <= 8
         assert server.max_in_flight >= 6  # both processes really ran in parallel
+
+
+def test_pause_resume_cancel(client, db, project):
+    from service.generation import service as gs
+
+    owner, pid = project
+    make_chunks(db, pid, 4)
+    with FakeOpenAIServer(responder=lambda r: "kw") as server:
+        prov = gs.create_provider(db, project_id=pid, data={"name": "p", "base_url": server.url,
+                                                             "model": "m"})
+        db.commit()
+        job_id = _create_job_without_sending(db, pid, prov.id, "keywords.en")
+        base = f"/api/v1/projects/{pid}/generation-jobs/{job_id}"
+        assert client.post(f"{base}/pause", headers=owner.headers).json()["status"] == "paused"
+        assert gs.run_job(job_id) == {"status": "paused"}  # a delivered task does no work
+        assert server.chat_requests == 0
+        resumed = client.post(f"{base}/resume", headers=owner.headers)
+        assert resumed.status_code == 200
+        job = client.get(base, headers=owner.headers).json()
+        assert job["status"] == "succeeded" and job["done_units"] == 4
+        assert client.post(f"{base}/cancel", headers=owner.headers).status_code == 409
