@@ -189,6 +189,9 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
                 PromptTemplate.project_id.is_(None), PromptTemplate.kind == "answer",
                 PromptTemplate.lang == template.lang))
             params["answer_template_id"] = answer.id
+    if template.kind == "judge":
+        return _create_judge_job(db, project_id=project_id, template=template, provider=provider,
+                                 params=params, actor_id=actor_id, workers=workers)
     stmt = select(Chunk.id).join(Document, Document.id == Chunk.document_id).where(
         Chunk.project_id == project_id, Document.status == "parsed")
     if document_ids:
@@ -226,6 +229,99 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
     for _ in range(max(1, min(workers, 16)) if new else 0):
         jobs.enqueue(db, "generation.run_job", job_id=job.id)
     return job
+
+
+def _create_judge_job(db: Session, *, project_id: int, template: PromptTemplate,
+                      provider: LLMProvider, params: dict[str, Any], actor_id: int | None,
+                      workers: int) -> GenerationJob:
+    """An LLM judge scores existing samples 1-5 with a rationale (``Sample.scores["judge"]``).
+
+    ``params``: ``sample_ids`` or ``statuses`` (default: pending). One unit per sample and template
+    version; a sample already judged by this template version is not judged again."""
+    stmt = select(Sample.id).where(Sample.project_id == project_id)
+    if params.get("sample_ids"):
+        stmt = stmt.where(Sample.id.in_(params["sample_ids"]))
+    else:
+        stmt = stmt.where(Sample.status.in_(params.get("statuses") or ["pending"]))
+    sample_ids = list(db.scalars(stmt.order_by(Sample.id)))
+    if not sample_ids:
+        raise Invalid("no samples match", details=[{"field": "body.params", "message": "no samples selected"}])
+    job = GenerationJob(project_id=project_id, kind="judge", template_id=template.id,
+                        provider_id=provider.id, params=params, chunk_filter={}, samples_per_chunk=1,
+                        status="queued", created_by_id=actor_id)
+    db.add(job)
+    db.flush()
+    keys = {f"judge:t{template.id}v{template.version}:s{sid}": sid for sid in sample_ids}
+    existing: set[str] = set()
+    key_list = list(keys)
+    for start in range(0, len(key_list), 1000):
+        existing |= set(db.scalars(select(GenerationUnit.key).where(
+            GenerationUnit.key.in_(key_list[start:start + 1000]))))
+    # for judge units, sample_id names the sample under judgement
+    new = [GenerationUnit(job_id=job.id, key=k, sample_id=sid, index=0)
+           for k, sid in keys.items() if k not in existing]
+    db.add_all(new)
+    job.total_units = len(new)
+    if not new:
+        job.status, job.finished_at = "succeeded", utcnow()
+    db.flush()
+    for _ in range(max(1, min(workers, 16)) if new else 0):
+        jobs.enqueue(db, "generation.run_job", job_id=job.id)
+    return job
+
+
+def judge_variables(sample: Sample, chunk: Chunk | None) -> dict[str, Any]:
+    msgs = sample.messages
+    last_user = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
+    answer = next((m["content"] for m in reversed(msgs) if m["role"] == "assistant"), "")
+    return {"question": last_user, "prediction": answer,
+            "reference": chunk_text_for_llm(chunk) if chunk is not None else ""}
+
+
+def _run_judge_unit(unit_id: int, job_id: int, provider: LLMProvider, template: PromptTemplate,
+                    limiter, target_id: int, attempts: int) -> None:
+    maker = get_sessionmaker()
+    with maker() as db:
+        sample = db.get(Sample, target_id)
+        chunk = db.get(Chunk, sample.chunk_id) if sample and sample.chunk_id else None
+        if sample is not None:
+            db.expunge(sample)
+    started = time.perf_counter()
+    raw = None
+    try:
+        if sample is None:
+            raise Invalid("the sample no longer exists")
+        prompt = render_template(template, judge_variables(sample, chunk))
+        res = _call(provider, [{"role": "user", "content": prompt}], template.parser or {"kind": "json"},
+                    {"temperature": 0}, limiter, template.lang)
+        raw = res.result.content
+        value = res.value
+        score = int(value["score"]) if isinstance(value, dict) else None
+        if score is None or not 1 <= score <= 5:
+            raise parsers.ParseFailure("score must be an integer from 1 to 5", raw or "")
+        rationale = str(value.get("rationale", ""))[:4000]
+    except (llm.LLMError, parsers.ParseFailure, Invalid, KeyError, TypeError, ValueError) as exc:
+        _unit_failed(unit_id, job_id, attempts, getattr(exc, "message", None) or str(exc),
+                     getattr(exc, "raw", raw))
+        return
+    with maker() as db:
+        if not db.execute(update(GenerationUnit).where(
+                GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
+                status="done", raw_output=raw, error=None, leased_until=None,
+                prompt_tokens=res.result.prompt_tokens or 0,
+                completion_tokens=res.result.completion_tokens or 0,
+                latency_ms=int((time.perf_counter() - started) * 1000))).rowcount:
+            db.rollback()
+            return
+        target = db.get(Sample, target_id, with_for_update=db.get_bind().dialect.name == "postgresql")
+        target.scores = {**(target.scores or {}), "judge": score, "judge_rationale": rationale,
+                         "judge_model": provider.model,
+                         "judge_template": f"{template.name} v{template.version}"}
+        db.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(
+            done_units=GenerationJob.done_units + 1,
+            prompt_tokens=GenerationJob.prompt_tokens + (res.result.prompt_tokens or 0),
+            completion_tokens=GenerationJob.completion_tokens + (res.result.completion_tokens or 0)))
+        db.commit()
 
 
 def get_job(db: Session, *, project_id: int, job_id: int) -> GenerationJob:
@@ -418,8 +514,11 @@ def _run_unit(unit_id: int, job_id: int, provider: LLMProvider, template: Prompt
         job = db.get(GenerationJob, job_id)
         params = dict(job.params or {})
         project_id = job.project_id
-        key, attempts = unit.key, unit.attempts
+        key, attempts, target = unit.key, unit.attempts, unit.sample_id
         db.expunge_all()
+    if template.kind == "judge":
+        _run_judge_unit(unit_id, job_id, provider, template, limiter, target, attempts)
+        return
     started = time.perf_counter()
     raw = None
     try:

@@ -268,3 +268,33 @@ def test_pause_resume_cancel(client, db, project):
         job = client.get(base, headers=owner.headers).json()
         assert job["status"] == "succeeded" and job["done_units"] == 4
         assert client.post(f"{base}/cancel", headers=owner.headers).status_code == 409
+
+
+def test_llm_judge_scores_samples_once(client, db, project):
+    owner, pid = project
+    for i in range(3):
+        client.post(f"/api/v1/projects/{pid}/samples", headers=owner.headers, json={
+            "messages": [{"role": "user", "content": f"What is {i}+{i}?"},
+                         {"role": "assistant", "content": str(2 * i)}]})
+
+    def grade(req):
+        prompt = req["messages"][-1]["content"]
+        return json.dumps({"score": 5 if "What is 1+1" in prompt else 2, "rationale": "checked <b>"})
+
+    with FakeOpenAIServer(responder=grade) as server:
+        prov = client.post(f"/api/v1/projects/{pid}/providers", headers=owner.headers, json={
+            "name": "judge", "base_url": server.url, "model": "judge-model"}).json()
+        tid = _template_id(client, owner, pid, "judge.en")
+        job = client.post(f"/api/v1/projects/{pid}/generation-jobs", headers=owner.headers,
+                          json={"template_id": tid, "provider_id": prov["id"]}).json()
+        assert job["total_units"] == 3
+        again = client.post(f"/api/v1/projects/{pid}/generation-jobs", headers=owner.headers,
+                            json={"template_id": tid, "provider_id": prov["id"]}).json()
+        assert again["total_units"] == 0
+    samples = client.get(f"/api/v1/projects/{pid}/samples", headers=owner.headers).json()["items"]
+    assert [s["scores"]["judge"] for s in samples] == [2, 5, 2]
+    assert samples[1]["scores"]["judge_rationale"] == "checked <b>"
+    assert all(s["version"] == 1 for s in samples)  # scoring is not an edit
+    high = client.get(f"/api/v1/projects/{pid}/samples?score_key=judge&score_min=4",
+                      headers=owner.headers).json()["items"]
+    assert [s["id"] for s in high] == [samples[1]["id"]]
