@@ -39,6 +39,10 @@ def sweep_once(queues: set[str]) -> dict:
         from service.training import service as training_service
 
         out["training"] = training_service.sweep_stale_jobs()
+    if queues & {"generate", "gpu"}:  # endpoint runs on generate, local-model runs on gpu
+        from service.evaluation import service as evaluation_service
+
+        out["evaluation"] = evaluation_service.sweep_stale_runs(queues)
     return out
 
 

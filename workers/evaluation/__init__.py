@@ -1,0 +1,1 @@
+"""Local-model evaluation (``[train]`` extra): batch generation with transformers (+ peft)."""
