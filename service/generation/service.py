@@ -353,14 +353,27 @@ def set_job_state(db: Session, job: GenerationJob, action: str) -> GenerationJob
 # -- the engine (runs in the generate worker) --------------------------------------------------
 
 def _limiter(provider: LLMProvider) -> AbstractContextManager[Any]:
-    from service.generation.limiter import LocalSemaphore, RedisSemaphore
+    from service.generation.limiter import RedisSemaphore
 
     url = get_settings().redis_url or (get_settings().broker_url
                                        if get_settings().broker_url.startswith("redis") else "")
+    from service.generation.ratelimit import ProviderLimiter
+
     if url:
-        return RedisSemaphore(_redis(url), f"annotune:provider:{provider.id}",
-                              provider.max_concurrency, lease_seconds=provider.timeout_s + 5)
-    return _local_semaphore(provider.id, provider.max_concurrency)
+        sem = RedisSemaphore(_redis(url), f"annotune:provider:{provider.id}",
+                             provider.max_concurrency, lease_seconds=provider.timeout_s + 5)
+    else:
+        sem = _local_semaphore(provider.id, provider.max_concurrency)
+    return ProviderLimiter(sem, _rate_limiter(provider.id, provider.requests_per_minute,
+                                              provider.tokens_per_minute, url))
+
+
+@lru_cache
+def _rate_limiter(provider_id: int, rpm: int | None, tpm: int | None, url: str):
+    from service.generation.ratelimit import RateLimiter
+
+    return RateLimiter(f"annotune:rate:{provider_id}", rpm=rpm, tpm=tpm,
+                       redis=_redis(url) if url else None)
 
 
 @lru_cache
@@ -460,8 +473,12 @@ def _call(provider: LLMProvider, messages: list[dict[str, str]], parser: dict[st
 
         return local.chat_parsed(provider.model, messages, kind, parser_options=options,
                                  params=params)
-    return llm.chat_parsed(provider_settings(provider), messages, kind, parser_options=options,
-                           params=params, limiter=limiter, max_repairs=2, lang=lang)
+    result = llm.chat_parsed(provider_settings(provider), messages, kind, parser_options=options,
+                             params=params, limiter=limiter, max_repairs=2, lang=lang)
+    rate = getattr(limiter, "rate", None)
+    if rate is not None:
+        rate.record_tokens((result.result.prompt_tokens or 0) + (result.result.completion_tokens or 0))
+    return result
 
 
 def _samples_for(kind: str, value: Any, prompt: str, chunk: Chunk, provider, limiter,
