@@ -112,6 +112,16 @@ def worker(queues: str = typer.Option("ingest,generate", help="comma-separated: 
     os.execv(sys.executable, _worker_argv(queues, concurrency, pool))
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if `annotune up` dies without cleaning up (e.g. SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @app.command()
 def up(host: Optional[str] = None, port: Optional[int] = None,
        admin_email: Optional[str] = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_EMAIL"),
@@ -125,7 +135,13 @@ def up(host: Optional[str] = None, port: Optional[int] = None,
     migrate("head")
     _ensure_admin(admin_email, admin_password)
     worker_proc = subprocess.Popen(_worker_argv("ingest,generate,gpu", worker_concurrency, "prefork"),
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+    (settings.data_dir / "worker.pid").write_text(str(worker_proc.pid))
+
+    def _terminate(signum, _frame):  # uvicorn re-raises SIGTERM after its shutdown: clean up
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     url = f"http://{host or settings.host}:{port or settings.port}"
     typer.echo(f"annotune is starting at {url}  (Ctrl-C stops everything)")
     try:

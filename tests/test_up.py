@@ -90,11 +90,27 @@ def test_up_serves_logs_in_creates_project_adds_annotator_and_runs_tasks(embedde
     log_text = (tmp_path / "up.log").read_text()
     assert re.search(r"Task system\.ping\[[^\]]+\] succeeded", log_text), log_text[-3000:]
 
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) is not None
-    time.sleep(1)
-    assert "celery" not in subprocess.run(["pgrep", "-af", f"ANNOTUNE_DATA_DIR={tmp_path}"],
-                                          capture_output=True, text=True).stdout
+    worker_pid = int((tmp_path / "data" / "worker.pid").read_text())
+    os.kill(worker_pid, 0)  # the worker beside the API is alive
+    proc.send_signal(signal.SIGTERM)  # like `docker stop` / systemd; Ctrl-C (SIGINT) works too
+    assert proc.wait(timeout=40) is not None
+    deadline = time.time() + 20
+    while time.time() < deadline and _alive(worker_pid):
+        time.sleep(0.2)
+    assert not _alive(worker_pid), "the worker outlived `annotune up`"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by anyone) counts as stopped
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.nodb
