@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
-from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
+from service.core.errors import Forbidden
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import schemas
 from service.generation import service as generation_service
@@ -31,15 +32,23 @@ def create_provider(body: schemas.ProviderCreate, access: ProjectLead, db: Sessi
                                                         data=body.model_dump()))
 
 
+def _editable(p, access: Access):
+    if p.project_id is None and not access.user.is_admin:
+        raise Forbidden("global providers are managed by admins")
+    return p
+
+
 @router.patch("/providers/{provider_id}", response_model=schemas.ProviderRead)
 def update_provider(provider_id: int, body: schemas.ProviderUpdate, access: ProjectLead, db: SessionDep):
-    p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
+    p = _editable(generation_service.get_provider(db, project_id=access.project.id,
+                                                  provider_id=provider_id), access)
     return _provider(generation_service.update_provider(db, p, body.model_dump(exclude_unset=True)))
 
 
 @router.delete("/providers/{provider_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> Response:
-    p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
+    p = _editable(generation_service.get_provider(db, project_id=access.project.id,
+                                                  provider_id=provider_id), access)
     db.delete(p)
     db.flush()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

