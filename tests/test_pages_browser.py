@@ -90,3 +90,55 @@ def test_every_page_renders_without_errors(app, client, db, factories, live_serv
         browser.close()
     assert not failures, failures
     assert not errors, errors
+
+
+def test_generation_and_training_forms_work_in_the_browser(app, client, db, factories, live_server):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from tests.generation.test_engine import make_chunks
+    from tests.support.openai_server import FakeOpenAIServer
+
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "forms"}, headers=owner.headers).json()["id"]
+    make_chunks(db, pid, 2)
+    for i in range(4):
+        client.post(f"/api/v1/projects/{pid}/samples", headers=owner.headers, json={
+            "status": "accepted", "messages": [{"role": "user", "content": f"q{i}"},
+                                               {"role": "assistant", "content": f"a{i}"}]})
+    ds = client.post(f"/api/v1/projects/{pid}/datasets", headers=owner.headers, json={"name": "d"}).json()
+    client.post(f"/api/v1/projects/{pid}/datasets/{ds['id']}/versions", headers=owner.headers, json={})
+    with FakeOpenAIServer(responder=lambda r: "关键词") as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(base_url=live_server.url)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto("/login")
+        page.fill("input[name=email]", owner.email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/projects")
+
+        page.goto(f"/projects/{pid}/generation")
+        box = page.locator("#new-provider")
+        box.locator("[name=name]").fill("fake vLLM")
+        box.locator("[name=base_url]").fill(server.url)
+        box.locator("[name=model]").fill("fake-model")
+        box.locator("[name=api_key]").fill("sk-browser-secret-123456")
+        page.click("#add-provider")
+        page.wait_for_selector("#new-provider li:has-text('fake vLLM')")
+        assert "sk-browser-secret-123456" not in page.content()
+        job = page.locator("#new-job")
+        job.locator("[name=template_id]").select_option(label=next(
+            o for o in job.locator("[name=template_id] option").all_inner_texts() if o.startswith("keywords.zh")))
+        job.locator("[name=provider_id]").select_option(label="fake vLLM · fake-model")
+        page.click("#start-job")
+        page.wait_for_selector("tr[data-job] td.st:has-text('succeeded')")
+        assert "2 / 2" in page.locator("tr[data-job] td.done").first.inner_text()
+
+        page.goto(f"/projects/{pid}/training")
+        form = page.locator("#new-training")
+        form.locator("[name=base_model]").fill("no/such-model")
+        page.click("#start-training")
+        page.wait_for_selector("#train-msg:has-text('unknown base model')")
+        browser.close()
+    assert not errors, errors
