@@ -214,7 +214,7 @@ class DBHooks:
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
-        if not self._cancel and now - self._last_cancel_check > 0.1:
+        if not self._cancel and now - self._last_cancel_check > 0.02:
             self._last_cancel_check = now
             with self._maker() as db:
                 self._cancel = bool(db.scalar(select(TrainingJob.cancel_requested)

@@ -154,9 +154,10 @@ def test_cancel_stops_within_a_few_steps(client, db, factories, tiny_model, no_e
             if db.get(TrainingJob, job_id).step >= 2:
                 break
             time.sleep(0.2)
-        step_at_cancel = db.get(TrainingJob, job_id).step
-        assert client.post(f"/api/v1/projects/{pid}/training-jobs/{job_id}/cancel",
-                           headers=owner.headers).status_code == 200
+        resp = client.post(f"/api/v1/projects/{pid}/training-jobs/{job_id}/cancel",
+                           headers=owner.headers)
+        assert resp.status_code == 200 and resp.json()["cancel_requested"]
+        step_at_cancel = resp.json()["step"]
         job = _wait(db, job_id, ("cancelled", "failed", "succeeded"), timeout=60)
     assert job.status == "cancelled"
     assert job.step - step_at_cancel <= 5
