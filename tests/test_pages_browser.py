@@ -127,6 +127,8 @@ def test_generation_and_training_forms_work_in_the_browser(app, client, db, fact
         page.click("#add-provider")
         page.wait_for_selector("#new-provider li:has-text('fake vLLM')")
         assert "sk-browser-secret-123456" not in page.content()
+        page.locator("#new-provider li:has-text('fake vLLM') [data-test-provider]").click()
+        page.wait_for_selector("#new-provider li:has-text('fake vLLM') [data-test-result]:has-text('ok')")
         job = page.locator("#new-job")
         job.locator("[name=template_id]").select_option(label=next(
             o for o in job.locator("[name=template_id] option").all_inner_texts() if o.startswith("keywords.zh")))

@@ -40,6 +40,16 @@
       const msg = document.getElementById("job-msg");
       if (res.ok) location.reload(); else msg.textContent = res.data.error.message;
     };
+    for (const btn of document.querySelectorAll("[data-test-provider]")) {
+      btn.onclick = async () => {
+        const id = btn.dataset.testProvider;
+        const out = document.querySelector(`[data-test-result="${id}"]`);
+        out.textContent = "testing…";
+        const res = await api("POST", `/api/v1/projects/${pid}/providers/${id}/test`);
+        const d = res.data || {};
+        out.textContent = res.ok && d.ok ? `ok (${(d.latency_s || 0).toFixed(2)} s)` : `failed: ${d.error || (d.error && d.error.message) || res.status}`;
+      };
+    }
     const add = document.getElementById("add-provider");
     if (add) add.onclick = async () => {
       const box = document.getElementById("new-provider");
