@@ -46,7 +46,39 @@ def sweep_once(queues: set[str]) -> dict:
     return out
 
 
+def resend_queued(queues: set[str]) -> dict:
+    """At worker start: send again the jobs still ``queued`` in the database, in case the broker
+    was unreachable when they were committed. Runs once per worker start (not periodically, so a
+    busy queue is not flooded); a duplicate message is harmless because every task claims its job
+    with a conditional UPDATE before working."""
+    from sqlalchemy import select
+
+    from service.core import jobs
+    from service.core.db import session_scope
+    from service.models import GenerationJob, TrainingJob
+
+    out: dict = {}
+    with session_scope() as db:
+        if "generate" in queues:
+            ids = list(db.scalars(select(GenerationJob.id).where(GenerationJob.status == "queued")))
+            for job_id in ids:
+                jobs.enqueue(db, "generation.run_job", job_id=job_id)
+            out["generation"] = ids
+        if "gpu" in queues:
+            ids = list(db.scalars(select(TrainingJob.id).where(TrainingJob.status == "queued")))
+            for job_id in ids:
+                jobs.enqueue(db, "training.run", job_id=job_id)
+            out["training"] = ids
+    return out
+
+
 def _sweeper_loop(queues: set[str], interval: float) -> None:
+    try:
+        resent = resend_queued(queues)
+        if any(resent.values()):
+            log.warning("re-sent queued jobs: %s", resent)
+    except Exception:
+        log.exception("re-sending queued jobs failed")
     while not _stop.wait(interval):
         try:
             result = sweep_once(queues)
