@@ -12,21 +12,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from service.core.db import get_sessionmaker
+from service.core.db import session_scope
 from service.core.errors import Forbidden, NotFound, Unauthorized
 from service.models import Project, Role, User
 
 
 def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    """The request's unit of work: committed when the handler returns, rolled back on error."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
