@@ -55,7 +55,8 @@ def resend_queued(queues: set[str]) -> dict:
 
     from service.core import jobs
     from service.core.db import session_scope
-    from service.models import GenerationJob, TrainingJob
+    from service.evaluation import service as evaluation_service
+    from service.models import EvalRun, GenerationJob, TrainingJob
 
     out: dict = {}
     with session_scope() as db:
@@ -69,6 +70,12 @@ def resend_queued(queues: set[str]) -> dict:
             for job_id in ids:
                 jobs.enqueue(db, "training.run", job_id=job_id)
             out["training"] = ids
+        runs = [r for r in db.scalars(select(EvalRun).where(EvalRun.status == "queued"))
+                if ("generate" in queues and r.model_kind == "endpoint")
+                or ("gpu" in queues and r.model_kind != "endpoint")]
+        for run in runs:
+            jobs.enqueue(db, evaluation_service.task_for(run), run_id=run.id)
+        out["evaluation"] = [r.id for r in runs]
     return out
 
 
