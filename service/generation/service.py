@@ -231,23 +231,31 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
     db.add(job)
     db.flush()
     keys = {unit_key(template, cid, i): (cid, i) for cid in chunk_list for i in range(samples_per_chunk)}
-    existing: set[str] = set()
-    key_list = list(keys)
-    for start in range(0, len(key_list), 1000):
-        existing |= set(db.scalars(select(GenerationUnit.key).where(
-            GenerationUnit.key.in_(key_list[start:start + 1000]))))
+    existing = _existing_keys(db, list(keys))
     if not unused_only and existing:
         raise Conflict(f"{len(existing)} unit(s) already exist for this template version; "
                        "units are never repeated", code="units_exist")
-    new = [GenerationUnit(job_id=job.id, key=k, chunk_id=cid, index=i)
-           for k, (cid, i) in keys.items() if k not in existing]
-    db.add_all(new)
-    job.total_units = len(new)
-    if not new:
-        job.status = "succeeded"
-        job.finished_at = utcnow()
+    return _start_units(db, job, [GenerationUnit(job_id=job.id, key=k, chunk_id=cid, index=i)
+                                  for k, (cid, i) in keys.items() if k not in existing], workers)
+
+
+def _existing_keys(db: Session, keys: list[str]) -> set[str]:
+    existing: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        existing |= set(db.scalars(select(GenerationUnit.key).where(
+            GenerationUnit.key.in_(keys[start:start + 1000]))))
+    return existing
+
+
+def _start_units(db: Session, job: GenerationJob, units: list[GenerationUnit],
+                 workers: int) -> GenerationJob:
+    """Store the job's new units and send its runners; a job with nothing new is done at once."""
+    db.add_all(units)
+    job.total_units = len(units)
+    if not units:
+        job.status, job.finished_at = "succeeded", utcnow()
     db.flush()
-    for _ in range(max(1, min(workers, 16)) if new else 0):
+    for _ in range(max(1, min(workers, 16)) if units else 0):
         jobs.enqueue(db, "generation.run_job", job_id=job.id)
     return job
 
@@ -273,22 +281,10 @@ def _create_judge_job(db: Session, *, project_id: int, template: PromptTemplate,
     db.add(job)
     db.flush()
     keys = {f"judge:t{template.id}v{template.version}:s{sid}": sid for sid in sample_ids}
-    existing: set[str] = set()
-    key_list = list(keys)
-    for start in range(0, len(key_list), 1000):
-        existing |= set(db.scalars(select(GenerationUnit.key).where(
-            GenerationUnit.key.in_(key_list[start:start + 1000]))))
+    existing = _existing_keys(db, list(keys))
     # for judge units, sample_id names the sample under judgement
-    new = [GenerationUnit(job_id=job.id, key=k, sample_id=sid, index=0)
-           for k, sid in keys.items() if k not in existing]
-    db.add_all(new)
-    job.total_units = len(new)
-    if not new:
-        job.status, job.finished_at = "succeeded", utcnow()
-    db.flush()
-    for _ in range(max(1, min(workers, 16)) if new else 0):
-        jobs.enqueue(db, "generation.run_job", job_id=job.id)
-    return job
+    return _start_units(db, job, [GenerationUnit(job_id=job.id, key=k, sample_id=sid, index=0)
+                                  for k, sid in keys.items() if k not in existing], workers)
 
 
 def judge_variables(sample: Sample, chunk: Chunk | None) -> dict[str, Any]:
