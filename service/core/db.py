@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, create_engine, event
+import orjson
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Text, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -26,6 +27,24 @@ NAMING_CONVENTION = {
 # Integer on SQLite so that INTEGER PRIMARY KEY autoincrements; BIGINT elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class CanonicalJSON(TypeDecorator):
+    """JSON kept as the exact text ``orjson.dumps`` writes (compact, keys in written order, UTF-8).
+
+    For frozen data whose bytes matter: the database stores and returns the text untouched (no
+    JSONB re-rendering), so a reader can copy it to a file without parsing it, and the same value
+    is the same text on PostgreSQL and SQLite. Through the ORM it reads and writes Python values.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else orjson.loads(value)
 
 
 class UTCDateTime(TypeDecorator):

@@ -3,8 +3,10 @@
 Layout under ``settings.data_dir/exports/<version_id>/<format>/``:
 
 * ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (only non-empty splits): one record a
-  line, written by ``formats.convert_out``, serialised by orjson (keys in the order the writer
-  built them, UTF-8 as is, ``\\n`` after every record). Format ``hf`` writes ``<split>.parquet``
+  line, as ``orjson.dumps(formats.convert_out(messages, fmt))`` gives it (keys in the order the
+  writer built them, UTF-8 as is, ``\\n`` after every record). The frozen messages are stored as
+  that canonical JSON text, so OpenAI lines are the stored text wrapped in ``{"messages":…}``,
+  with no parsing on the way (the same bytes; a property test checks it). Format ``hf`` writes ``<split>.parquet``
   instead (OpenAI ``messages`` column, through pyarrow, the engine of the ``datasets`` library;
   optional: without pyarrow the ``hf`` format is refused).
 * ``dataset_info.json``: one LLaMA-Factory entry a split, named ``<dataset>_v<N>_<split>``.
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Text, select, type_coerce
 from sqlalchemy.orm import Session
 
 from service.core.config import get_settings
@@ -64,34 +66,33 @@ def data_file_name(fmt: str, split: str) -> str:
 # --- reading frozen items -----------------------------------------------------------------------
 
 
-def iter_messages(db: Session, version_id: int, split: str, batch: int = BATCH
-                  ) -> Iterator[list[dict[str, str]]]:
-    """Frozen messages of one split in position order, through a server-side cursor.
+def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
+                ) -> Iterator[list[str]]:
+    """Frozen messages of one split in position order, as their canonical JSON text, a batch
+    (list) at a time, through a server-side cursor.
 
-    On PostgreSQL this goes straight to a psycopg named cursor with orjson as the JSON loader
-    (the hot loop of every export); elsewhere through SQLAlchemy's ``yield_per``.
+    The text is exactly ``orjson.dumps(messages)`` (``CanonicalJSON``), checked when the version
+    was built, so the OpenAI writer copies it into the file without parsing it. On PostgreSQL this
+    goes straight to a psycopg named cursor (the hot loop of every export), the next batch fetched
+    in a thread while this one is written; elsewhere through SQLAlchemy's ``yield_per``.
     """
     conn = db.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        from psycopg.types.json import set_json_loads
-
         raw = conn.connection.driver_connection
         with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}") as cur:
-            set_json_loads(orjson.loads, cur)
             cur.itersize = batch
             cur.execute("SELECT messages FROM dataset_version_items "
                         "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
-            # fetch the next batch in a thread while this one is converted and written: the
-            # database's work and the network wait overlap with ours (bounded: 2 batches ahead)
+            # the database's work and the network wait overlap with ours (bounded: 2 batches ahead)
             yield from _prefetched(lambda: cur.fetchmany(batch))
         return
-    stmt = (select(DatasetVersionItem.messages)
+    stmt = (select(type_coerce(DatasetVersionItem.messages, Text))
             .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
             .order_by(DatasetVersionItem.position))
     result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
     try:
-        for row in result:
-            yield row[0]
+        for rows in result.partitions():
+            yield [row[0] for row in rows]
     finally:
         result.close()
 
@@ -124,7 +125,7 @@ def _prefetched(fetch: Callable[[], list[Any]], depth: int = 2) -> Iterator[Any]
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield from item
+            yield item
     finally:
         stop.set()
         while worker.is_alive():  # unblock a producer waiting on a full queue, then wait for it
@@ -159,36 +160,47 @@ class _HashingWriter:
         return {"sha256": self._sha.hexdigest(), "bytes": self.bytes}
 
 
-def _write_jsonl(path: Path, messages: Iterator[list[dict[str, str]]], fmt: str,
+OPENAI_HEAD = '{"messages":'
+SYSTEM_HEAD = '[{"role":"system"'
+
+
+def _write_jsonl(path: Path, batches: Iterator[list[str]], fmt: str,
                  tick: Callable[[int], None]) -> dict[str, Any]:
+    """One record a line. OpenAI records are ``{"messages": <frozen text>}`` by concatenation:
+    the same bytes ``orjson.dumps(formats.to_openai(messages))`` gives (tested), without parsing
+    the messages again; Alpaca and ShareGPT parse them and go through ``formats.convert_out``."""
     out = _HashingWriter(path)
-    dumps, convert, nl = orjson.dumps, formats.convert_out, b"\n"
     n = 0
     has_system = has_history = False
-    chunk: list[bytes] = []
-    for msgs in messages:
-        record = convert(msgs, fmt)
-        if fmt != "openai":
-            has_system = has_system or "system" in record
-            has_history = has_history or "history" in record
-        elif not has_system and msgs and msgs[0]["role"] == "system":
-            has_system = True
-        chunk.append(dumps(record))
-        n += 1
-        if len(chunk) >= 2000:
-            chunk.append(b"")
-            out.write(nl.join(chunk))
-            chunk = []
-            tick(2000)
-    if chunk:
-        chunk.append(b"")
-        out.write(nl.join(chunk))
-        tick(len(chunk) - 1)
+    if fmt == "openai":
+        sep = "}\n" + OPENAI_HEAD
+        for texts in batches:
+            if not texts:
+                continue
+            if not has_system:
+                has_system = any(t.startswith(SYSTEM_HEAD) for t in texts)
+            out.write((OPENAI_HEAD + sep.join(texts) + "}\n").encode())
+            n += len(texts)
+            tick(len(texts))
+    else:
+        dumps, loads, convert = orjson.dumps, orjson.loads, formats.convert_out
+        for texts in batches:
+            lines: list[bytes] = []
+            for text in texts:
+                record = convert(loads(text), fmt)
+                has_system = has_system or "system" in record
+                has_history = has_history or "history" in record
+                lines.append(dumps(record))
+            if lines:
+                lines.append(b"")
+                out.write(b"\n".join(lines))
+                n += len(texts)
+                tick(len(texts))
     info = out.close()
     return {**info, "records": n, "has_system": has_system, "has_history": has_history}
 
 
-def _write_parquet(path: Path, messages: Iterator[list[dict[str, str]]],
+def _write_parquet(path: Path, batches: Iterator[list[str]],
                    tick: Callable[[int], None]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -199,7 +211,7 @@ def _write_parquet(path: Path, messages: Iterator[list[dict[str, str]]],
     has_system = False
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
         rows: list[dict[str, Any]] = []
-        for msgs in messages:
+        for msgs in (orjson.loads(t) for texts in batches for t in texts):
             record = formats.convert_out(msgs, "openai")
             has_system = has_system or record["messages"][0]["role"] == "system"
             rows.append(record)
@@ -293,7 +305,7 @@ def _write_all(db: Session, folder: Path, *, dataset: Dataset, version: DatasetV
             continue
         name = data_file_name(fmt, split)
         path = folder / name
-        rows = iter_messages(db, version.id, split, batch)
+        rows = iter_frozen(db, version.id, split, batch)
         meta = (_write_parquet(path, rows, tick) if fmt == "hf"
                 else _write_jsonl(path, rows, fmt, tick))
         entry_fmt = "openai" if fmt == "hf" else fmt

@@ -46,7 +46,7 @@ from service.models import (
     SampleRevision,
     User,
 )
-from service.samples import tokens
+from service.samples import formats, tokens
 
 BATCH = 5000
 #: The leakage check (MinHash over character shingles) costs ~0.3 ms a sample; above this many
@@ -284,6 +284,15 @@ def _item_writer(db: Session) -> Any:
     return write
 
 
+def _frozen(sample_id: int, messages: Any) -> list[dict[str, str]]:
+    """The canonical copy a version freezes: checked by the conversation rules, ``role`` and
+    ``content`` only, in that order (exports copy its JSON text as is)."""
+    try:
+        return formats.to_openai(messages)["messages"]
+    except formats.FormatError as exc:
+        raise formats.FormatError(exc.code, f"sample {sample_id}: {exc.message}", exc.field) from exc
+
+
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
                       batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: ids (ascending) and document ids (-1 for none) of the matching samples."""
@@ -391,6 +400,7 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
         if ids[j] != sid:
             continue  # not selected in pass 1 (tag/score filter, or new since)
         split = SPLITS[codes[j]]
+        messages = _frozen(sid, messages)
         pending.append({"version_id": version.id, "sample_id": sid, "revision_id": rev_id,
                         "sample_version": sversion, "split": split, "position": int(positions[j]),
                         "messages": messages, "content_hash": content_hash(messages),

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.core.db import Base, BigId, CanonicalJSON, JSONType, UTCDateTime, utcnow
 
 
 class Dataset(Base):
@@ -61,7 +61,8 @@ class DatasetVersionItem(Base):
     sample_version: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(12))
     position: Mapped[int] = mapped_column(Integer)
-    messages: Mapped[list[dict[str, str]]] = mapped_column(JSONType)
+    # canonical orjson text of the frozen messages (role, content): exports copy it as is
+    messages: Mapped[list[dict[str, str]]] = mapped_column(CanonicalJSON)
     content_hash: Mapped[str] = mapped_column(String(64))
     document_id: Mapped[int | None] = mapped_column(BigId)
 

@@ -8,7 +8,10 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.datasets import export as datasets_export
 from service.datasets import service as datasets_service
@@ -220,3 +223,48 @@ def test_empty_splits_are_not_written(db, project):
     exp = export(db, v, "openai")
     assert sorted(exp.files["members"]) == ["README.md", "dataset_info.json", "manifest.json",
                                             "train.jsonl"]
+
+
+# --- the OpenAI fast path ---------------------------------------------------------------------
+
+_content = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
+                   max_size=40).filter(lambda s: s.strip())
+
+
+@st.composite
+def conversations(draw):
+    msgs = [{"role": "system", "content": draw(_content)}] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        msgs += [{"role": "user", "content": draw(_content)},
+                 {"role": "assistant", "content": draw(_content)}]
+    return msgs
+
+
+@pytest.mark.nodb
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(convs=st.lists(conversations(), min_size=1, max_size=8))
+def test_openai_lines_copied_from_frozen_text_equal_a_full_serialisation(convs, tmp_path_factory):
+    """The OpenAI writer concatenates the frozen text; the bytes must be those of converting and
+    serialising each record (escapes, non-ASCII, control characters, system prompts)."""
+    folder = tmp_path_factory.mktemp("fast")
+    frozen_text = [orjson.dumps(formats.to_openai(m)["messages"]).decode() for m in convs]
+    half = len(frozen_text) // 2
+    meta = datasets_export._write_jsonl(folder / "fast.jsonl", iter([frozen_text[:half], frozen_text[half:]]),
+                                        "openai", lambda k: None)
+    expected = b"".join(orjson.dumps(formats.convert_out(m, "openai")) + b"\n" for m in convs)
+    assert (folder / "fast.jsonl").read_bytes() == expected
+    assert meta["records"] == len(convs)
+    assert meta["has_system"] == any(m[0]["role"] == "system" for m in convs)
+    assert meta["sha256"] == hashlib.sha256(expected).hexdigest()
+
+
+def test_frozen_messages_are_stored_as_canonical_text(db, version):
+    """The column holds exactly orjson's text of role/content messages on either database."""
+    from sqlalchemy import Text, select, type_coerce
+
+    rows = db.execute(select(type_coerce(DatasetVersionItem.messages, Text), DatasetVersionItem.messages)
+                      .where(DatasetVersionItem.version_id == version.id)).all()
+    assert len(rows) == 30
+    for text, messages in rows:
+        assert text == orjson.dumps(messages).decode()
+        assert all(list(m) == ["role", "content"] for m in messages)
