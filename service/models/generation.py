@@ -71,6 +71,8 @@ class GenerationJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # when the broker accepted the job's message (NULL: never, e.g. the broker was down at commit)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class GenerationUnit(Base):
