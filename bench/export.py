@@ -27,7 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ["contract", "payment", "clause", "party", "delivery", "warranty", "liability", "notice", "termination", "invoice", "buyer", "seller", "goods", "services", "period", "days", "written", "consent", "law", "court", "damages"]
+def _vocabulary(n: int = 6000) -> list[str]:
+    import random
+
+    rng = random.Random(7)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)]
+
+
+WORDS = _vocabulary()
 
 
 def rss_mb() -> float:
@@ -35,17 +43,23 @@ def rss_mb() -> float:
 
 
 def _text(i: int, n: int) -> str:
-    return " ".join(WORDS[(i * 7 + k * 3 + (i >> k % 5)) % len(WORDS)] for k in range(n))
+    # pseudo-random words (a multiplicative hash of the sample and position): unrelated samples
+    # share few 5-grams, as real text does
+    return " ".join(WORDS[((i * 2654435761 + k * 40503) ^ (i >> 3)) % len(WORDS)] for k in range(n))
 
 
 def _messages(i: int) -> list[dict[str, str]]:
+    """1-2 turns, a system prompt on one in four; one sample in 100 repeats an earlier sample's
+    text with a one-word change (near duplicates for the leakage check to find)."""
+    src = i - 50 if i % 100 == 7 else i
     msgs = []
     if i % 4 == 0:
         msgs.append({"role": "system", "content": "You are a careful legal assistant."})
     for t in range(1 + (i % 3 == 0)):
-        msgs.append({"role": "user", "content": f"Q{i}.{t}: what does clause {i % 997} say? "
-                                                + _text(i + t, 25)})
-        msgs.append({"role": "assistant", "content": f"A{i}.{t}: « {_text(i * 3 + t, 45)} » 付款。"})
+        msgs.append({"role": "user", "content": f"What does clause {src % 997} say? "
+                                                + _text(src + t, 28)})
+        msgs.append({"role": "assistant", "content": f"« {_text(src * 3 + t, 55)} » 付款。"
+                                                     + (" (revised)" if src != i else "")})
     return msgs
 
 

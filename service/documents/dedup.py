@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from service.core.minhash import fmix32
+
 __all__ = ["Cluster", "content_hash", "find_duplicates", "normalize_text"]
 
 _WS = re.compile(r"\s+")
@@ -193,20 +195,11 @@ def _shingle_hashes(text: str, size: int) -> np.ndarray:
     return acc.astype(np.uint32)
 
 
-def _fmix32(values: np.ndarray) -> np.ndarray:
-    """MurmurHash3's finalizer (the pre-mix datasketch's affine32 scheme applies)."""
-    values = values ^ (values >> np.uint32(16))
-    values = values * np.uint32(0x85EBCA6B)
-    values = values ^ (values >> np.uint32(13))
-    values = values * np.uint32(0xC2B2AE35)
-    return values ^ (values >> np.uint32(16))
-
-
 def _signature(hashes: np.ndarray, permutations: np.ndarray) -> np.ndarray:
     """MinHash values: per permutation, the minimum of ``a * fmix32(h) + b`` (mod 2^32)."""
     a, b = permutations
     result = np.full(len(a), 0xFFFFFFFF, dtype=np.uint32)
-    mixed = _fmix32(hashes.astype(np.uint32))
+    mixed = fmix32(hashes.astype(np.uint32))
     for start in range(0, len(mixed), _BLOCK):  # bounded memory for long texts
         block = np.multiply.outer(a, mixed[start : start + _BLOCK])  # (num_perm, n), wraps
         block += b[:, None]

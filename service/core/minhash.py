@@ -1,0 +1,173 @@
+"""Batched MinHash signatures and banded LSH candidate pairs, in numpy.
+
+For near-duplicate checks over hundreds of thousands of texts (a dataset version's test/train
+leakage): one call hashes the character shingles of a whole batch of texts and reduces them to
+signatures with array operations, no Python loop per shingle or per text.
+
+* Shingles: the character ``k``-grams of a text (code points, so Chinese needs no word
+  splitting), hashed by a polynomial over the code points kept within 32 bits, then mixed by
+  MurmurHash3's 32-bit finaliser. A text shorter than ``k`` is one shingle, the whole text.
+* Signatures: one-permutation hashing (Li, Owen and Zhang, 2012) with rotation densification
+  (Shrivastava and Li, 2014): each shingle hash lands in one of ``num_perm`` bins, each bin keeps
+  its minimum. The fraction of equal bins between two signatures estimates the Jaccard
+  similarity of their shingle sets, as ``num_perm`` independent permutations would, for one hash
+  per shingle.
+* LSH: signatures cut into ``bands`` bands of ``rows`` values; two texts are candidates when one
+  band is equal (compared by a 64-bit hash of the band, then confirmed on the full signatures by
+  the caller). Candidate pairs come from sorted arrays and ``searchsorted``, not dictionaries.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_BASE = np.uint32(1_000_003)
+_GOLDEN = 0x9E3779B1
+_TEXT_BLOCK = 1024
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` of affine maps ``x -> a*x + b (mod 2^32)``, uint32, ``a`` odd (bijections)."""
+    rng = np.random.RandomState(seed)
+    a = rng.randint(1, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
+    b = rng.randint(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32)
+    return a, b
+
+
+def fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (spreads polynomial hashes over all bits)."""
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
+def _polynomial(codes: np.ndarray, size: int, count: int) -> np.ndarray:
+    """Hash of each window of ``size`` code points; uint32 arithmetic wraps mod 2^32."""
+    acc = np.zeros(count, dtype=np.uint32)
+    for offset in range(size):
+        acc *= _BASE
+        acc += codes[offset:offset + count]
+    return acc
+
+
+def shingle_hashes(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed 32-bit hashes of every text's ``size``-grams, concatenated, and the index in that
+    array where each text's hashes start (every text has at least one)."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    counts = np.maximum(lengths - size + 1, 1)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    if lengths.min() >= size:  # the usual case: every window that stays inside one text
+        keep = np.ones(len(codes) - size + 1, dtype=bool)
+        ends = np.cumsum(lengths)[:-1]  # a window starting in the last size-1 places crosses
+        keep[(ends[:, None] - np.arange(1, size)).ravel()] = False
+        return fmix32(_polynomial(codes, size, len(keep))[keep]), starts
+    text_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    hashes = np.zeros(int(counts.sum()), dtype=np.uint32)
+    for i, (start, n) in enumerate(zip(text_starts.tolist(), lengths.tolist())):
+        window = min(size, n)
+        if window:
+            hashes[starts[i]:starts[i] + counts[i]] = _polynomial(
+                codes[start:start + n], window, n - window + 1)
+    return fmix32(hashes), starts
+
+
+def signatures(texts: list[str], *, num_perm: int, size: int, seed: int) -> np.ndarray:
+    """One-permutation MinHash signatures of ``texts``: uint32, shape ``(len(texts), num_perm)``.
+
+    Every shingle is hashed once (seeded), its top bits pick one of ``num_perm`` bins (a power
+    of two) and the bin keeps the smallest of the remaining bits; an empty bin (texts with few
+    shingles) borrows the next non-empty bin to its right, circularly, offset by the distance
+    (rotation densification). Equal bins estimate Jaccard similarity like ``num_perm``
+    permutations would, at the cost of one hash per shingle instead of ``num_perm``.
+    """
+    if num_perm & (num_perm - 1) or not 2 <= num_perm <= 1024:
+        raise ValueError("num_perm must be a power of two between 2 and 1024")
+    if not texts:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    if len(texts) > _TEXT_BLOCK:  # bounded temporaries (~40 bytes a character of a block)
+        return np.vstack([signatures(texts[i:i + _TEXT_BLOCK], num_perm=num_perm, size=size,
+                                     seed=seed) for i in range(0, len(texts), _TEXT_BLOCK)])
+    bits = num_perm.bit_length() - 1
+    a, b = permutations(1, seed)
+    hashes, starts = shingle_hashes(texts, size)
+    hashes = fmix32(hashes * a[0] + b[0])  # seeded: another seed, other bins and values
+    bins = (hashes >> np.uint32(32 - bits)).astype(np.int64)
+    values = hashes & np.uint32((1 << (32 - bits)) - 1)
+    text_of = np.repeat(np.arange(len(texts), dtype=np.int64),
+                        np.diff(np.append(starts, len(hashes))))
+    empty = np.uint32(0xFFFFFFFF)
+    out = np.full(len(texts) * num_perm, empty, dtype=np.uint32)
+    np.minimum.at(out, text_of * num_perm + bins, values)
+    out = out.reshape(len(texts), num_perm)
+    rows = np.flatnonzero((out == empty).any(axis=1))
+    if len(rows):
+        out[rows] = _densify(out[rows], empty)
+    return out
+
+
+def _densify(block: np.ndarray, empty: np.uint32) -> np.ndarray:
+    """Fill each empty bin from the next non-empty bin to its right, circularly, plus a
+    multiple of the distance (so that borrowed values differ from the bins they copy)."""
+    filled = block.copy()
+    present = block != empty
+    need = ~present
+    for distance in range(1, block.shape[1]):
+        if not need.any():
+            break
+        source_ok = np.roll(present, -distance, axis=1)
+        take = need & source_ok
+        offset = np.uint32((_GOLDEN * distance) & 0xFFFFFFFF)
+        filled[take] = np.roll(block, -distance, axis=1)[take] + offset
+        need &= ~take
+    return filled
+
+
+def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """A 64-bit hash of each band of each signature: shape ``(len(sigs), bands)``."""
+    out = np.zeros((len(sigs), bands), dtype=np.uint64)
+    wide = sigs.astype(np.uint64)
+    for band in range(bands):
+        acc = np.full(len(sigs), 0xCBF29CE484222325, dtype=np.uint64)
+        for col in range(band * rows, (band + 1) * rows):
+            acc = (acc ^ wide[:, col]) * np.uint64(0x100000001B3)  # FNV-1a over the values
+        out[:, band] = acc
+    return out
+
+
+class BandIndex:
+    """Band hashes of an indexed set (e.g. the test split), sorted per band for lookups."""
+
+    def __init__(self, sigs: np.ndarray, bands: int, rows: int) -> None:
+        self.sigs, self.bands, self.rows = sigs, bands, rows
+        hashed = band_hashes(sigs, bands, rows)
+        self._order = [np.argsort(hashed[:, j], kind="stable") for j in range(bands)]
+        self._sorted = [hashed[self._order[j], j] for j in range(bands)]
+
+    def candidates(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(query_rows, indexed_rows)``: every pair sharing at least one band, once."""
+        hashed = band_hashes(query, self.bands, self.rows)
+        pairs_q, pairs_i = [], []
+        for j in range(self.bands):
+            left = np.searchsorted(self._sorted[j], hashed[:, j], side="left")
+            right = np.searchsorted(self._sorted[j], hashed[:, j], side="right")
+            counts = right - left
+            hit = np.flatnonzero(counts)
+            if not len(hit):
+                continue
+            counts = counts[hit]
+            offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            pairs_q.append(np.repeat(hit, counts))
+            pairs_i.append(self._order[j][np.repeat(left[hit], counts) + offsets])
+        if not pairs_q:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        q, i = np.concatenate(pairs_q), np.concatenate(pairs_i)
+        key = np.unique(q.astype(np.int64) * len(self.sigs) + i)
+        return key // len(self.sigs), key % len(self.sigs)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity of paired signature rows (fraction of equal values)."""
+    return (a == b).mean(axis=1)

@@ -1,0 +1,71 @@
+"""The leakage report against a brute force over the same signatures: every reported pair is a
+real near-duplicate with the right similarity, the best train match is the one reported, and
+nothing clearly leaked is missed."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from service.core import minhash
+from service.datasets import leakage
+from tests.datasets.test_service import build, items, make_dataset, make_sample
+
+WORDS = [f"term{i}" for i in range(300)] + ["付款", "合同", "交货"]
+
+
+@pytest.fixture
+def project(db, factories):
+    owner = factories.make_user(db)
+    return factories.make_project(db, owner)
+
+
+def leaked_version(db, project, n: int = 160):
+    rng = random.Random(5)
+    bases = [" ".join(rng.choice(WORDS) for _ in range(30)) for _ in range(n // 4)]
+    for i in range(n):
+        base = bases[i % len(bases)]
+        words = base.split()
+        fraction = (0.0, 0.03, 0.1, 1.0)[i // len(bases)]  # copies, near copies, ..., unrelated
+        text = " ".join(rng.choice(WORDS) if rng.random() < fraction else w for w in words)
+        make_sample(db, project, [{"role": "system", "content": "ignored by the check"},
+                                  {"role": "user", "content": text},
+                                  {"role": "assistant", "content": "OK."}])
+    return build(db, make_dataset(db, project), split={"train": 0.6, "validation": 0, "test": 0.4},
+                 seed=4)
+
+
+def brute_force(db, version_id: int) -> dict[int, tuple[float, int]]:
+    rows = items(db, version_id)
+    test = [r for r in rows if r.split == "test"]
+    train = [r for r in rows if r.split == "train"]
+    ts = leakage.signatures([leakage.leakage_text(r.messages) for r in test])
+    tr = leakage.signatures([leakage.leakage_text(r.messages) for r in train])
+    best: dict[int, tuple[float, int]] = {}
+    for i, row in enumerate(test):
+        sims = minhash.similarity(np.repeat(ts[i:i + 1], len(train), axis=0), tr)
+        j = max(range(len(train)), key=lambda k: (sims[k], -train[k].sample_id))
+        best[row.sample_id] = (round(float(sims[j]), 4), train[j].sample_id)
+    return best
+
+
+def test_report_matches_a_brute_force_over_the_signatures(db, project):
+    version = leaked_version(db, project)
+    assert version.stats["leakage"]["checked"] is True
+    truth = brute_force(db, version.id)
+    reported = {p["test_sample_id"]: (p["similarity"], p["train_sample_id"]) for p in version.leakage}
+    assert reported, "planted copies were not found"
+    for test_id, (sim, train_id) in reported.items():
+        assert sim >= leakage.THRESHOLD
+        assert truth[test_id] == (sim, train_id)
+    clear = {t for t, (sim, _) in truth.items() if sim >= 0.95}
+    assert clear and clear <= set(reported)
+    assert version.stats["leakage"]["count"] == len(reported)
+    assert [p["test_sample_id"] for p in version.leakage] == sorted(reported)
+
+
+def test_check_gives_up_when_samples_are_too_alike(db, project):
+    version = leaked_version(db, project, n=40)
+    report, info = leakage.check(db, version.id, version.counts, max_candidates=1)
+    assert report == [] and info["checked"] is False and "candidate pairs" in info["reason"]
