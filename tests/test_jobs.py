@@ -59,3 +59,64 @@ def test_savepoints_keep_outer_tasks_and_drop_rolled_back_ones(db, sent):
         pass
     db.commit()
     assert [kw["payload"] for _, kw in sent] == ["outer", "kept"]
+
+
+def _sent_at(job_id):
+    """``sent_at`` as another connection sees it (the marks are committed on their own)."""
+    from service.core.db import get_sessionmaker
+    from service.models import GenerationJob
+
+    with get_sessionmaker()() as other:
+        return other.get(GenerationJob, job_id).sent_at
+
+
+@pytest.fixture
+def unsent_job(db, client, factories, sent):
+    """A queued generation job whose message never left (``sent_at`` NULL)."""
+    from tests.test_resend import make_job
+
+    job = make_job(db, client, factories, "http://127.0.0.1:9/v1", lose_message=True)
+    assert _sent_at(job.id) is None
+    return job.id
+
+
+def test_mark_sets_sent_at_only_after_the_send(db, sent, unsent_job):
+    from service.models import GenerationJob
+
+    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    db.flush()
+    assert _sent_at(unsent_job) is None and sent == []
+    db.commit()
+    assert sent == [("generation.run_job", {"job_id": unsent_job})]
+    assert _sent_at(unsent_job) is not None
+
+
+def test_mark_is_dropped_with_a_rolled_back_enqueue(db, sent, unsent_job):
+    from service.models import GenerationJob
+
+    with pytest.raises(ValueError), db.begin_nested():
+        jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+        raise ValueError
+    db.commit()
+    assert sent == [] and _sent_at(unsent_job) is None
+
+
+def test_failed_send_leaves_sent_at_null_but_an_eager_run_counts(db, monkeypatch, unsent_job):
+    from service.core.config import get_settings
+    from service.models import GenerationJob
+
+    def broker_down(name, **kw):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(jobs, "send_now", broker_down)
+    live = get_settings().model_copy(update={"celery_eager": False})
+    monkeypatch.setattr(jobs, "get_settings", lambda: live)
+    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    db.commit()
+    assert _sent_at(unsent_job) is None  # the sweepers re-send it
+
+    # eager (tests, scripts): the task ran in this process, so it was delivered, even if it failed
+    monkeypatch.setattr(jobs, "get_settings", get_settings)
+    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    db.commit()
+    assert _sent_at(unsent_job) is not None

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings, get_settings
@@ -97,18 +97,39 @@ def send_now(name: str, **kwargs: Any) -> None:
     client_app().send_task(name, kwargs=kwargs, queue=queue_for(name))
 
 
-def enqueue(session: Session, name: str, **kwargs: Any) -> None:
+def mark_sent(model: Any, row_id: int) -> None:
+    """Record that the broker accepted the message of job row ``row_id`` (``model.sent_at``).
+
+    A short transaction of its own, after the caller's commit: the caller's session is done, and
+    a failure here only means the row may be re-sent once more, which every task tolerates.
+    """
+    from service.core.db import get_sessionmaker, utcnow
+
+    try:
+        with get_sessionmaker()() as db:
+            db.execute(update(model).where(model.id == row_id).values(sent_at=utcnow()))
+            db.commit()
+    except Exception:
+        log.exception("could not mark %s %s as sent", getattr(model, "__tablename__", model), row_id)
+
+
+def enqueue(session: Session, name: str, *, mark: tuple[Any, int] | None = None,
+            **kwargs: Any) -> None:
     """Record that task ``name`` should run; it is sent after commit and dropped on rollback.
 
     Savepoints are honoured: a task enqueued inside ``begin_nested()`` that is rolled back is
     dropped, while the tasks of the outer transaction are still sent.
+
+    ``mark=(Model, id)``: the job row this message drives; once the broker accepted the message
+    (or the task ran, in eager mode) its ``sent_at`` is set, so that the workers' sweepers can
+    re-send exactly the rows whose message never left (``sent_at IS NULL``).
     """
     tx = session.get_nested_transaction() or session.get_transaction()
     chain = []
     while tx is not None:
         chain.append(tx)
         tx = tx.parent
-    session.info.setdefault(_PENDING_KEY, []).append((name, kwargs, chain))
+    session.info.setdefault(_PENDING_KEY, []).append((name, kwargs, chain, mark))
 
 
 _ROLLED_BACK_KEY = "annotune_rolled_back_tx"
@@ -126,13 +147,24 @@ def _send_pending(session: Session) -> None:
         return  # SQLAlchemy 2.1 also fires after_commit when a savepoint is released
     pending = session.info.pop(_PENDING_KEY, [])
     rolled_back = session.info.pop(_ROLLED_BACK_KEY, [])
-    for name, kwargs, chain in pending:
+    for name, kwargs, chain, mark in pending:
         if any(tx is dead for tx in chain for dead in rolled_back):
             continue
-        try:
-            send_now(name, **kwargs)
-        except Exception:  # the database row stays queued; the sweeper re-sends it
+        _deliver(name, kwargs, mark)
+
+
+def _deliver(name: str, kwargs: dict[str, Any], mark: tuple[Any, int] | None) -> None:
+    eager = get_settings().celery_eager
+    try:
+        send_now(name, **kwargs)
+    except Exception:
+        if not eager:  # the row stays queued with sent_at NULL; a worker's sweeper re-sends it
             log.exception("could not send task %s", name)
+            return
+        # eager: the task ran here and failed; it was delivered all the same
+        log.exception("task %s failed", name)
+    if mark is not None:
+        mark_sent(*mark)
 
 
 @event.listens_for(Session, "after_transaction_end")

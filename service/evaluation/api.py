@@ -59,6 +59,15 @@ def get_eval_run(run_id: int, access: ProjectViewer, db: SessionDep):
     return evaluation_service.get_run(db, project_id=access.project.id, run_id=run_id)
 
 
+@router.post(P + "/eval-runs/{run_id}/cancel", response_model=schemas.EvalRunRead)
+def cancel_eval_run(run_id: int, access: ProjectLead, db: SessionDep):
+    """A queued run is cancelled at once; a running one stops between items and ends
+    ``cancelled``, keeping its predictions and scored over them. 409 ``run_finished`` when the
+    run has already ended."""
+    run = evaluation_service.get_run(db, project_id=access.project.id, run_id=run_id)
+    return evaluation_service.cancel_run(db, run)
+
+
 @router.get(P + "/eval-runs/{run_id}/predictions", response_model=Page[schemas.EvalPredictionRead])
 def list_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 50,
                           cursor: CursorQ = None,

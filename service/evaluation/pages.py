@@ -5,10 +5,11 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import or_, select
 
-from service.core.deps import ProjectViewer, SessionDep
+from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.errors import AppError
 from service.core.templating import render
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import service as evaluation_service
@@ -149,14 +150,34 @@ def evaluation_page(request: Request, access: ProjectViewer, db: SessionDep):
                   label=evaluation_service.model_label, can_edit=access.at_least(Role.lead))
 
 
-@router.get("/projects/{project_id}/evaluation/runs/{run_id}", response_class=HTMLResponse)
-def evaluation_run_page(request: Request, run_id: int, access: ProjectViewer, db: SessionDep):
+def _run_page(request: Request, access, db, run_id: int, *, error: str | None = None,
+              status_code: int = 200) -> HTMLResponse:
     run = evaluation_service.get_run(db, project_id=access.project.id, run_id=run_id)
     names = evaluation_service.ordered_metrics([run], set(run.aggregate or {}))
-    return render(request, "pages/evaluation_run.html", run=run,
+    return render(request, "pages/evaluation_run.html", status_code=status_code, run=run,
                   aggregate=[(name, run.aggregate[name]) for name in names],
                   label=evaluation_service.model_label(run),
-                  summary=evaluation_service.run_summary(db, run), fmt=fmt)
+                  summary=evaluation_service.run_summary(db, run), fmt=fmt,
+                  can_edit=access.at_least(Role.lead), page_error=error)
+
+
+@router.get("/projects/{project_id}/evaluation/runs/{run_id}", response_class=HTMLResponse)
+def evaluation_run_page(request: Request, run_id: int, access: ProjectViewer, db: SessionDep):
+    return _run_page(request, access, db, run_id)
+
+
+@router.post("/projects/{project_id}/evaluation/runs/{run_id}/cancel", response_class=HTMLResponse)
+def cancel_run_form(request: Request, run_id: int, access: ProjectLead, db: SessionDep):
+    """The run page's Cancel button (a form with the CSRF token); back to the run page."""
+    run = evaluation_service.get_run(db, project_id=access.project.id, run_id=run_id)
+    try:
+        with db.begin_nested():
+            evaluation_service.cancel_run(db, run)
+    except AppError as exc:
+        return _run_page(request, access, db, run_id, error=exc.message,
+                         status_code=exc.status_code)
+    return RedirectResponse(f"/projects/{access.project.id}/evaluation/runs/{run_id}",
+                            status_code=303)
 
 
 @router.get("/projects/{project_id}/evaluation/compare", response_class=HTMLResponse)

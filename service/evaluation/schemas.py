@@ -55,12 +55,16 @@ class EvalRunRead(BaseModel):
     metrics: list[str]
     metric_options: dict[str, Any]
     status: str
+    cancel_requested: bool
+    attempts: int
     total: int
     done: int
     failed: int
     aggregate: dict[str, Any]
     error: str | None
     created_at: datetime
+    sent_at: datetime | None = Field(None, description=(
+        "when the broker accepted the run's message; null: not yet (workers re-send it)"))
     finished_at: datetime | None
     heartbeat_at: datetime | None
 

@@ -10,7 +10,11 @@ then on ``heartbeat_at`` is its fencing token: every heartbeat is ``UPDATE ... W
 heartbeat_at = <the value I wrote last>``, so a worker that lost the run (the sweeper handed it to
 another one after its heartbeats stopped) notices at its next heartbeat and stops. The sweeper
 puts runs whose heartbeat is older than ``job_stale_seconds`` back to ``queued`` and sends them
-again; the new owner generates only the items that have no row yet.
+again; the new owner generates only the items that have no row yet. Every claim counts an
+attempt, and a run claimed more than ``MAX_ATTEMPTS`` times fails rather than loop forever.
+
+Cancelling a running run sets ``cancel_requested``; its runner reads the flag between items,
+stops, and closes the run as ``cancelled`` with the aggregate of the predictions it has.
 
 Local models (``base``, ``adapter``) run on ``evaluation.run_local`` (gpu queue), endpoints on
 ``evaluation.endpoint_run`` (generate queue). torch is imported only inside ``run_local``.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -31,7 +36,7 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.config import get_settings
 from service.core.db import get_sessionmaker, utcnow
-from service.core.errors import Invalid, NotFound
+from service.core.errors import Conflict, Invalid, NotFound
 from service.evaluation import compare as compare_mod
 from service.evaluation import metrics as metrics_mod
 from service.models import (
@@ -51,6 +56,10 @@ DEFAULT_METRICS = ("exact_match", "bleu-4", "rouge", "char_f1")
 MODEL_KINDS = ("base", "adapter", "endpoint")
 SPLITS = ("train", "validation", "test")
 MAX_COMPARE_RUNS = 8
+# claims of one run (first run, resumes after a dead worker, re-sent messages) before giving up
+MAX_ATTEMPTS = 3
+# how often a runner reads ``cancel_requested`` between items
+CANCEL_CHECK_SECONDS = 0.5
 # the per-sample ordering prefers a graded metric over exact match when one was scored
 _SORT_PREFERENCE = ("keyword_f1", "rouge-l", "char_f1", "bleu-4")
 
@@ -217,7 +226,7 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
         run.name = f"{model_kind}-{run.id}"
     db.flush()
     if enqueue:
-        jobs.enqueue(db, task_for(run), run_id=run.id)
+        jobs.enqueue(db, task_for(run), run_id=run.id, mark=(EvalRun, run.id))
     return run
 
 
@@ -225,6 +234,27 @@ def get_run(db: Session, *, project_id: int, run_id: int) -> EvalRun:
     run = db.get(EvalRun, run_id)
     if run is None or run.project_id != project_id:
         raise NotFound("evaluation run not found", code="run_not_found")
+    return run
+
+
+def cancel_run(db: Session, run: EvalRun) -> EvalRun:
+    """A queued run is cancelled at once; a running one is asked to stop (``cancel_requested``):
+    its runner stops between items and closes it as ``cancelled``, scored over what it has.
+
+    Conditional updates, so that a worker claiming or finishing the run at the same moment
+    cannot be overwritten: whichever state the row is really in decides.
+    """
+    if db.execute(update(EvalRun).where(EvalRun.id == run.id, EvalRun.status == "queued")
+                  .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+                  .execution_options(synchronize_session=False)).rowcount == 0:
+        asked = db.execute(update(EvalRun).where(EvalRun.id == run.id, EvalRun.status == "running")
+                           .values(cancel_requested=True)
+                           .execution_options(synchronize_session=False)).rowcount
+        if not asked:
+            db.refresh(run)
+            raise Conflict(f"evaluation run is already {run.status}", code="run_finished")
+    db.flush()
+    db.refresh(run)
     return run
 
 
@@ -313,6 +343,8 @@ class Lease:
         self.token = token
         self.lost = False
         self._lock = threading.Lock()
+        self._cancel = False
+        self._cancel_checked = float("-inf")
 
     def guarded(self, **values: Any) -> bool:
         """Update the run (and the heartbeat) only while this worker still owns it."""
@@ -335,9 +367,33 @@ class Lease:
     def renew(self) -> bool:
         return self.guarded()
 
+    def cancel_requested(self, *, now: bool = False) -> bool:
+        """Whether a user asked to cancel the run; read at most every ``CANCEL_CHECK_SECONDS``
+        (``now``: read it now), so checking between every item costs little."""
+        clock = time.monotonic()
+        if not self._cancel and (now or clock - self._cancel_checked >= CANCEL_CHECK_SECONDS):
+            self._cancel_checked = clock
+            with get_sessionmaker()() as db:
+                self._cancel = bool(db.scalar(select(EvalRun.cancel_requested)
+                                              .where(EvalRun.id == self.run_id)))
+        return self._cancel
+
+    def should_stop(self) -> bool:
+        """Stop before the next item: the run was lost to another worker, or cancelled."""
+        return self.lost or self.cancel_requested()
+
+    def proceed(self) -> bool:
+        """Renew the lease before the next batch; False when the runner must stop."""
+        return self.renew() and not self.cancel_requested()
+
 
 def claim(run_id: int) -> tuple[EvalRun, Lease] | None:
-    """Take a queued run (or a running one whose worker stopped heart-beating)."""
+    """Take a queued run (or a running one whose worker stopped heart-beating).
+
+    Every claim counts an attempt; past ``MAX_ATTEMPTS`` (workers keep dying on it, or its
+    messages keep being re-sent while it stalls) the run fails instead of looping forever.
+    Finished runs (succeeded, failed, cancelled) are never claimed.
+    """
     stale = utcnow() - timedelta(seconds=get_settings().job_stale_seconds)
     now = utcnow()
     with get_sessionmaker()() as db:
@@ -346,11 +402,24 @@ def claim(run_id: int) -> tuple[EvalRun, Lease] | None:
             or_(EvalRun.status == "queued",
                 (EvalRun.status == "running") & (or_(EvalRun.heartbeat_at < stale,
                                                      EvalRun.heartbeat_at.is_(None)))))
-            .values(status="running", heartbeat_at=now, error=None)).rowcount
+            .values(status="running", heartbeat_at=now, error=None,
+                    attempts=EvalRun.attempts + 1)).rowcount
         db.commit()
         if not claimed:
             return None
         run = db.get(EvalRun, run_id)
+        if run.attempts > MAX_ATTEMPTS and not run.cancel_requested:
+            db.execute(update(EvalRun).where(
+                EvalRun.id == run_id, EvalRun.status == "running", EvalRun.heartbeat_at == now)
+                .values(status="failed", finished_at=utcnow(),
+                        error=f"gave up after {MAX_ATTEMPTS} attempts (workers died or stalled "
+                              f"on this run); {run.done + run.failed} of {run.total} items "
+                              "have a prediction"))
+            db.commit()
+            log.warning("evaluation run %s: gave up after %s attempts", run_id, MAX_ATTEMPTS)
+            return None
+        if run.attempts > 1:
+            log.warning("evaluation run %s: attempt %s, resuming", run_id, run.attempts)
         db.expunge(run)
     return run, Lease(run_id, now)
 
@@ -428,8 +497,13 @@ def record(run_id: int, item: tuple[int, int, list[dict], str], spec: dict[str, 
     return inserted
 
 
-def finish(run_id: int, lease: Lease) -> dict[str, Any]:
-    """Aggregate and close the run once every item has a row (counters recounted exactly)."""
+def finish(run_id: int, lease: Lease, *, cancelled: bool = False) -> dict[str, Any]:
+    """Aggregate and close the run once every item has a row (counters recounted exactly).
+
+    ``cancelled``: the runner stopped early on request; the run closes as ``cancelled``, scored
+    over the items it has. A cancel that arrives after the last item changes nothing: the run is
+    complete and succeeds.
+    """
     with get_sessionmaker()() as db:
         run = db.get(EvalRun, run_id)
         rows = db.execute(select(EvalPrediction.scores, EvalPrediction.error)
@@ -440,10 +514,14 @@ def finish(run_id: int, lease: Lease) -> dict[str, Any]:
         total = run.total
     done = sum(1 for _, err in rows if err is None)
     failed = len(rows) - done
-    if done + failed < total:
+    complete = done + failed >= total
+    if not complete and not cancelled:
         return {"status": "incomplete", "done": done, "failed": failed}
     aggregate = metrics_mod.aggregate(s for s, err in rows if err is None)
-    if done == 0 and failed:
+    if not complete:
+        status = "cancelled"
+        error = f"{failed} item(s) failed; first error: {first_error}" if failed else None
+    elif done == 0 and failed:
         status, error = "failed", f"all {failed} item(s) failed; first error: {first_error}"
     else:
         status = "succeeded"
@@ -468,7 +546,7 @@ def _drive(run_id: int, body: Callable[[EvalRun, Lease], None]) -> dict[str, Any
         body(run, lease)
         if lease.lost:
             return {"status": "lost"}
-        return finish(run_id, lease)
+        return finish(run_id, lease, cancelled=lease.cancel_requested(now=True))
     except Exception as exc:
         log.exception("evaluation run %s failed", run_id)
         _fail(run_id, lease, f"{type(exc).__name__}: {exc}")
@@ -500,7 +578,7 @@ def _local_body(run: EvalRun, lease: Lease) -> None:
     model = local.load(base, adapter_dir, cache_dir=get_settings().local_model_cache)
     batch = int(settings.get("batch_size") or 8)
     after = 0
-    while lease.renew():
+    while lease.proceed():
         items = next_items(run.id, after, batch)
         if not items:
             return
@@ -554,7 +632,7 @@ def _endpoint_body(run: EvalRun, lease: Lease) -> None:
     concurrency = max(1, provider.max_concurrency)
 
     def one(item: tuple[int, int, list[dict], str]) -> None:
-        if lease.lost:
+        if lease.should_stop():  # lost, or cancelled: leave the item for nobody / a resume
             return
         try:
             result = llm.chat(provider_settings, item[2], params=params, limiter=limiter)
@@ -568,7 +646,7 @@ def _endpoint_body(run: EvalRun, lease: Lease) -> None:
 
     after = 0
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"eval{run.id}") as pool:
-        while lease.renew():
+        while lease.proceed():
             items = next_items(run.id, after, max(32, concurrency * 4))
             if not items:
                 return
@@ -580,7 +658,10 @@ def sweep_stale_runs(queues: set[str] | None = None) -> list[int]:
     """Put runs whose worker stopped heart-beating back to ``queued`` and send them again.
 
     ``queues``: the queues the calling worker consumes (local runs need ``gpu``, endpoint runs
-    ``generate``); ``None`` sweeps both.
+    ``generate``); ``None`` sweeps both. ``sent_at`` is cleared with the re-queue and set again
+    once the broker takes the message, so a re-send lost to a broker outage is re-sent by the
+    sweepers' periodic pass (``heartbeat_at = now`` keeps that pass off until this send is
+    over, and fences the old owner).
     """
     kinds: list[str] = []
     if queues is None or "gpu" in queues:
@@ -597,9 +678,11 @@ def sweep_stale_runs(queues: set[str] | None = None) -> list[int]:
                 or_(EvalRun.heartbeat_at < stale, EvalRun.heartbeat_at.is_(None)))):
             requeued = db.execute(update(EvalRun).where(
                 EvalRun.id == run.id, EvalRun.status == "running",
-                EvalRun.heartbeat_at == run.heartbeat_at).values(status="queued")).rowcount
+                EvalRun.heartbeat_at == run.heartbeat_at)
+                .values(status="queued", sent_at=None, heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)).rowcount
             if requeued:
-                jobs.enqueue(db, task_for(run), run_id=run.id)
+                jobs.enqueue(db, task_for(run), run_id=run.id, mark=(EvalRun, run.id))
                 resumed.append(run.id)
         db.commit()
     return resumed

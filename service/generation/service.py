@@ -256,7 +256,7 @@ def _start_units(db: Session, job: GenerationJob, units: list[GenerationUnit],
         job.status, job.finished_at = "succeeded", utcnow()
     db.flush()
     for _ in range(max(1, min(workers, 16)) if units else 0):
-        jobs.enqueue(db, "generation.run_job", job_id=job.id)
+        jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
     return job
 
 
@@ -357,7 +357,7 @@ def set_job_state(db: Session, job: GenerationJob, action: str) -> GenerationJob
         if job.status != "paused":
             raise Conflict(f"cannot resume a {job.status} job", code="bad_state")
         job.status = "queued"
-        jobs.enqueue(db, "generation.run_job", job_id=job.id)
+        jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
     elif action == "cancel":
         if job.status in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"job already {job.status}", code="bad_state")
@@ -639,7 +639,7 @@ def sweep_stale_jobs() -> dict[str, Any]:
         for job in db.scalars(select(GenerationJob).where(
                 GenerationJob.status == "running", GenerationJob.heartbeat_at < stale)):
             job.heartbeat_at = utcnow()  # give the new run time to take over
-            jobs.enqueue(db, "generation.run_job", job_id=job.id)
+            jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
             resumed.append(job.id)
         running = db.scalar(select(func.count()).select_from(GenerationJob).where(
             GenerationJob.status == "running"))

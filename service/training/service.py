@@ -80,7 +80,7 @@ def create_job(db: Session, *, project_id: int, dataset_version_id: int, base_mo
     db.flush()
     job.status = "queued"
     add_event(db, job.id, "info", "job validated and queued", kind="message")
-    jobs.enqueue(db, "training.run", job_id=job.id)
+    jobs.enqueue(db, "training.run", job_id=job.id, mark=(TrainingJob, job.id))
     return job
 
 
@@ -314,7 +314,7 @@ def sweep_stale_jobs() -> list[int]:
     with get_sessionmaker()() as db:
         for job in db.scalars(select(TrainingJob).where(TrainingJob.status == "running",
                                                         TrainingJob.heartbeat_at < stale)):
-            jobs.enqueue(db, "training.run", job_id=job.id)
+            jobs.enqueue(db, "training.run", job_id=job.id, mark=(TrainingJob, job.id))
             resumed.append(job.id)
         db.commit()
     return resumed

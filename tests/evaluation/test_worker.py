@@ -144,3 +144,32 @@ def test_endpoint_run_survives_errors_and_a_killed_worker(client, db, factories,
     assert db.scalar(select(func.count()).select_from(EvalPrediction)
                      .where(EvalPrediction.error.is_not(None))) == 0
     assert server.chat_requests >= total + 4
+
+
+@pytest.mark.worker
+@needs_redis
+def test_cancel_an_endpoint_run_on_a_real_worker(client, db, factories, no_eager_send, tmp_path):
+    owner, pid, vid = ready_version(client, db, factories, n=40,
+                                    split={"train": 0.25, "validation": 0.0, "test": 0.75})
+    log = tmp_path / "gen.log"
+    w.purge()
+    with FakeOpenAIServer(latency=0.3, responder=reference_responder) as server, \
+            w.running_worker("generate", name="eval-cancel", log_path=log):
+        prov = make_provider(db, pid, server.url, max_concurrency=2)
+        resp = client.post(f"/api/v1/projects/{pid}/eval-runs", headers=owner.headers, json={
+            "dataset_version_id": vid, "model_kind": "endpoint", "provider_id": prov.id,
+            "metrics": ["exact_match", "char_f1"]})
+        assert resp.status_code == 201, resp.text
+        run_id = resp.json()["id"]
+        _wait(db, lambda: db.get(EvalRun, run_id).done >= 4, 60, "first predictions", log)
+        cancel = client.post(f"/api/v1/projects/{pid}/eval-runs/{run_id}/cancel", headers=owner.headers)
+        assert cancel.status_code == 200 and cancel.json()["cancel_requested"], cancel.text
+        run = _wait(db, lambda: (r := db.get(EvalRun, run_id)).status != "running" and r, 30,
+                    "the cancelled run", log)
+    preds = list(db.scalars(select(EvalPrediction).where(EvalPrediction.run_id == run_id)))
+    assert run.status == "cancelled", run.error
+    assert run.sent_at is not None and run.attempts == 1
+    assert 4 <= run.done == len(preds) < run.total == 30
+    assert run.aggregate["exact_match"] == 1.0 and set(run.aggregate) == {"exact_match", "char_f1"}
+    page = client.get(f"/projects/{pid}/evaluation/runs/{run_id}", headers=owner.headers)
+    assert page.status_code == 200 and 'data-testid="cancel-run"' not in page.text
