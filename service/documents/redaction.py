@@ -5,10 +5,17 @@ card numbers and IP addresses with typed placeholders (``[EMAIL]``, ``[PHONE]``,
 ``[BANK_CARD]``, ``[IP]``) and returns what it replaced, with offsets into the original text.
 
 Digit boundaries are ASCII-only (``(?<![0-9A-Za-z])``) rather than ``\\b``, because ``\\b`` treats
-Chinese characters as word characters and would miss ``电话13812345678``. Candidates that need
-it are validated: resident IDs by birth date and ISO 7064 checksum, card numbers by the Luhn
-check and a plausible leading digit, IPs with ``ipaddress``. Dates, amounts, order numbers and
-version strings are left alone unless they happen to pass those checks.
+Chinese characters as word characters and would miss ``电话13812345678``. A number must be the
+whole digit run: no digit continues it across a decimal point or a hyphen (``13800138000.5``,
+``0.13812345678``, ``SO-2024-13812345678``, a ms timestamp, an 18-digit ID), and a currency
+sign just before it makes it an amount (``¥13800138000``). Full-width digits are matched as
+ASCII ones. Candidates that need it are validated: resident IDs by birth date and ISO 7064
+checksum, card numbers by the Luhn check and an issuer prefix that exists (so ``2024...``
+order numbers are not Mastercard numbers), IPs with ``ipaddress``. Addresses in URL user info
+(``ftp://anonymous@host``), scp-style Git remotes (``git@github.com:org/repo``) and retina
+file names (``logo@2x.png``) are not e-mail addresses; one in a URL's path or query is. A bare
+11-digit number that starts 13-19 is still taken for a mobile number: without context it
+cannot be told apart from an order number of that shape.
 """
 
 from __future__ import annotations
@@ -130,10 +137,11 @@ def find_pii(text: str, *, types: Iterable[str] = PII_TYPES) -> list[Redaction]:
     unknown = wanted - set(PII_TYPES)
     if unknown:
         raise ValueError(f"unknown PII types: {', '.join(sorted(unknown))}")
+    scan = text.translate(_FULLWIDTH)  # same length, so offsets hold for ``text`` too
     candidates: list[tuple[int, int, int, str]] = []
     for priority, kind in enumerate(PII_TYPES):
         if kind in wanted:
-            for start, end in _DETECTORS[kind](text):
+            for start, end in _DETECTORS[kind](scan):
                 candidates.append((start, -(end - start), priority, kind))
     candidates.sort()
     chosen: list[Redaction] = []
@@ -148,13 +156,22 @@ def find_pii(text: str, *, types: Iterable[str] = PII_TYPES) -> list[Redaction]:
 
 # --------------------------------------------------------------------------- detectors
 
-_L = r"(?<![0-9A-Za-z])"  # no ASCII letter/digit before
-_R = r"(?![0-9A-Za-z])"  # ... or after
+# Full-width digits and signs (common in Chinese text) are matched as their ASCII forms.
+_FULLWIDTH = str.maketrans("０１２３４５６７８９＋－．（）", "0123456789+-.()")
+
+# A number starts and ends where the digit run does: no ASCII letter or digit next to it, no
+# digit across a decimal point or hyphen (13800138000.5, 0.13812345678, SO-2024-13812345678),
+# and no currency sign just before it (¥13800138000 is an amount).
+_L = r"(?<![0-9A-Za-z])(?<![0-9][.-])(?<![¥￥$€£])(?<![¥￥$€£] )"
+_R = r"(?![0-9A-Za-z])(?![.-][0-9])"
+_PHONE_L = r"(?<![0-9A-Za-z+])(?<![0-9][.-])(?<![¥￥$€£])(?<![¥￥$€£] )"
 
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
+_URL_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@]*$")
+_RETINA_FILE = re.compile(r"@[0-9]+(?:\.[0-9]+)?x\.[A-Za-z]+$")  # icon@2x.png
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:
@@ -162,11 +179,28 @@ def _emails(text: str) -> Iterator[tuple[int, int]]:
         start, end = m.span()
         while text[start] == ".":  # a sentence full stop glued to the address
             start += 1
-        yield start, end
+        if not _not_an_address(text, start, end):
+            yield start, end
+
+
+def _not_an_address(text: str, start: int, end: int) -> bool:
+    """URL user info (``ftp://anonymous@ftp.example.org``, ``https://user:pw@host``), an
+    scp-style Git remote (``git@github.com:org/repo.git``) or a retina image file name
+    (``logo@2x.png``). An address in a URL's path or query (``?to=bob@example.com``) is
+    still an address."""
+    if _URL_AUTHORITY.search(text[max(start - 256, 0) : start]):
+        return True
+    if text.startswith(":", end) and end + 1 < len(text) and text[end + 1] in "/~" + _WORDISH:
+        return True
+    return bool(_RETINA_FILE.search(text, start, end))
+
+
+_WORDISH = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
 
 
 _CN_ID = re.compile(
-    _L + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]" + _R
+    _L + r"[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+    r"[0-9]{3}[0-9Xx]" + _R
 )
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -189,14 +223,19 @@ def _valid_cn_id(value: str) -> bool:
 
 
 # 13-19 digits, optionally in groups separated by single spaces or hyphens.
-_CARD = re.compile(_L + r"[2-6]\d{3}(?:[ -]?\d{2,6}){2,4}" + _R)
+_CARD = re.compile(_L + r"[2-6][0-9]{3}(?:[ -]?[0-9]{2,6}){2,4}" + _R)
 
 
 def _bank_cards(text: str) -> Iterator[tuple[int, int]]:
     for m in _CARD.finditer(text):
-        length = _card_length(m.group())
+        length = _card_length(m.group()) if _CARD_ISSUER.match(m.group()) else 0
         if length:
             yield m.start(), m.start() + length
+
+
+# Issuer prefixes that exist: Mastercard 2221-2720 (so "2024..." order numbers are not cards),
+# Amex/Diners/JCB 30 and 34-38, Visa 4, Mastercard/Maestro 5, UnionPay/Discover/Maestro 6.
+_CARD_ISSUER = re.compile(r"2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[04-8]|[456]")
 
 
 def _card_length(raw: str) -> int:
@@ -229,34 +268,55 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+_MOBILE_SEP = re.compile(r"1[3-9][0-9]([ -])")
+
 _PHONES = (
-    # Chinese mobile, optionally +86 / 0086 / (+86), optionally grouped 3-4-4.
+    # Chinese mobile, optionally +86 / 0086 / (+86) / "86 ", optionally grouped 3-4-4.
     re.compile(
-        r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[ -]?|\(\+?86\)[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}" + _R
+        _PHONE_L
+        + r"(?:(?:\+|00)86[ -]?|86[ -]|\(\+?86\)[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}"
+        + _R
     ),
-    # Chinese landline with area code: 010-12345678, (0755) 8888 6666.
-    re.compile(r"(?<![0-9A-Za-z+])(?:0\d{2,3}-|\(0\d{2,3}\) ?)[2-9]\d{2,3}[ -]?\d{4}" + _R),
+    # Chinese landline with area code and optional extension: 010-12345678, (0755) 8888 6666.
+    re.compile(
+        _PHONE_L + r"(?:0[0-9]{2,3}-|\(0[0-9]{2,3}\) ?)[2-9][0-9]{2,3}[ -]?[0-9]{4}"
+        r"(?:-[0-9]{1,5})?" + _R
+    ),
     # International: + country code and 6-14 more digits in groups.
-    re.compile(r"(?<![0-9A-Za-z+])\+[1-9]\d{0,2}(?:[ -]?\(?\d{1,4}\)?){2,5}" + _R),
+    re.compile(r"(?<![0-9A-Za-z+])\+[1-9][0-9]{0,2}(?:[ -]?\(?[0-9]{1,4}\)?){2,5}" + _R),
     # North American: (415) 555-2671, 415-555-2671, 415.555.2671, +1 415 555 2671.
     re.compile(
-        r"(?<![0-9A-Za-z+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}"
-        + _R
+        _PHONE_L + r"(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}"
+        r"[ .-][0-9]{4}" + _R
     ),
 )
 
 
 def _phones(text: str) -> Iterator[tuple[int, int]]:
-    for pattern in _PHONES:
+    for index, pattern in enumerate(_PHONES):
         for m in pattern.finditer(text):
             digits = sum(c.isdigit() for c in m.group())
-            if 7 <= digits <= 15:
+            if 7 <= digits <= 15 and not (index == 0 and _longer_grouped_run(text, *m.span())):
                 yield m.span()
 
 
+def _longer_grouped_run(text: str, start: int, end: int) -> bool:
+    """``138 1234 5678 9012``: the 3-4-4 groups go on with the same separator, so they are
+    part of a longer grouped number, not a mobile number."""
+    grouped = _MOBILE_SEP.search(text, start, end)
+    if grouped is None:
+        return False
+    sep = grouped.group(1)
+    after = text[end : end + 2]
+    before = text[max(start - 2, 0) : start] if grouped.start() == start else ""
+    return (after[:1] == sep and after[1:].isdigit()) or (
+        before[1:] == sep and before[:1].isdigit()
+    )
+
+
 _IPV4 = re.compile(
-    r"(?<![0-9A-Za-z.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![0-9A-Za-z]|\.\d)"
+    r"(?<![0-9A-Za-z.])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?![0-9A-Za-z]|\.[0-9])"
 )
 _IPV6_CANDIDATE = re.compile(
     r"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f.]{0,15}){2,8}(?![0-9A-Za-z:])"

@@ -136,3 +136,27 @@ def test_near_duplicates_marked_not_deleted(client, db, lead):
     assert report["clusters"] == 1 and report["marked"] == 1
     assert db.scalar(select(func.count()).select_from(Chunk)) == 3
     assert db.scalar(select(func.count()).select_from(Chunk).where(Chunk.duplicate_kind == "near")) == 1
+
+
+def test_docx_page_parts_and_notes_are_chunked_and_redacted(client, db, lead, tmp_path):
+    from tests.documents.test_parsing_docx import make_docx_with_notes, make_docx_with_page_parts
+
+    owner, pid = lead
+    client.patch(f"/api/v1/projects/{pid}", headers=owner.headers,
+                 json={"settings": {"redaction": {"enabled": True}}})
+    chunks_of = {}
+    for name, make in (("pages.docx", make_docx_with_page_parts), ("notes.docx", make_docx_with_notes)):
+        data = make(tmp_path / name).read_bytes()
+        result = client.post(f"/api/v1/projects/{pid}/documents", headers=owner.headers,
+                             files=[("files", (name, io.BytesIO(data), "application/octet-stream"))]
+                             ).json()["results"][0]
+        assert result["status_code"] == 201, result
+        chunks_of[name] = client.get(f"/api/v1/projects/{pid}/documents/{result['document_id']}/chunks",
+                                     headers=owner.headers).json()["items"]
+    page_chunks = chunks_of["pages.docx"]
+    footer = next(c for c in page_chunks if "Questions:" in c["redacted_text"])
+    assert "[PHONE]" in footer["redacted_text"] and "[EMAIL]" in footer["redacted_text"]
+    assert all("13812345678" not in c["text"] + c["redacted_text"] for c in page_chunks)
+    assert footer["heading_path"] == [] and footer["page_start"] is None
+    note = next(c for c in chunks_of["notes.docx"] if "Costs per unit" in c["text"])
+    assert note["heading_path"] == ["Footnotes"]

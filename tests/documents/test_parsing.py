@@ -249,6 +249,16 @@ def test_pdf_time_budget_checked_between_pages(tmp_path: Path) -> None:
         parse_document(path, filename="manual.pdf", limits=ParseLimits(max_seconds=1e-9))
 
 
+def test_pdf_time_budget_checked_inside_a_page(tmp_path: Path) -> None:
+    # one page of 12,000 lines: ~1.4 s of text extraction, most of it interpreting operators
+    lines = [f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(12_000)]
+    path = make_pdf(tmp_path / "dense.pdf", [lines])
+    started = time.monotonic()
+    with pytest.raises(ParseError, match=r"time budget of 0.5 s \(inside PDF page 1 of 1\)"):
+        parse_document(path, filename="dense.pdf", limits=ParseLimits(max_seconds=0.5))
+    assert time.monotonic() - started < 5
+
+
 def test_pdf_without_text_layer_is_refused(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "scan.pdf", [[], []])
     with pytest.raises(ParseError, match="no text layer"):

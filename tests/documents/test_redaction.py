@@ -117,6 +117,84 @@ def test_no_false_positives(text: str) -> None:
     assert find_pii(text) == []
 
 
+MOBILE_ID = cn_id("11010519900307123")  # 18-digit ID; digits 7-17 read 199 0030 7123
+TS_MS = "1713812345678"  # a Unix timestamp in milliseconds (April 2024)
+MOBILE_CASES = [
+    # (text, the PHONE spans expected)
+    ("手机13812345678，", ["13812345678"]),
+    ("call 13812345678.", ["13812345678"]),  # full stop, not a decimal point
+    ("+86 138 1234 5678", ["+86 138 1234 5678"]),
+    ("+8613812345678", ["+8613812345678"]),
+    ("0086-138-1234-5678", ["0086-138-1234-5678"]),
+    ("0086 13812345678", ["0086 13812345678"]),
+    ("(+86) 139-0000-1111", ["(+86) 139-0000-1111"]),
+    ("86 13812345678", ["86 13812345678"]),
+    ("138-1234-5678 或 139 0000 1111", ["138-1234-5678", "139 0000 1111"]),
+    ("13812345678,13912345678", ["13812345678", "13912345678"]),
+    ("电话：１３８１２３４５６７８", ["１３８１２３４５６７８"]),  # full-width digits
+    ("tel:19912345678)", ["19912345678"]),
+    # negatives: the mobile-like run is part of something longer
+    ("订单号2024013812345678", []),
+    ("订单号 SO-2024-13812345678", []),
+    ("invoice INV13812345678", []),
+    ("批次 2024-13812345678-01", []),
+    ("金额 13800138000.5 元", []),
+    ("金额 ¥13800138000", []),
+    ("amount $ 13800138000", []),
+    ("ratio 0.13812345678", []),
+    ("version 2024.13812345678", []),
+    (f"timestamp {TS_MS} ms", []),
+    (f"ts={TS_MS}", []),
+    ("1381234567890123", []),  # a 16-digit run
+    ("138123456789", []),  # 12 digits
+    ("138 1234 5678 9012", []),  # four groups: a longer grouped number
+    ("２０２４１３８１２３４５６７８", []),  # full-width digits, longer run
+    (f"身份证号 {MOBILE_ID}", None),  # an ID card, not a phone (checked below)
+    ("身份证号 110105199003071230", []),  # checksum wrong: no ID, and still no phone inside
+]
+
+
+@pytest.mark.parametrize(("text", "phones"), MOBILE_CASES)
+def test_chinese_mobile_digit_boundaries(text: str, phones: list[str] | None) -> None:
+    found = types_and_originals(text)
+    if phones is None:
+        assert found == [("CN_ID", MOBILE_ID)]
+    else:
+        assert found == [("PHONE", phone) for phone in phones]
+
+
+def test_mobile_run_inside_id_number_is_really_mobile_like() -> None:
+    assert MOBILE_ID[6:17] == "19900307123"
+    assert types_and_originals(MOBILE_ID[6:17]) == [("PHONE", "19900307123")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("座机 010-62345678-8001。", [("PHONE", "010-62345678-8001")]),  # with extension
+        ("编号 12-010-22345678", []),
+        ("call 415.555.2671", [("PHONE", "415.555.2671")]),
+        ("build 10.415.555.2671", []),
+        (f"card {VISA}.", [("BANK_CARD", VISA)]),
+        (f"amount {VISA}.50", []),
+        (f"ratio 0.{VISA}", []),
+        (f"ref ORD-2024-{VISA}", []),
+        ("order 2024010112345678", []),  # Luhn-valid, but no card starts 2024
+        (f"id {ID_2}.", [("CN_ID", ID_2)]),
+        (f"ref {ID_2}.5", []),
+        ("mail bob@example.com: see below", [("EMAIL", "bob@example.com")]),
+        ("mailto:bob@example.com", [("EMAIL", "bob@example.com")]),
+        ("https://x.example/share?to=bob@example.com", [("EMAIL", "bob@example.com")]),
+        ("ftp://anonymous@ftp.example.org/pub", []),
+        ("https://deploy:s3cret@db.example.com/x", []),
+        ("git clone git@github.com:org/repo.git", []),
+        ('<img src="img/logo@2x.png">', []),
+    ],
+)
+def test_other_detectors_respect_boundaries(text: str, expected: list[tuple[str, str]]) -> None:
+    assert types_and_originals(text) == expected
+
+
 def test_invalid_id_birth_date_rejected() -> None:
     bad_date = cn_id("11010519490231002")  # 31 February, checksum correct
     assert find_pii(f"身份证 {bad_date}") == []
