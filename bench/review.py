@@ -16,6 +16,10 @@ What it does:
    rounds a filtered ``list`` page; 1-2 s think time with jitter between requests;
 4. closed-loop phase: the same mix with no think time, to find the maximum throughput.
 
+``--queries-only`` skips 2-4 and times the status counts, the exact tag filter and the sort
+orders straight on the database (median of 5, with the scans of each plan), before and after
+VACUUM.
+
 Reports p50/p95/p99 latency per request type (target: p95 < 50 ms in the paced phase) and the
 closed-loop requests per second. Samples are loaded without revision rows (reads don't need
 them; every write made during the run does create its revision as usual).
@@ -47,6 +51,7 @@ LIST_QUERIES = [
     "status=accepted&score_min=4",
     "status=pending&status=needs_changes&order=asc",
     "tag=bench-a",
+    "sort=-updated_at",
     "reviewer={me}",
 ]
 REASONS = ["factually wrong", "off-topic", "not supported by the source"]
@@ -144,6 +149,69 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7) -> dic
         conn.commit()
     return {"project_id": project_id, "lead": lead, "annotators": annotator_ids, "tokens": tokens,
             "load_seconds": load_s}
+
+
+# --------------------------------------------------------------------------- queries alone
+
+QUERIES = {
+    # the project page / progress dashboard: status counts (GROUP BY over the whole project)
+    "status counts (GROUP BY)":
+        "SELECT status, count(*) FROM samples WHERE project_id = {pid} GROUP BY status",
+    "status counts (one index-only count per status)":
+        "SELECT s.status, (SELECT count(*) FROM samples x WHERE x.project_id = {pid} AND x.status = s.status) "
+        "FROM (VALUES ('pending'), ('accepted'), ('rejected'), ('needs_changes')) AS s(status)",
+    # list pages: exact tag filter on the GIN index, and the sort orders (first page of 50)
+    "list tag=bench-a (@>)":
+        "SELECT id FROM samples WHERE project_id = {pid} AND tags @> '[\"bench-a\"]' ORDER BY id LIMIT 51",
+    "list sort=-id": "SELECT id FROM samples WHERE project_id = {pid} ORDER BY id DESC LIMIT 51",
+    "list sort=-updated_at":
+        "SELECT id FROM samples WHERE project_id = {pid} ORDER BY updated_at DESC, id DESC LIMIT 51",
+    "list sort=-updated_at, 2nd page":
+        "SELECT id FROM samples WHERE project_id = {pid} AND (updated_at, id) < "
+        "((SELECT max(updated_at) FROM samples), 500000) ORDER BY updated_at DESC, id DESC LIMIT 51",
+}
+
+
+def time_queries(url: str, pid: int, *, repeat: int = 5) -> list[tuple[str, float, str]]:
+    """Median wall time of each query in ``QUERIES`` and the top line of its plan."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    out = []
+    with engine.connect() as conn:
+        for name, sql in QUERIES.items():
+            q = text(sql.format(pid=pid))
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                conn.execute(q).all()
+                times.append((time.perf_counter() - t0) * 1000)
+            plan = [r[0] for r in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql.format(pid=pid)))]
+            scans = "; ".join(line.strip() for line in plan if "Scan" in line)[:160]
+            out.append((name, sorted(times)[len(times) // 2], scans))
+    engine.dispose()
+    return out
+
+
+def queries_report(title: str, rows: list[tuple[str, float, str]]) -> str:
+    lines = [f"### {title}", "", "| query | median ms | scans |", "| --- | ---: | --- |"]
+    lines += [f"| {name} | {ms:.1f} | {scans} |" for name, ms, scans in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_queries_only(url: str, world: dict) -> None:
+    """Time the list and count queries straight on the database: right after the COPY (as a
+    bulk import leaves it: no visibility map yet), and after VACUUM (what autovacuum gives a
+    settled table, and what lets the (project_id, status, id) index answer counts alone)."""
+    from sqlalchemy import create_engine, text
+
+    pid = world["project_id"]
+    print(queries_report("after COPY + ANALYZE", time_queries(url, pid)), flush=True)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM (ANALYZE) samples"))
+    engine.dispose()
+    print(queries_report("after VACUUM (ANALYZE)", time_queries(url, pid)), flush=True)
 
 
 # --------------------------------------------------------------------------- server
@@ -302,6 +370,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--phase-seconds", type=float, default=60)
     ap.add_argument("--keep", action="store_true", help="keep the database (for EXPLAIN afterwards)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="no server, no load: time the count/list/tag/sort queries on the data")
     args = ap.parse_args()
 
     from service.core import migrate
@@ -314,6 +384,9 @@ def main() -> None:
         world = seed(url, samples=args.samples, annotators=args.annotators)
         print(f"loaded {args.samples} samples in {world['load_seconds']:.1f} s "
               f"(setup total {time.perf_counter() - t0:.1f} s)", flush=True)
+        if args.queries_only:
+            run_queries_only(url, world)
+            return
         port = free_port()
         proc = start_server(url, port, args.workers)
         base = f"http://127.0.0.1:{port}"

@@ -82,18 +82,6 @@ def _resent_ids(log_text: str) -> list[int]:
     return ids
 
 
-def _wait(db, predicate, timeout: float, what: str, log=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        db.expire_all()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: "
-                         + (log.read_text(errors="replace")[-3000:] if log else ""))
-
-
 def test_job_created_while_the_broker_is_down_has_no_sent_at(db, client, factories, monkeypatch):
     with broker(monkeypatch, DOWN_BROKER):
         job = make_job(db, client, factories, "http://127.0.0.1:9/v1")
@@ -170,7 +158,7 @@ def test_queued_generation_job_is_picked_up_at_worker_start(db, client, factorie
         job = make_job(db, client, factories, server.url, lose_message=True)
         w.purge()
         with w.running_worker("generate", name="resend", log_path=tmp_path / "w.log"):
-            _wait(db, lambda: _job(db, job.id).status == "succeeded", 60, "the job",
+            w.wait_for(db, lambda: _job(db, job.id).status == "succeeded", 60, "the job",
                   tmp_path / "w.log")
     job = _job(db, job.id)
     assert job.status == "succeeded" and job.done_units == 3 and job.sent_at is not None
@@ -190,7 +178,7 @@ def test_running_worker_resends_never_delivered_jobs_and_only_those(db, client, 
         canary = make_job(db, client, factories, server.url, chunks=1, lose_message=True)
         w.purge()
         with w.running_worker("generate", name="resend-periodic", log_path=log, **env):
-            _wait(db, lambda: _job(db, canary.id).sent_at is not None, 30, "the start-up re-send", log)
+            w.wait_for(db, lambda: _job(db, canary.id).sent_at is not None, 30, "the start-up re-send", log)
             with broker(monkeypatch, DOWN_BROKER):
                 lost = make_job(db, client, factories, server.url)
             assert _job(db, lost.id).sent_at is None and _job(db, lost.id).status == "queued"
@@ -200,7 +188,7 @@ def test_running_worker_resends_never_delivered_jobs_and_only_those(db, client, 
                 _older(db, job_id, 60)  # past RESEND_AFTER_SECONDS
             held_at = _job(db, held.id).created_at
             _set(db, held.id, sent_at=held_at)
-            _wait(db, lambda: _job(db, lost.id).status == "succeeded", 60,
+            w.wait_for(db, lambda: _job(db, lost.id).status == "succeeded", 60,
                   "the periodic re-send", log)
             time.sleep(5)  # two more sweeps
         assert _job(db, canary.id).status == "succeeded"

@@ -28,6 +28,9 @@ class Sample(Base):
         Index("ix_samples_project_id_assignee_id_status", "project_id", "assignee_id", "status"),
         Index("ix_samples_chunk_id", "chunk_id"),
         Index("ix_samples_import_job_id", "import_job_id"),
+        # list sorts (keyset on the sort key, ties by id)
+        Index("ix_samples_project_id_updated_at_id", "project_id", "updated_at", "id"),
+        Index("ix_samples_project_id_created_at_id", "project_id", "created_at", "id"),
         # tag filters: ``tags @> '["x"]'`` on PostgreSQL (on SQLite a plain index, unused)
         Index("ix_samples_tags", "tags", postgresql_using="gin",
               postgresql_ops={"tags": "jsonb_path_ops"}),

@@ -2,10 +2,13 @@
 throughput and review settings. Sample edits themselves use the samples API (PATCH + If-Match)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from service.core.config import get_settings
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
+from service.review import bulk as review_bulk
 from service.review import schemas
 from service.review import service as review_service
 from service.samples import service as samples_service
@@ -13,8 +16,31 @@ from service.samples import service as samples_service
 router = APIRouter(prefix="/api/v1/projects/{project_id}/review", tags=["review"])
 
 
+SORT_HELP = ("queue order within 'assigned to me' and 'unassigned': one of "
+             + ", ".join(samples_service.SORTS) + " (default id)")
+
+
 def skip_cookie(project_id: int) -> str:
     return f"annotune_skip_{project_id}"
+
+
+def sort_cookie(project_id: int) -> str:
+    """The review page's chosen queue order, kept for the browser session (the keyboard flow
+    moves on to ``/review`` without a query string)."""
+    return f"annotune_review_sort_{project_id}"
+
+
+def queue_sort(request: Request, project_id: int, sort: str | None) -> str:
+    """An explicit ``sort`` (422 when unknown), else the page's remembered one, else id."""
+    if sort:
+        return samples_service.check_sort(sort)
+    remembered = request.cookies.get(sort_cookie(project_id))
+    return remembered if remembered in samples_service.SORTS else samples_service.DEFAULT_SORT
+
+
+def set_sort_cookie(response: Response, project_id: int, sort: str) -> None:
+    response.set_cookie(sort_cookie(project_id), sort, httponly=True, samesite="lax",
+                        secure=get_settings().session_cookie_secure, path="/")
 
 
 def skipped_ids(request: Request, project_id: int) -> list[int]:
@@ -28,10 +54,12 @@ def set_skip_cookie(response: Response, project_id: int, ids: list[int]) -> None
 
 
 @router.get("/next", response_model=schemas.NextSample)
-def next_sample(request: Request, access: ProjectAnnotator, db: SessionDep):
+def next_sample(request: Request, access: ProjectAnnotator, db: SessionDep,
+                sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
     overlap = review_service.review_settings(access.project).review_overlap
     sample = review_service.next_sample(db, project_id=access.project.id, user_id=access.user.id,
                                         overlap=overlap,
+                                        sort=queue_sort(request, access.project.id, sort),
                                         skip_ids=skipped_ids(request, access.project.id))
     return {"sample": sample}
 
@@ -46,13 +74,15 @@ def decide(sample_id: int, body: schemas.DecisionCreate, access: ProjectAnnotato
 
 @router.post("/samples/{sample_id}/skip", response_model=schemas.SkipResult)
 def skip(sample_id: int, request: Request, response: Response, access: ProjectAnnotator,
-         db: SessionDep):
+         db: SessionDep, sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
+    sort = queue_sort(request, access.project.id, sort)
     samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
     ids = [i for i in skipped_ids(request, access.project.id) if i != sample_id] + [sample_id]
     set_skip_cookie(response, access.project.id, ids)
     overlap = review_service.review_settings(access.project).review_overlap
     nxt = review_service.next_sample(db, project_id=access.project.id, user_id=access.user.id,
-                                     overlap=overlap, skip_ids=ids, exclude_ids=[sample_id])
+                                     overlap=overlap, skip_ids=ids, exclude_ids=[sample_id],
+                                     sort=sort)
     return {"skipped": ids[-review_service.SKIP_KEEP:], "next": nxt}
 
 
@@ -72,11 +102,22 @@ def adjudicate(sample_id: int, body: schemas.DecisionCreate, access: ProjectLead
 
 
 @router.post("/assign")
-def assign(body: schemas.AssignRequest, access: ProjectLead, db: SessionDep) -> dict:
+def assign(body: schemas.AssignRequest, access: ProjectLead, db: SessionDep,
+           response: Response) -> dict:
+    """Assign now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
     flt = samples_service.SampleFilter(**body.filter.model_dump())
-    return review_service.assign(db, project_id=access.project.id, actor_id=access.user.id,
-                                 flt=flt, annotator_ids=body.annotator_ids, mode=body.mode,
-                                 count=body.count, dry_run=body.dry_run)
+    result = review_service.assign(db, project_id=access.project.id, actor_id=access.user.id,
+                                   flt=flt, annotator_ids=body.annotator_ids, mode=body.mode,
+                                   count=body.count, dry_run=body.dry_run)
+    if "job_id" in result:
+        response.status_code = 202
+    return result
+
+
+@router.get("/jobs/{job_id}")
+def bulk_job(job_id: str, access: ProjectLead, db: SessionDep) -> dict:
+    """Progress of a bulk change or assignment running as a task (the page polls this)."""
+    return review_bulk.get_job(db, project_id=access.project.id, job_id=job_id)
 
 
 @router.get("/agreement")

@@ -14,10 +14,14 @@ from service.core.templating import render
 from service.models import Role, User
 from service.projects.pages import PROJECT_NAV, PROJECT_STATS
 from service.review import service as review_service
-from service.review.api import skipped_ids
+from service.review.api import queue_sort, set_sort_cookie, skipped_ids
 from service.samples import service as samples_service
 
 router = APIRouter(include_in_schema=False)
+QUEUE_SORT_LABELS = {"id": "oldest first (id)", "-id": "newest first (id)",
+                     "created_at": "created earliest first", "-created_at": "created latest first",
+                     "updated_at": "least recently updated first",
+                     "-updated_at": "most recently updated first"}
 
 for _tab in [("/review", "Review"), ("/samples", "Samples"), ("/review/dashboard", "Progress"),
              ("/review/adjudicate", "Adjudication"), ("/imports/new", "Import"),
@@ -45,20 +49,27 @@ def sample_payload(sample) -> dict[str, Any]:
 
 
 @router.get("/projects/{project_id}/review", response_class=HTMLResponse)
-def review_page(request: Request, access: ProjectAnnotator, db: SessionDep, sample: int | None = None):
+def review_page(request: Request, access: ProjectAnnotator, db: SessionDep, sample: int | None = None,
+                sort: str | None = None):
     settings = review_service.review_settings(access.project)
+    order = queue_sort(request, access.project.id, sort)  # 422 naming query.sort when unknown
     if sample is not None:
         current = samples_service.get_sample(db, project_id=access.project.id, sample_id=sample)
     else:
         current = review_service.next_sample(db, project_id=access.project.id,
                                              user_id=access.user.id, overlap=settings.review_overlap,
-                                             skip_ids=skipped_ids(request, access.project.id))
+                                             skip_ids=skipped_ids(request, access.project.id),
+                                             sort=order)
     source = review_service.source_for(db, current) if current else None
     data = {"project_id": access.project.id, "user_id": access.user.id,
             "sample": sample_payload(current) if current else None,
             "reject_reasons": settings.reject_reasons, "overlap": settings.review_overlap}
-    return render(request, "pages/review.html", sample=current, source=source, data=data,
-                  judge=judge_of(current.scores) if current else None, settings=settings)
+    response = render(request, "pages/review.html", sample=current, source=source, data=data,
+                      judge=judge_of(current.scores) if current else None, settings=settings,
+                      sort=order, sort_labels=QUEUE_SORT_LABELS)
+    if sort:
+        set_sort_cookie(response, access.project.id, order)
+    return response
 
 
 @router.get("/projects/{project_id}/review/dashboard", response_class=HTMLResponse)
@@ -74,11 +85,12 @@ def dashboard_page(request: Request, access: ProjectViewer, db: SessionDep):
 
 @router.get("/projects/{project_id}/review/adjudicate", response_class=HTMLResponse)
 def adjudicate_page(request: Request, access: ProjectLead, db: SessionDep,
-                    sample: int | None = None, cursor: str | None = None):
+                    sample: int | None = None, cursor: str | None = None, sort: str | None = None):
     if sample is None:
-        items, nxt = review_service.flagged(db, project_id=access.project.id, limit=50, cursor=cursor)
+        items, nxt = review_service.flagged(db, project_id=access.project.id, limit=50,
+                                            cursor=cursor, sort=sort)
         return render(request, "pages/review_adjudicate.html", items=items, next_cursor=nxt,
-                      current=None)
+                      current=None, sort=samples_service.check_sort(sort))
     current = samples_service.get_sample(db, project_id=access.project.id, sample_id=sample)
     decisions = review_service.decisions_for(db, project_id=access.project.id, sample_id=sample)
     emails = {u.id: u.email for u in db.query(User).filter(User.id.in_({d.reviewer_id for d in decisions}))} if decisions else {}

@@ -13,13 +13,14 @@ from typing import Any
 
 import orjson
 from markupsafe import Markup, escape
-from sqlalchemy import String, and_, cast, exists, func, not_, select
+from sqlalchemy import and_, exists, func, not_, select
 from sqlalchemy.orm import Session
 
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid
 from service.models import Chunk, Document, Membership, Project, ReviewDecision, Role, Sample, User
 from service.review import agreement as agreement_mod
+from service.review import bulk as review_bulk
 from service.samples import service as samples_service
 
 DECISIONS = ("accepted", "rejected", "needs_changes")
@@ -101,18 +102,21 @@ def _queue_clauses(db: Session, *, project_id: int, user_id: int, overlap: int) 
     if overlap > 1:
         out.append(~exists().where(ReviewDecision.sample_id == Sample.id,
                                    ReviewDecision.reviewer_id == user_id))
-        needle = orjson.dumps(ADJUDICATION_TAG).decode()
-        out.append(not_(cast(Sample.tags, String).like(f"%{needle}%")))
+        out.append(not_(samples_service.has_tag(db, ADJUDICATION_TAG)))
     return out
 
 
 def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
-                skip_ids: list[int] | None = None, exclude_ids: list[int] | None = None) -> Sample | None:
+                skip_ids: list[int] | None = None, exclude_ids: list[int] | None = None,
+                sort: str | None = None) -> Sample | None:
     """The next pending sample for ``user_id``: assigned to them first, then unassigned.
 
-    Skipped samples are passed over while anything else is left; then they come back.
-    ``exclude_ids`` are never returned (e.g. the sample just skipped). No counting.
+    Within each group samples come in ``sort`` order (``id`` by default; see
+    ``samples_service.SORTS``). Skipped samples are passed over while anything else is left;
+    then they come back. ``exclude_ids`` are never returned (e.g. the sample just skipped).
+    No counting.
     """
+    order = samples_service.sort_order(samples_service.check_sort(sort))
     base = _queue_clauses(db, project_id=project_id, user_id=user_id, overlap=overlap)
     skip = list(dict.fromkeys((skip_ids or []) + (exclude_ids or [])))
     attempts = [skip, list(exclude_ids or [])] if skip else [[]]
@@ -121,7 +125,7 @@ def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
             stmt = select(Sample).where(and_(*base), who)
             if avoid:
                 stmt = stmt.where(Sample.id.not_in(avoid))
-            found = db.scalar(stmt.order_by(Sample.id).limit(1))
+            found = db.scalar(stmt.order_by(*order).limit(1))
             if found is not None:
                 return found
     return None
@@ -294,10 +298,11 @@ def decisions_for(db: Session, *, project_id: int, sample_id: int) -> list[Revie
                            .order_by(ReviewDecision.id)))
 
 
-def flagged(db: Session, *, project_id: int, limit: int, cursor: str | None
-            ) -> tuple[list[Sample], str | None]:
+def flagged(db: Session, *, project_id: int, limit: int, cursor: str | None,
+            sort: str | None = None) -> tuple[list[Sample], str | None]:
     flt = samples_service.SampleFilter(status=["pending"], tag=ADJUDICATION_TAG)
-    return samples_service.list_samples(db, project_id=project_id, flt=flt, limit=limit, cursor=cursor)
+    return samples_service.list_samples(db, project_id=project_id, flt=flt, limit=limit,
+                                        cursor=cursor, sort=sort)
 
 
 # -- assignment ----------------------------------------------------------------------------------
@@ -316,7 +321,8 @@ def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.
 
     ``round_robin``: every matching sample (or the first ``count`` per annotator when given),
     dealt in id order like cards. ``count``: each annotator gets the next ``count`` samples
-    as one contiguous block. ``dry_run`` only says how many each would get.
+    as one contiguous block. ``dry_run`` only says how many each would get. More than
+    ``review_bulk.TASK_THRESHOLD`` samples: a background job (the result has ``job_id``).
     """
     if mode not in ("round_robin", "count"):
         raise Invalid("mode must be round_robin or count", details=[{"field": "body.mode", "message": "round_robin|count"}])
@@ -332,6 +338,13 @@ def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.
         raise Invalid("count is required in count mode", details=[{"field": "body.count", "message": ">= 1"}])
     cap = count * len(ids) if count else None
     clauses = flt.clauses(db, project_id)
+    if not dry_run:
+        matching = samples_service.count_samples(db, project_id=project_id, flt=flt)
+        selected = min(matching, cap) if cap else matching
+        if selected > review_bulk.TASK_THRESHOLD:  # too many for one request: a task, 202
+            return review_bulk.start_assign(db, project_id=project_id, actor_id=actor_id, flt=flt,
+                                            annotator_ids=ids, mode=mode, count=count,
+                                            matching=selected)
     stmt = select(Sample.id).where(and_(*clauses)).order_by(Sample.id)
     if cap:
         stmt = stmt.limit(cap)
@@ -351,7 +364,7 @@ def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.
         for start in range(0, len(chunk_ids), batch):
             part = samples_service.SampleFilter(ids=chunk_ids[start:start + batch])
             changed += samples_service.bulk_update(db, project_id=project_id, flt=part,
-                                                   actor_id=actor_id, assignee_id=annotator)
+                                                   actor_id=actor_id, assignee_id=annotator)["changed"]
     return {"matching": len(sample_ids), "per_annotator": per, "changed": changed, "dry_run": False}
 
 

@@ -8,10 +8,13 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid
 from service.core.pagination import CursorQ, LimitQ, Page
+from service.review import bulk as review_bulk
 from service.samples import imports, schemas
 from service.samples import service as samples_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["samples"])
+SORT_HELP = ("one of " + ", ".join(samples_service.SORTS) + "; default id (order=desc is the old "
+             "spelling of -id); the cursor is tied to the sort")
 
 
 def _filter(status_: list[str] | None, tag, document_id, generation_job_id, import_job_id,
@@ -45,11 +48,12 @@ def list_samples(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, curs
                  assignee_id: int | None = None, unassigned: bool = False,
                  reviewer_id: int | None = None, q: str | None = None, score_key: str | None = None,
                  score_min: float | None = None, score_max: float | None = None,
-                 order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc"):
+                 order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
+                 sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
     flt = _filter(status_, tag, document_id, generation_job_id, import_job_id, assignee_id,
                   unassigned, reviewer_id, q, score_key, score_min, score_max)
     items, nxt = samples_service.list_samples(db, project_id=access.project.id, flt=flt, limit=limit,
-                                              cursor=cursor, descending=order == "desc")
+                                              cursor=cursor, descending=order == "desc", sort=sort)
     return {"items": items, "next_cursor": nxt}
 
 
@@ -94,16 +98,18 @@ def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep):
 
 
 @router.post("/samples-bulk")
-def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep) -> dict:
+def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep,
+                response: Response) -> dict:
+    """Change now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
     flt = samples_service.SampleFilter(**body.filter.model_dump())
     matching = samples_service.count_samples(db, project_id=access.project.id, flt=flt)
     if body.dry_run:
         return {"matching": matching, "changed": 0, "dry_run": True}
-    changed = samples_service.bulk_update(
-        db, project_id=access.project.id, flt=flt, actor_id=access.user.id, status=body.status,
-        add_tags=body.add_tags, remove_tags=body.remove_tags, assignee_id=body.assignee_id,
-        unassign=body.unassign)
-    return {"matching": matching, "changed": changed, "dry_run": False}
+    response.status_code, result = review_bulk.bulk_change(
+        db, project_id=access.project.id, actor_id=access.user.id, flt=flt, matching=matching,
+        status=body.status, add_tags=body.add_tags, remove_tags=body.remove_tags,
+        assignee_id=body.assignee_id, unassign=body.unassign)
+    return result
 
 
 @router.get("/sample-stats")

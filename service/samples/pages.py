@@ -75,27 +75,37 @@ def _members(db, project_id: int) -> list[tuple[int, str, str]]:
     return [tuple(r) for r in rows]
 
 
+SORT_LABELS = {"-id": "newest first", "id": "oldest first",
+               "-updated_at": "recently updated first", "updated_at": "least recently updated first",
+               "-created_at": "recently created first", "created_at": "least recently created first"}
+
+
 @router.get("/projects/{project_id}/samples", response_class=HTMLResponse)
 def samples_page(request: Request, access: ProjectViewer, db: SessionDep,
-                 cursor: str | None = None, order: str = "desc"):
+                 cursor: str | None = None, order: str = "desc", sort: str | None = None):
     flt, spec = filter_from_query(request)
-    order = "asc" if order == "asc" else "desc"
+    # the page has always opened newest first; ``order=asc`` is the old spelling of ``sort=id``
+    sort = sort or ("id" if order == "asc" else "-id")
+    status_code = 200
     try:
         items, nxt = samples_service.list_samples(db, project_id=access.project.id, flt=flt,
-                                                  limit=PAGE_SIZE, cursor=cursor,
-                                                  descending=order == "desc")
+                                                  limit=PAGE_SIZE, cursor=cursor, sort=sort)
     except Invalid as exc:
         items, nxt = [], None
-        request.state.list_error = exc.message
+        field = exc.details[0]["field"] if exc.details else ""
+        request.state.list_error = f"{exc.message} ({field}: {exc.details[0]['message']})" if field else exc.message
+        status_code = exc.status_code
     members = _members(db, access.project.id)
     emails = {uid: email for uid, email, _ in members}
     rows = [{"s": s, "user": _preview(s.messages, "user"), "assistant": _preview(s.messages, "assistant"),
              "judge": review_pages.judge_of(s.scores), "assignee": emails.get(s.assignee_id),
              "reviewer": emails.get(s.reviewed_by_id)} for s in items]
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor" and v != ""]
+    query = [(k, v) for k, v in request.query_params.multi_items()
+             if k not in ("cursor", "order", "sort") and v != ""] + [("sort", sort)]
     annotators = [(uid, email) for uid, email, role in members if Role(role).at_least(Role.annotator)]
-    return render(request, "pages/samples.html", rows=rows, next_cursor=nxt, spec=spec,
-                  raw=request.query_params, query=query, order=order, members=members,
+    return render(request, "pages/samples.html", status_code=status_code, rows=rows,
+                  next_cursor=nxt, spec=spec, raw=request.query_params, query=query, sort=sort,
+                  sort_labels=SORT_LABELS, members=members,
                   annotators=annotators, statuses=sorted(samples_service.STATUSES),
                   can_manage=access.at_least(Role.lead), can_review=access.at_least(Role.annotator),
                   error=getattr(request.state, "list_error", None),

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, cast, func, insert, or_, select, update
+from sqlalchemy import String, and_, cast, exists, func, insert, or_, select, tuple_, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
@@ -168,8 +170,7 @@ class SampleFilter:
             out.append(Sample.reviewed_by_id == self.reviewer_id)
         dialect = db.get_bind().dialect.name
         if self.tag:
-            needle = orjson.dumps(self.tag).decode()
-            out.append(cast(Sample.tags, String).like(f"%{_escape_like(needle)}%", escape="\\"))
+            out.append(has_tag(db, self.tag))
         if self.q:
             text_col = cast(Sample.messages, String)
             pattern = f"%{_escape_like(self.q)}%"
@@ -191,20 +192,98 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def has_tag(db: Session, tag: str) -> ColumnElement[bool]:
+    """``tag`` is one of the sample's tags: exact membership, never a substring match.
+
+    PostgreSQL: ``tags @> '["tag"]'``, which the GIN ``jsonb_path_ops`` index ``ix_samples_tags``
+    answers (``type_coerce`` because the column's declared type is plain JSON, whose
+    ``contains`` would be a LIKE). SQLite: ``EXISTS (SELECT 1 FROM json_each(tags) WHERE value
+    = :tag)``; the stored text may escape non-ASCII, so only a parsed comparison is exact.
+    Negate it (``~has_tag(...)``) for "not tagged".
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        return type_coerce(Sample.tags, JSONB).contains([tag])
+    each = func.json_each(Sample.tags).table_valued("value")
+    return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
+SORTS: dict[str, tuple[str, bool]] = {
+    "id": ("id", False), "-id": ("id", True),
+    "updated_at": ("updated_at", False), "-updated_at": ("updated_at", True),
+    "created_at": ("created_at", False), "-created_at": ("created_at", True),
+}
+DEFAULT_SORT = "id"
+
+
+def check_sort(sort: str | None, field_name: str = "query.sort") -> str:
+    """The sort key, or 422 naming the parameter; ``None`` means the default (id ascending)."""
+    if sort is None or sort == "":
+        return DEFAULT_SORT
+    if sort not in SORTS:
+        raise Invalid(f"unknown sort {sort!r}",
+                      details=[{"field": field_name, "message": f"one of {list(SORTS)}"}])
+    return sort
+
+
+def sort_order(sort: str) -> list[Any]:
+    """ORDER BY for ``sort``: the key, then id in the same direction (a total, stable order)."""
+    name, desc = SORTS[sort]
+    cols = [getattr(Sample, name)] if name == "id" else [getattr(Sample, name), Sample.id]
+    return [c.desc() for c in cols] if desc else [c.asc() for c in cols]
+
+
+def _bad_cursor(message: str = "not a cursor") -> Invalid:
+    return Invalid("invalid cursor", details=[{"field": "query.cursor", "message": message}])
+
+
+def _after(sort: str, cursor: str) -> ColumnElement[bool]:
+    """Rows strictly after the cursor's (key, id) in ``sort`` order.
+
+    A row-value comparison ``(key, id) > (:key, :id)``, which both PostgreSQL and SQLite
+    evaluate lexicographically, so ties on the key are broken by id and no row is skipped or
+    repeated across pages.
+    """
+    raw = decode_cursor(cursor)
+    name, desc = SORTS[sort]
+    after_id = raw.get("id")
+    if not isinstance(after_id, int) or isinstance(after_id, bool):
+        raise _bad_cursor()
+    legacy = "sort" not in raw and name == "id"  # cursors from before sorting: {"id": n}
+    if raw.get("sort") != sort and not legacy:
+        raise _bad_cursor("this cursor belongs to another sort order; start from the first page")
+    if name == "id":
+        return Sample.id < after_id if desc else Sample.id > after_id
+    try:
+        key = datetime.fromisoformat(raw["key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad_cursor() from exc
+    col = getattr(Sample, name)
+    row = tuple_(col, Sample.id)
+    bound = tuple_(type_coerce(key, col.type), type_coerce(after_id, Sample.id.type))
+    return row < bound if desc else row > bound
+
+
+def _cursor_for(sort: str, sample: Sample) -> str:
+    name, _ = SORTS[sort]
+    if name == "id":
+        return encode_cursor({"sort": sort, "id": sample.id})
+    return encode_cursor({"sort": sort, "key": getattr(sample, name).isoformat(), "id": sample.id})
+
+
 def list_samples(db: Session, *, project_id: int, flt: SampleFilter, limit: int,
-                 cursor: str | None, descending: bool = False) -> tuple[list[Sample], str | None]:
+                 cursor: str | None, descending: bool = False,
+                 sort: str | None = None) -> tuple[list[Sample], str | None]:
+    """One keyset page in ``sort`` order (``descending`` is the old spelling of ``-id``)."""
+    sort = check_sort(sort) if sort else ("-id" if descending else DEFAULT_SORT)
     stmt = select(Sample).where(and_(*flt.clauses(db, project_id)))
     if cursor:
-        after = decode_cursor(cursor).get("id")
-        if not isinstance(after, int):
-            raise Invalid("invalid cursor", details=[{"field": "query.cursor", "message": "not a cursor"}])
-        stmt = stmt.where(Sample.id < after if descending else Sample.id > after)
-    stmt = stmt.order_by(Sample.id.desc() if descending else Sample.id).limit(limit + 1)
+        stmt = stmt.where(_after(sort, cursor))
+    stmt = stmt.order_by(*sort_order(sort)).limit(limit + 1)
     rows = list(db.scalars(stmt))
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
-        nxt = encode_cursor({"id": rows[-1].id})
+        nxt = _cursor_for(sort, rows[-1])
     return rows, nxt
 
 
@@ -220,48 +299,76 @@ def status_counts(db: Session, *, project_id: int) -> dict[str, int]:
     return counts
 
 
+def bulk_values(row: Any, *, actor_id: int | None, status: str | None = None,
+                add_tags: list[str] | None = None, remove_tags: list[str] | None = None,
+                assignee_id: int | None = None, unassign: bool = False) -> dict[str, Any]:
+    """The column values a bulk change sets on one sample (empty: it is already as asked).
+    ``row`` has ``status``, ``tags`` and ``assignee_id``."""
+    values: dict[str, Any] = {}
+    if status is not None and row.status != status:
+        values["status"] = status
+        if status != "pending":
+            values.update(reviewed_by_id=actor_id, reviewed_at=utcnow())
+    if add_tags or remove_tags:
+        tags = (set(row.tags or []) | set(add_tags or [])) - set(remove_tags or [])
+        if sorted(tags) != sorted(row.tags or []):
+            values["tags"] = sorted(tags)
+    if assignee_id is not None and row.assignee_id != assignee_id:
+        values["assignee_id"] = assignee_id
+    if unassign and row.assignee_id is not None:
+        values["assignee_id"] = None
+    return values
+
+
+def apply_bulk(db: Session, row: Any, values: dict[str, Any], actor_id: int | None) -> bool:
+    """Compare-and-set one sample at the version ``row`` was read at, and add its ``bulk``
+    revision. False: someone changed the sample since (it is left as they made it)."""
+    version = row.version + 1
+    result = db.execute(update(Sample).where(Sample.id == row.id, Sample.version == row.version)
+                        .values(**values, version=version, updated_at=utcnow())
+                        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    db.add(SampleRevision(sample_id=row.id, version=version, action="bulk",
+                          messages_before=row.messages, messages_after=row.messages,
+                          status_before=row.status, status_after=values.get("status", row.status),
+                          actor_id=actor_id, comment=None))
+    return True
+
+
+BULK_COLUMNS = (Sample.id, Sample.version, Sample.status, Sample.tags, Sample.assignee_id,
+                Sample.messages)
+
+
 def bulk_update(db: Session, *, project_id: int, flt: SampleFilter, actor_id: int | None,
                 status: str | None = None, add_tags: list[str] | None = None,
                 remove_tags: list[str] | None = None, assignee_id: int | None = None,
-                unassign: bool = False, batch: int = 1000) -> int:
-    """Change every sample matching ``flt``; each changed sample gets a revision."""
+                unassign: bool = False, batch: int = 1000) -> dict[str, int]:
+    """Change every sample matching ``flt``; each changed sample gets a revision. A sample
+    edited by someone else between our read and our write is skipped, never overwritten.
+    Returns the counts ``changed``, ``unchanged`` (already as asked) and ``skipped``."""
     if status is not None:
         _check_status(status)
-    changed = 0
+    counts = {"changed": 0, "unchanged": 0, "skipped": 0}
     last_id = 0
     clauses = flt.clauses(db, project_id)
     while True:
-        rows = list(db.scalars(select(Sample).where(and_(*clauses), Sample.id > last_id)
-                               .order_by(Sample.id).limit(batch)))
+        rows = db.execute(select(*BULK_COLUMNS).where(and_(*clauses), Sample.id > last_id)
+                          .order_by(Sample.id).limit(batch)).all()
         if not rows:
             break
-        for sample in rows:
-            last_id = sample.id
-            before_status = sample.status
-            touched = False
-            if status is not None and sample.status != status:
-                sample.status = status
-                if status != "pending":
-                    sample.reviewed_by_id, sample.reviewed_at = actor_id, utcnow()
-                touched = True
-            if add_tags or remove_tags:
-                tags = (set(sample.tags or []) | set(add_tags or [])) - set(remove_tags or [])
-                if sorted(tags) != sorted(sample.tags or []):
-                    sample.tags = sorted(tags)
-                    touched = True
-            if assignee_id is not None and sample.assignee_id != assignee_id:
-                sample.assignee_id = assignee_id
-                touched = True
-            if unassign and sample.assignee_id is not None:
-                sample.assignee_id = None
-                touched = True
-            if touched:
-                sample.version += 1
-                db.add(_revision(sample, action="bulk", actor_id=actor_id, before=sample.messages,
-                                 status_before=before_status))
-                changed += 1
+        for row in rows:
+            values = bulk_values(row, actor_id=actor_id, status=status, add_tags=add_tags,
+                                 remove_tags=remove_tags, assignee_id=assignee_id, unassign=unassign)
+            if not values:
+                counts["unchanged"] += 1
+            elif apply_bulk(db, row, values, actor_id):
+                counts["changed"] += 1
+            else:
+                counts["skipped"] += 1
+        last_id = rows[-1].id
         db.flush()
-    return changed
+    return counts
 
 
 # -- token statistics --------------------------------------------------------------------------

@@ -419,6 +419,23 @@
     });
   }
 
+  // a bulk change or assignment over many samples runs as a job (202): poll until it is done
+  async function waitForJob(job, verb) {
+    for (;;) {
+      const res = await A.api("GET", job.status_url);
+      if (!res.ok) { say(errorText(res), true); return false; }
+      const j = res.data;
+      const skipped = j.skipped ? " (" + j.skipped + " skipped: changed by someone meanwhile)" : "";
+      if (j.done) {
+        if (j.status === "failed") { say("The job failed: " + (j.error || "unknown error"), true); return false; }
+        say(verb + " " + j.changed + " of " + j.matching + " sample(s)" + skipped + ".");
+        return true;
+      }
+      say("Working… " + j.processed + " of " + j.matching + " sample(s) done" + skipped + ".");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
   function initSamples() {
     const bulk = document.getElementById("bulk");
     const selectAll = document.getElementById("select-all");
@@ -454,6 +471,7 @@
       if (!(await confirmDialog(what + " on " + dry.data.matching + " sample(s)?"))) { say("Cancelled."); return; }
       const res = await A.api("POST", "/api/v1/projects/" + pid + "/samples-bulk", body);
       if (!res.ok) { say(errorText(res), true); return; }
+      if (res.status === 202) { if (await waitForJob(res.data, "Changed")) setTimeout(() => window.location.reload(), 600); return; }
       say("Changed " + res.data.changed + " of " + res.data.matching + " sample(s).");
       setTimeout(() => window.location.reload(), 600);
     });
@@ -473,6 +491,7 @@
       if (!(await confirmDialog("Assign " + dry.data.matching + " sample(s) — " + per + "?"))) { say("Cancelled."); return; }
       const res = await A.api("POST", "/api/v1/projects/" + pid + "/review/assign", body);
       if (!res.ok) { say(errorText(res), true); return; }
+      if (res.status === 202) { if (await waitForJob(res.data, "Assigned")) setTimeout(() => window.location.reload(), 600); return; }
       say("Assigned " + res.data.changed + " sample(s).");
       setTimeout(() => window.location.reload(), 600);
     });

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -22,27 +21,7 @@ needs_redis = pytest.mark.skipif(not w.redis_available(), reason="no Redis")
 @pytest.fixture
 def no_eager_send(monkeypatch):
     """Training and evaluation tasks go through Redis to the real worker, not this process."""
-    from service.core import jobs
-
-    eager = jobs.send_now
-
-    def send(name, **kw):
-        if not name.startswith(("training.", "evaluation.")):
-            return eager(name, **kw)
-        w.client().send_task(name, kwargs=kw, queue=jobs.queue_for(name))
-
-    monkeypatch.setattr(jobs, "send_now", send)
-
-
-def _wait(db, predicate, timeout: float, what: str, log=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        db.expire_all()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: " + (log.read_text()[-3000:] if log else ""))
+    w.route_to_worker(monkeypatch, "training.", "evaluation.")
 
 
 @pytest.mark.ml
@@ -64,10 +43,10 @@ def test_base_vs_adapter_after_a_real_training_job(client, db, factories, no_eag
                 "lora_r": 8, "logging_steps": 1, "save_steps": 1000}})
         assert resp.status_code == 201, resp.text
         job_id = resp.json()["id"]
-        job = _wait(db, lambda: (j := db.get(TrainingJob, job_id)).status in ("succeeded", "failed") and j,
+        job = w.wait_for(db, lambda: (j := db.get(TrainingJob, job_id)).status in ("succeeded", "failed") and j,
                     240, "training", log)
         assert job.status == "succeeded", job.error
-        _wait(db, lambda: (rs := list(db.scalars(select(EvalRun).where(
+        w.wait_for(db, lambda: (rs := list(db.scalars(select(EvalRun).where(
             EvalRun.training_job_id == job_id)))) and len(rs) == 2
             and all(r.status in ("succeeded", "failed") for r in rs) and rs, 180, "eval runs", log)
     listed = client.get(f"/api/v1/projects/{pid}/eval-runs?training_job_id={job_id}",
@@ -127,7 +106,7 @@ def test_endpoint_run_survives_errors_and_a_killed_worker(client, db, factories,
         w.purge()
         with w.running_worker("generate", name="eval-a", log_path=tmp_path / "a.log", **env) as proc:
             w.client().send_task(ev.ENDPOINT_TASK, kwargs={"run_id": run_id}, queue="generate")
-            _wait(db, lambda: db.get(EvalRun, run_id).done >= 6, 60, "first predictions",
+            w.wait_for(db, lambda: db.get(EvalRun, run_id).done >= 6, 60, "first predictions",
                   tmp_path / "a.log")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -135,7 +114,7 @@ def test_endpoint_run_survives_errors_and_a_killed_worker(client, db, factories,
         killed_at = db.get(EvalRun, run_id)
         assert killed_at.status == "running" and 0 < killed_at.done < total
         with w.running_worker("generate", name="eval-b", log_path=tmp_path / "b.log", **env):
-            run = _wait(db, lambda: (r := db.get(EvalRun, run_id)).status in ("succeeded", "failed") and r,
+            run = w.wait_for(db, lambda: (r := db.get(EvalRun, run_id)).status in ("succeeded", "failed") and r,
                         90, "the resumed run", tmp_path / "b.log")
     assert (run.status, run.done, run.failed) == ("succeeded", total, 0), run.error
     item_ids = list(db.scalars(select(EvalPrediction.item_id).where(EvalPrediction.run_id == run_id)))
@@ -161,10 +140,10 @@ def test_cancel_an_endpoint_run_on_a_real_worker(client, db, factories, no_eager
             "metrics": ["exact_match", "char_f1"]})
         assert resp.status_code == 201, resp.text
         run_id = resp.json()["id"]
-        _wait(db, lambda: db.get(EvalRun, run_id).done >= 4, 60, "first predictions", log)
+        w.wait_for(db, lambda: db.get(EvalRun, run_id).done >= 4, 60, "first predictions", log)
         cancel = client.post(f"/api/v1/projects/{pid}/eval-runs/{run_id}/cancel", headers=owner.headers)
         assert cancel.status_code == 200 and cancel.json()["cancel_requested"], cancel.text
-        run = _wait(db, lambda: (r := db.get(EvalRun, run_id)).status != "running" and r, 30,
+        run = w.wait_for(db, lambda: (r := db.get(EvalRun, run_id)).status != "running" and r, 30,
                     "the cancelled run", log)
     preds = list(db.scalars(select(EvalPrediction).where(EvalPrediction.run_id == run_id)))
     assert run.status == "cancelled", run.error

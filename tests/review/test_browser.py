@@ -206,3 +206,32 @@ def test_xss_payloads_show_literally_and_run_nothing(browser, live_server, db, t
     assert page.inner_text('[data-testid="messages"]').count("{{ 7*7 }}") == 2
     assert page.evaluate("window.__xss") is None
     assert page.js_errors == []
+
+
+def test_large_bulk_change_from_the_page_runs_as_a_job_and_reports(browser, live_server, db, team,
+                                                                  make_samples, monkeypatch):
+    """Above the threshold the page gets 202, polls the job and reports its counts."""
+    from sqlalchemy import select
+
+    from service.models import BulkJob
+    from service.review import bulk as review_bulk
+
+    monkeypatch.setattr(review_bulk, "TASK_THRESHOLD", 3)
+    monkeypatch.setattr(review_bulk, "BATCH", 2)
+    ids = make_samples(team.project_id, 5)
+    page = login(browser, live_server, team.lead.email)
+    page.goto(f"/projects/{team.project_id}/samples")
+    page.select_option("#bulk-scope", "all")
+    page.select_option("#bulk-action", "add_tag")
+    page.fill("#bulk-tag", "checked-in-bulk")
+    page.click("#bulk-go")
+    page.wait_for_selector("#confirm:not([hidden])")
+    assert "5 sample(s)" in page.text_content("#confirm-text")
+    page.click("#confirm-ok")
+    page.wait_for_function("() => /Changed 5 of 5 sample/.test("
+                           "document.getElementById('bulk-result').textContent)")
+    db.expire_all()
+    job = db.scalars(select(BulkJob).where(BulkJob.project_id == team.project_id)).one()
+    assert job.status == "succeeded" and job.state["changed"] == 5
+    assert all("checked-in-bulk" in fresh(db, sid).tags for sid in ids)
+    assert page.js_errors == []

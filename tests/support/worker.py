@@ -86,3 +86,32 @@ def running_worker(queues: str = "ingest,generate,gpu", concurrency: int = 1, na
                 except ProcessLookupError:
                     pass
         log.close()
+
+
+def wait_for(db, predicate, timeout: float, what: str, log: Path | None = None):
+    """Poll ``predicate`` (re-reading the session) until it returns something truthy; on timeout
+    fail with the end of the worker's log."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        db.expire_all()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}: "
+                         + (log.read_text(errors="replace")[-3000:] if log else ""))
+
+
+def route_to_worker(monkeypatch, *prefixes: str) -> None:
+    """Tasks whose names start with ``prefixes`` go to the real broker (a running worker takes
+    them); every other task still runs eagerly in the test process."""
+    from service.core import jobs
+
+    eager = jobs.send_now
+
+    def send(name, **kw):
+        if not name.startswith(prefixes):
+            return eager(name, **kw)
+        client().send_task(name, kwargs=kw, queue=jobs.queue_for(name))
+
+    monkeypatch.setattr(jobs, "send_now", send)

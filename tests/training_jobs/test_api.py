@@ -86,16 +86,7 @@ def _create(client, owner, pid, vid, tiny_model, method, **extra):
 @pytest.fixture
 def no_eager_send(monkeypatch):
     """Jobs are queued through the API but run by the real worker, not in the test process."""
-    from service.core import jobs
-
-    eager = jobs.send_now
-
-    def send(name, **kw):
-        if not name.startswith("training."):
-            return eager(name, **kw)
-        w.client().send_task(name, kwargs=kw, queue=jobs.queue_for(name))
-
-    monkeypatch.setattr(jobs, "send_now", send)
+    w.route_to_worker(monkeypatch, "training.")
 
 
 @pytest.mark.worker
