@@ -127,11 +127,11 @@ def _densify(block: np.ndarray, empty: np.uint32) -> np.ndarray:
 def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """A 64-bit hash of each band of each signature: shape ``(len(sigs), bands)``."""
     out = np.zeros((len(sigs), bands), dtype=np.uint64)
-    wide = sigs.astype(np.uint64)
     for band in range(bands):
         acc = np.full(len(sigs), 0xCBF29CE484222325, dtype=np.uint64)
-        for col in range(band * rows, (band + 1) * rows):
-            acc = (acc ^ wide[:, col]) * np.uint64(0x100000001B3)  # FNV-1a over the values
+        for col in range(band * rows, (band + 1) * rows):  # FNV-1a over the band's values
+            acc ^= sigs[:, col]
+            acc *= np.uint64(0x100000001B3)
         out[:, band] = acc
     return out
 

@@ -76,12 +76,15 @@ def check(db: Session, version_id: int, counts: dict[str, int], *, max_samples: 
     if counts["test"] + counts["train"] > max_samples:
         return [], {**meta, "checked": False, "count": None,
                     "reason": f"more than {max_samples} train + test samples"}
-    test_ids_parts, test_sig_parts = [], []
+    test_ids = np.zeros(counts["test"], dtype=np.int64)
+    test_sigs = np.zeros((counts["test"], NUM_PERM), dtype=np.uint32)
+    filled = 0
     for ids, sigs in _batches(db, version_id, "test", batch):
-        test_ids_parts.append(ids)
-        test_sig_parts.append(sigs)
-    test_ids = np.concatenate(test_ids_parts)
-    index = minhash.BandIndex(np.concatenate(test_sig_parts), BANDS, ROWS)
+        test_ids[filled:filled + len(ids)] = ids
+        test_sigs[filled:filled + len(ids)] = sigs
+        filled += len(ids)
+    test_ids, test_sigs = test_ids[:filled], test_sigs[:filled]
+    index = minhash.BandIndex(test_sigs, BANDS, ROWS)
     best_sim = np.full(len(test_ids), -1.0)
     best_train = np.zeros(len(test_ids), dtype=np.int64)
     examined = 0
