@@ -29,7 +29,8 @@ NUM_PERM = 64
 SHINGLE = 5
 BANDS, ROWS = 8, 8
 SEED = 1
-#: above this many train + test samples the check is skipped (~20 µs a sample on one core)
+#: above this many train + test samples the check is skipped (the whole check, reading included,
+#: took ~72 s for 810,000 samples on one core: docs/benchmarks.md)
 MAX_SAMPLES = 2_000_000
 #: candidate pairs examined before giving up (samples too alike for banding to help)
 MAX_CANDIDATES = 200_000_000
