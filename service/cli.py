@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Optional
 
 import typer
 
@@ -89,7 +88,7 @@ def token_create(email: str, name: str = typer.Option("cli", help="a label for t
 
 
 @app.command()
-def api(host: Optional[str] = None, port: Optional[int] = None, reload: bool = False) -> None:
+def api(host: str | None = None, port: int | None = None, reload: bool = False) -> None:
     """Serve the web app and REST API with uvicorn."""
     import uvicorn
 
@@ -123,9 +122,9 @@ def _die_with_parent() -> None:
 
 
 @app.command()
-def up(host: Optional[str] = None, port: Optional[int] = None,
-       admin_email: Optional[str] = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_EMAIL"),
-       admin_password: Optional[str] = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_PASSWORD"),
+def up(host: str | None = None, port: int | None = None,
+       admin_email: str | None = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_EMAIL"),
+       admin_password: str | None = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_PASSWORD"),
        worker_concurrency: int = 2) -> None:
     """Start everything on this machine: migrations, first admin, one worker, the web app."""
     settings = _settings()

@@ -57,8 +57,9 @@ def create_app() -> FastAPI:
     @app.exception_handler(AppError)
     async def _pages_or_json(request: Request, exc: AppError) -> Response:
         if request.url.path.startswith("/api/") or request.headers.get("accept") == "application/json":
-            from service.core.errors import error_body
             from fastapi.responses import JSONResponse
+
+            from service.core.errors import error_body
 
             headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
             return JSONResponse(error_body(exc.code, exc.message, exc.details, **exc.extra),

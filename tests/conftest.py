@@ -43,7 +43,7 @@ os.environ.update({
     "TRANSFORMERS_OFFLINE": "1",
 })
 
-from service.core.config import get_settings  # noqa: E402
+from service.core.config import get_settings
 
 get_settings.cache_clear()
 (_TMP / "data").mkdir(parents=True, exist_ok=True)

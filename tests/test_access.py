@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from fastapi.routing import APIRoute
 
 from service.models import ROLE_RANK, Role

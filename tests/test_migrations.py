@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+import service.models  # noqa: F401
 from service.core import migrate
 from service.core.db import Base
-import service.models  # noqa: F401
 
 PG_URL = os.environ.get("ANNOTUNE_TEST_DATABASE_URL", "")
 

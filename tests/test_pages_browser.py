@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from tests.support.live_server import live_server  # noqa: F401  (fixture)
 from tests.support.factories import PASSWORD
+from tests.support.live_server import live_server  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     celery_eager: bool = False
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> "Settings":
+    def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key.get_secret_value() in ("", DEFAULT_SECRET):
             raise ValueError(
                 "ANNOTUNE_SECRET_KEY must be set to a random value outside development "

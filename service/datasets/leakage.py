@@ -105,7 +105,7 @@ def check(db: Session, version_id: int, counts: dict[str, int], *, max_samples: 
     order = leaked[np.argsort(test_ids[leaked], kind="stable")]
     report = [{"test_sample_id": int(test_ids[i]), "train_sample_id": int(best_train[i]),
                "similarity": round(float(best_sim[i]), 4)} for i in order[:REPORT_MAX]]
-    return report, {**meta, "checked": True, "count": int(len(leaked))}
+    return report, {**meta, "checked": True, "count": len(leaked)}
 
 
 def _keep_best(best_sim: np.ndarray, best_train: np.ndarray, test_rows: np.ndarray,

@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
+from service.core import jobs
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import TooLarge
 from service.core.pagination import CursorQ, LimitQ, Page
-from service.core import jobs
 from service.documents import schemas
 from service.documents import service as documents_service
 

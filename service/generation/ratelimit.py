@@ -83,5 +83,5 @@ class ProviderLimiter(AbstractContextManager):
             self.rate.before_request()
         return self.semaphore.__enter__()
 
-    def __exit__(self, *exc: Any):
+    def __exit__(self, *exc: object):
         return self.semaphore.__exit__(*exc)

@@ -29,8 +29,16 @@ from service.core.config import get_settings
 from service.core.db import get_sessionmaker, utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.generation import llm, parsers, prompts
-from service.models import (Chunk, Document, GenerationJob, GenerationUnit, LLMProvider,
-                            PromptTemplate, Sample, SampleRevision)
+from service.models import (
+    Chunk,
+    Document,
+    GenerationJob,
+    GenerationUnit,
+    LLMProvider,
+    PromptTemplate,
+    Sample,
+    SampleRevision,
+)
 from service.samples import formats
 from service.samples.service import content_hash
 

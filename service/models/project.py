@@ -21,7 +21,7 @@ class Role(str, enum.Enum):
     def rank(self) -> int:
         return ROLE_RANK[self]
 
-    def at_least(self, other: "Role") -> bool:
+    def at_least(self, other: Role) -> bool:
         return self.rank >= other.rank
 
 

@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from service.core.deps import Access, CurrentUser, ProjectLead, ProjectOwner, ProjectViewer, SessionDep
+from service.core.deps import (
+    Access,
+    CurrentUser,
+    ProjectLead,
+    ProjectOwner,
+    ProjectViewer,
+    SessionDep,
+)
 from service.core.errors import Forbidden
-from service.models import Role
 from service.core.pagination import CursorQ, LimitQ, Page
-from service.models import Membership
+from service.models import Membership, Role
 from service.projects import schemas
 from service.projects import service as projects_service
 

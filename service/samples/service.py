@@ -8,7 +8,17 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, cast, exists, func, insert, or_, select, tuple_, type_coerce, update
+from sqlalchemy import (
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -16,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import decode_cursor, encode_cursor
-from service.models import ImportJob, Sample, SampleRevision, SampleStatus, User
+from service.models import Sample, SampleRevision, SampleStatus
 from service.samples import formats
 from service.samples import tokens as tokens_mod
 

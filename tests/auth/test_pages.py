@@ -39,8 +39,9 @@ def test_forms_without_valid_csrf_are_refused(client, db, factories):
     assert forged.status_code == 403
     # the cookie session cannot call the JSON API's unsafe methods without the header either
     assert client.post("/api/v1/projects", json={"name": "x"}).status_code == 403
-    from service.models import Project
     from sqlalchemy import select
+
+    from service.models import Project
 
     assert db.scalars(select(Project)).all() == []
 

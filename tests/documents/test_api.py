@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-import zipfile
 
 import pytest
 from sqlalchemy import func, select

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from service.models import Chunk, Document, GenerationJob, GenerationUnit, Sample
 from tests.support import worker as w
-from tests.support.openai_server import FakeOpenAIServer, Fail, RawBody, Reply, rate_limited
+from tests.support.openai_server import Fail, FakeOpenAIServer, RawBody, Reply, rate_limited
 
 API_KEY = "sk-test-SECRET-never-shown-0123456789"
 

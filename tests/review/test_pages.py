@@ -143,5 +143,5 @@ def test_adjudication_pages_list_and_detail(client, team, make_samples):
     listing = page(client, team, team.lead, "/review/adjudicate").text
     assert f'href="?sample={sid}"' in listing
     detail = page(client, team, team.lead, f"/review/adjudicate?sample={sid}").text
-    island = re.search(r'id="adjudicate-data">(.*?)</script>', detail, re.S).group(1)
+    island = re.search(r'id="adjudicate-data">(.*?)</script>', detail, re.DOTALL).group(1)
     assert "<" not in island and team.ann2.email in island and "\\u003cscript\\u003e" in island
