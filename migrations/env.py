@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from alembic import context
 
+import service.models  # noqa: F401  (register every table)
 from service.core.config import get_settings
 from service.core.db import Base, make_engine
-import service.models  # noqa: F401  (register every table)
 
 config = context.config
 target_metadata = Base.metadata

@@ -4,10 +4,11 @@ Revision ID: 20261129_0001
 Revises: 
 Create Date: 2026-11-29 12:44:43.110825
 """
-from alembic import op
 import sqlalchemy as sa
-import service.core.db
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import service.core.db
 
 revision = '20261129_0001'
 down_revision = None

@@ -4,10 +4,11 @@ Revision ID: 20261129_0002
 Revises: 20261129_0001
 Create Date: 2026-11-29 12:54:21.967872
 """
-from alembic import op
 import sqlalchemy as sa
-import service.core.db
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import service.core.db
 
 revision = '20261129_0002'
 down_revision = '20261129_0001'
