@@ -34,10 +34,26 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table as copy + DROP + rename; with foreign keys enforced, that DROP
+        # deletes the child rows of every ON DELETE CASCADE key (dropping dataset_versions would
+        # empty dataset_version_items). Enforcement is switched off for the migration (the pragma
+        # only works outside a transaction) and the keys are checked once it is done.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+                      render_as_batch=sqlite, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        if connection.in_transaction():
+            connection.commit()
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
+        if broken:
+            raise RuntimeError(f"foreign keys broken after the migration: {broken[:10]}")
 
 
 if context.is_offline_mode():
