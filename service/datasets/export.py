@@ -335,6 +335,7 @@ def build_manifest(dataset: Dataset, version: DatasetVersion, fmt: str,
         "split": version.split,
         "seed": version.seed,
         "stratify_by": version.stratify_by,
+        "reasoning": version.reasoning,
         "split_method": "sha256(f'{seed}:{sample_id}') order"
                         + (", whole documents by sha256(f'{seed}:doc:{document_id}')"
                            if version.stratify_by == "document" else ""),
@@ -373,6 +374,8 @@ def dataset_card(dataset: Dataset, version: DatasetVersion, fmt: str,
         f"- filter: `{flt}`",
         (f"- split ratios: `{ratios}`, seed {version.seed}, "
          f"stratified by {version.stratify_by or 'nothing'}"),
+        (f"- reasoning: {'in <think> blocks before the answers' if version.reasoning == 'think' else 'omitted'}"
+         f" ({(stats.get('reasoning') or {}).get('samples_with_reasoning', 0)} samples have some)"),
         f"- source documents: {stats.get('document_count', 0)}",
         f"- reviewers: {', '.join(stats.get('reviewers', [])) or '-'}",
         "", "## Statistics", "",

@@ -88,6 +88,7 @@ def create_version_form(
     created_to: Annotated[str, Form()] = "", train: Annotated[float, Form()] = 0.8,
     validation: Annotated[float, Form()] = 0.1, test: Annotated[float, Form()] = 0.1,
     seed: Annotated[int, Form()] = 0, stratify_by: Annotated[str, Form()] = "",
+    reasoning: Annotated[str, Form()] = "omit",
 ):
     dataset = datasets_service.get_dataset(db, project_id=access.project.id, dataset_id=dataset_id)
     try:
@@ -105,7 +106,8 @@ def create_version_form(
             flt["created_to"] = datetime.fromisoformat(created_to)
         spec = schemas.VersionCreate(filter=flt, split={"train": train, "validation": validation,
                                                         "test": test},
-                                     seed=seed, stratify_by=stratify_by or None)
+                                     seed=seed, stratify_by=stratify_by or None,
+                                     reasoning=reasoning)
     except ValidationError as exc:
         return _dataset_page(request, access, db, dataset_id, error=_first_error(exc),
                              status_code=422)

@@ -78,6 +78,9 @@ class VersionCreate(BaseModel):
     split: SplitRatios = Field(default_factory=SplitRatios)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     stratify_by: Literal["document"] | None = None
+    reasoning: Literal["omit", "think"] = Field(
+        "omit", description="think: each sample's reasoning goes into its last assistant turn as "
+                            "<think>…</think> before the answer (for reasoning models)")
 
 
 class VersionRead(BaseModel):
@@ -91,6 +94,7 @@ class VersionRead(BaseModel):
     split: dict[str, float]
     seed: int
     stratify_by: str | None
+    reasoning: str
     counts: dict[str, int]
     stats: dict[str, Any]
     leakage: list[dict[str, Any]]

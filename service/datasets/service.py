@@ -96,7 +96,8 @@ def create_version(db: Session, *, dataset: Dataset, spec: VersionCreate,
     version = DatasetVersion(
         dataset_id=dataset.id, project_id=dataset.project_id, number=last + 1, status="queued",
         filter=spec.filter.model_dump(mode="json"), split=spec.split.model_dump(mode="json"),
-        seed=spec.seed, stratify_by=spec.stratify_by, counts={}, stats={}, leakage=[],
+        seed=spec.seed, stratify_by=spec.stratify_by, reasoning=spec.reasoning, counts={},
+        stats={}, leakage=[],
         created_by_id=actor_id)
     db.add(version)
     db.flush()
@@ -278,6 +279,16 @@ def _item_writer(db: Session) -> Any:
     return write
 
 
+def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str, str]]:
+    """The conversation with ``reasoning`` before the answer of its last assistant turn, in the
+    ``<think>`` block reasoning chat templates (Qwen3, DeepSeek-R1; LLaMA-Factory's
+    ``enable_thinking``) train on."""
+    out = [dict(m) for m in messages]
+    last = max(i for i, m in enumerate(out) if m["role"] == "assistant")
+    out[last]["content"] = f"<think>\n{reasoning.strip()}\n</think>\n\n{out[last]['content']}"
+    return out
+
+
 def _frozen(sample_id: int, messages: Any) -> list[dict[str, str]]:
     """The canonical copy a version freezes: checked by the conversation rules, ``role`` and
     ``content`` only, in that order (exports copy its JSON text as is)."""
@@ -378,15 +389,19 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     latest_rev = (select(func.max(SampleRevision.id))
                   .where(SampleRevision.sample_id == Sample.id).correlate(Sample).scalar_subquery())
     stmt = _filter_stmt(select(Sample.id, Sample.version, Sample.messages, Sample.document_id,
-                               Sample.tags, Sample.provenance, Sample.reviewed_by_id, latest_rev),
+                               Sample.tags, Sample.provenance, Sample.reviewed_by_id, latest_rev,
+                               Sample.reasoning),
                         version.project_id, flt)
+    think = version.reasoning == "think"
+    with_reasoning = 0
     if len(ids):
         stmt = stmt.where(Sample.id >= int(ids[0]), Sample.id <= int(ids[-1]))
     pending: list[dict[str, Any]] = []
     write = _item_writer(db)
     prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
     j, n = 0, len(ids)
-    for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id in _stream(db, stmt, batch):
+    for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id, reasoning in _stream(
+            db, stmt, batch):
         while j < n and ids[j] < sid:
             j += 1  # selected in pass 1 but gone since (not possible under REPEATABLE READ)
         if j >= n:
@@ -395,6 +410,9 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
             continue  # not selected in pass 1 (tag/score filter, or new since)
         split = SPLITS[codes[j]]
         messages = _frozen(sid, messages)
+        if think and reasoning and reasoning.strip():
+            messages = with_think(messages, reasoning)
+            with_reasoning += 1
         pending.append({"version_id": version.id, "sample_id": sid, "revision_id": rev_id,
                         "sample_version": sversion, "split": split, "position": int(positions[j]),
                         "messages": messages, "content_hash": content_hash(messages),
@@ -439,6 +457,7 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
         "templates": dict(sorted(templates.items())),
         "models": dict(sorted(models.items())),
         "reviewers": reviewers,
+        "reasoning": {"mode": version.reasoning, "samples_with_reasoning": with_reasoning},
     }
     report, leak_info = leakage.check(db, version.id, counts, max_samples=leakage_max, batch=batch)
     stats["leakage"] = leak_info

@@ -36,6 +36,9 @@ class DatasetVersion(Base):
     split: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     stratify_by: Mapped[str | None] = mapped_column(String(20))  # None|document
+    # omit|think: a sample's reasoning is dropped, or frozen into its last assistant turn as
+    # "<think>\n…\n</think>\n\n" + answer (the form reasoning chat templates train on)
+    reasoning: Mapped[str] = mapped_column(String(10), default="omit")
     counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     leakage: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)

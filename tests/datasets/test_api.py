@@ -205,3 +205,40 @@ def test_build_version_through_a_real_worker(db, world, monkeypatch):
         time.sleep(0.2)
     assert v.status == "ready" and v.counts["total"] == 20
     assert json.dumps(v.stats)
+
+
+def test_reasoning_frozen_in_think_blocks_on_request(client, world, db):
+    """reasoning=think puts each sample's reasoning before its last answer in every format;
+    the default omits it; a bad value is 422 naming the field."""
+    w = world
+    reasoned = make_sample(db, w["project"], conv(99, turns=2))
+    reasoned.reasoning = "  The clause says 30 days; 付款 means payment.  "
+    db.commit()
+    ds = _dataset(client, w, name="reasoning")
+    bad = client.post(f"{w['base']}/{ds['id']}/versions", json={"reasoning": "inline"},
+                      headers=w["lead"].headers)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "body.reasoning"
+    omit = _version(client, w, ds, split={"train": 1, "validation": 0, "test": 0})
+    think = _version(client, w, ds, split={"train": 1, "validation": 0, "test": 0}, reasoning="think")
+    assert (omit["reasoning"], think["reasoning"]) == ("omit", "think")
+    assert think["stats"]["reasoning"] == {"mode": "think", "samples_with_reasoning": 1}
+    by_version = {}
+    for v in (omit, think):
+        r = client.post(f"{w['base']}/{ds['id']}/versions/{v['id']}/exports",
+                        json={"format": "alpaca"}, headers=w["lead"].headers)
+        assert r.status_code in (200, 201, 202), r.text
+        base = f"{w['base']}/{ds['id']}/versions/{v['id']}/exports/alpaca"
+        lines = client.get(f"{base}/files/train.jsonl", headers=w["lead"].headers).text.splitlines()
+        manifest = client.get(f"{base}/files/manifest.json", headers=w["lead"].headers).json()
+        assert manifest["reasoning"] == v["reasoning"]
+        by_version[v["reasoning"]] = [json.loads(line) for line in lines]
+    answer = conv(99, turns=2)[-1]["content"]
+    mine = [r for r in by_version["think"] if r["output"].endswith(answer)]
+    assert len(mine) == 1
+    assert mine[0]["output"] == ("<think>\nThe clause says 30 days; 付款 means payment.\n</think>\n\n"
+                                 + answer)
+    assert mine[0]["history"][0][1] == conv(99, turns=2)[1]["content"]  # earlier turns untouched
+    assert all("<think>" not in r["output"] for r in by_version["omit"])
+    others = [r for r in by_version["think"] if r is not mine[0]]
+    assert all("<think>" not in r["output"] for r in others)  # no reasoning, nothing added
