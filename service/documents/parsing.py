@@ -17,9 +17,11 @@ Parser choices (one core, CPU time, ``bench/ingest.py --formats``; see docs/benc
   out; pdfminer.six (MIT) was not measured. The time budget is checked between pages and,
   every 1,024 operators, inside a page whose content has text objects (a page with 60,000
   lines takes 14 s otherwise); tokenising one huge content stream and text in form XObjects
-  are not bounded that way, so keep a Celery soft time limit on the task. Scanned
-  PDFs without a text layer are refused (no OCR). Headings come from the PDF outline
-  (bookmarks), if any.
+  are not bounded that way, so keep a Celery soft time limit on the task. A page with
+  (almost) no text layer that draws an image is a scan: it is OCR'd with Tesseract (see
+  ``ocr.py``, section OCR); without Tesseract it stays empty with a warning in
+  ``metadata["warnings"]``, and a PDF with no text at all is refused. Headings come from the
+  PDF outline (bookmarks), if any.
 - DOCX: ``python-docx`` (MIT) opens the package and reads styles, sections and settings; the
   WordprocessingML elements are walked directly (2.4x faster than through python-docx's
   proxy objects, same text). Style "Heading N" / "Title" become Markdown headings,
@@ -75,6 +77,8 @@ from typing import Any
 from lxml import etree
 from lxml import html as lxml_html
 
+from service.documents import ocr
+
 __all__ = [
     "FORMATS",
     "ParseError",
@@ -124,6 +128,10 @@ class ParseLimits:
         default=300.0,
         metadata={"help": "Time budget for one file; checked between pages/chapters/blocks."},
     )
+    ocr_page_seconds: float = field(
+        default=120.0,
+        metadata={"help": "Longest OCR of one scanned PDF page (also bounded by max_seconds)."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_file_bytes", "max_expanded_bytes", "max_members", "max_pages"):
@@ -133,6 +141,8 @@ class ParseLimits:
             raise ValueError("ParseLimits.max_ratio must be greater than 1")
         if self.max_seconds <= 0:
             raise ValueError("ParseLimits.max_seconds must be positive")
+        if self.ocr_page_seconds <= 0:
+            raise ValueError("ParseLimits.ocr_page_seconds must be positive")
 
 
 @dataclass
@@ -194,7 +204,7 @@ def parse_document(
 
 
 _EMPTY_REASONS = {
-    "pdf": "PDF has no text layer (scanned images?); OCR is not supported",
+    "pdf": "PDF has no text layer and no page images to OCR (blank pages?)",
 }
 
 
@@ -204,9 +214,11 @@ class _Deadline:
         self.started = time.monotonic()
 
     def check(self, where: str) -> None:
-        elapsed = time.monotonic() - self.started
-        if elapsed > self.seconds:
+        if self.remaining() < 0:
             raise ParseError(f"parsing exceeded the time budget of {self.seconds:g} s ({where})")
+
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
 
 
 def _mb(n: int) -> str:
@@ -1257,32 +1269,213 @@ def _parse_pdf(path: Path, limits: ParseLimits, deadline: _Deadline) -> ParsedDo
     pages: list[tuple[int, int, int]] = []
     failed: list[int] = []
     length = 0
-    for index, page in enumerate(reader.pages):
-        where = f"PDF page {index + 1} of {page_total}"
-        deadline.check(where)
-        try:
-            page_text = _clean(_pdf_page_text(page, deadline, where) or "").strip("\n")
-        except ParseError:
-            raise
-        except Exception:  # noqa: BLE001 - one damaged page should not lose the whole document
-            failed.append(index + 1)
-            page_text = ""
-        if parts:
-            parts.append("\n\n")
-            length += 2
-        pages.append((index + 1, length, length + len(page_text)))
-        parts.append(page_text)
-        length += len(page_text)
+    scans = _PdfOcr(path, limits, deadline)
+    try:
+        for index, page in enumerate(reader.pages):
+            where = f"PDF page {index + 1} of {page_total}"
+            deadline.check(where)
+            try:
+                page_text = _clean(_pdf_page_text(page, deadline, where) or "").strip("\n")
+            except ParseError:
+                raise
+            except Exception:  # noqa: BLE001 - one damaged page should not lose the whole document
+                failed.append(index + 1)
+                page_text = ""
+            if ocr.needs_ocr(page_text) and _pdf_page_has_images(page):
+                page_text = scans.page(index, page_text, where)
+            if parts:
+                parts.append("\n\n")
+                length += 2
+            pages.append((index + 1, length, length + len(page_text)))
+            parts.append(page_text)
+            length += len(page_text)
+    finally:
+        scans.close()
+    text = "".join(parts)
+    if not text.strip() and scans.needed:
+        raise ParseError(scans.empty_reason())
     metadata = _pdf_metadata(reader, page_total)
     if failed:
         metadata["failed_pages"] = failed
+    scans.report(metadata)
     return ParsedDocument(
-        text="".join(parts),
+        text=text,
         format="pdf",
         pages=pages,
         headings=_pdf_outline_headings(reader, pages),
         metadata=metadata,
     )
+
+
+class _PdfOcr:
+    """OCR of the scanned pages of one PDF (see ``ocr.py``): finds the engine and opens the
+    renderer on the first page that needs them, and keeps what the metadata reports."""
+
+    def __init__(self, path: Path, limits: ParseLimits, deadline: _Deadline) -> None:
+        self.limits = limits
+        self.deadline = deadline
+        self.renderer = ocr.PageRenderer(path)
+        self.engine: ocr.OcrEngine | None = None
+        self.unavailable: str | None = None
+        self.dpi: int | None = None
+        self.needed: list[int] = []
+        self.done: list[int] = []
+        self.empty: list[int] = []
+        self.skipped: list[int] = []
+        self.warnings: list[str] = []
+
+    def page(self, index: int, layer_text: str, where: str) -> str:
+        """The page's text: OCR's if it found any, else ``layer_text`` (plus a warning)."""
+        page_no = index + 1
+        self.needed.append(page_no)
+        engine = self._engine()
+        if engine is None:
+            return self._skip(
+                page_no,
+                layer_text,
+                f"no text layer (scanned image?) and OCR is unavailable: {self.unavailable}; "
+                f"{ocr.INSTALL_HINT}",
+            )
+        where = f"OCR of {where}"
+        self.deadline.check(where)
+        timeout, budget_bound = self.limits.ocr_page_seconds, False
+        try:
+            image, dpi = self.renderer.render(index, dpi=ocr.OCR_DPI)
+            self.dpi = ocr.OCR_DPI
+            self.deadline.check(where)
+            timeout = min(self.limits.ocr_page_seconds, self.deadline.remaining())
+            budget_bound = timeout < self.limits.ocr_page_seconds
+            text = ocr.recognize(engine, image, timeout=timeout, dpi=dpi)
+        except ocr.OcrTimeout:
+            if budget_bound:  # the file's budget ran out: the usual refusal
+                self.deadline.check(where)
+                raise ParseError(
+                    f"parsing exceeded the time budget of {self.deadline.seconds:g} s ({where})"
+                )
+            return self._skip(
+                page_no,
+                layer_text,
+                f"no text layer; OCR timed out after {timeout:.3g} s "
+                f"(ParseLimits.ocr_page_seconds)",
+            )
+        except ocr.OcrUnavailable as exc:  # pypdfium2 missing
+            self.unavailable = str(exc)
+            return self._skip(
+                page_no,
+                layer_text,
+                f"no text layer (scanned image?) and OCR is unavailable: {exc}",
+            )
+        except ocr.OcrFailed as exc:
+            return self._skip(page_no, layer_text, f"no text layer; {exc}")
+        if not text.strip():
+            self.empty.append(page_no)
+            return layer_text
+        self.done.append(page_no)
+        return text
+
+    def _engine(self) -> ocr.OcrEngine | None:
+        if self.engine is None and self.unavailable is None:
+            try:
+                self.engine = ocr.find_engine()
+            except ocr.OcrUnavailable as exc:
+                self.unavailable = str(exc)
+        return self.engine if self.unavailable is None else None
+
+    def _skip(self, page_no: int, layer_text: str, why: str) -> str:
+        self.skipped.append(page_no)
+        self.warnings.append(f"page {page_no}: {why}")
+        return layer_text
+
+    def empty_reason(self) -> str:
+        """Why a PDF whose every page came out empty is refused."""
+        pages = _page_ranges(self.needed)
+        if self.unavailable is not None:
+            return (
+                f"PDF has no text layer (scanned images on page(s) {pages}) and OCR is "
+                f"unavailable: {self.unavailable}; {ocr.INSTALL_HINT}"
+            )
+        if self.skipped:
+            return f"PDF has no text layer and OCR failed: {'; '.join(self.warnings[:3])}"
+        return f"PDF has no text layer and OCR found no text on its scanned page(s) {pages}"
+
+    def report(self, metadata: dict[str, Any]) -> None:
+        if not self.needed:
+            return
+        engine = self.engine if self.unavailable is None else None
+        info: dict[str, Any] = {
+            "engine": engine.name if engine else None,
+            "languages": list(engine.languages) if engine else [],
+            "dpi": self.dpi,
+            "pages": self.done,
+        }
+        if self.empty:
+            info["empty_pages"] = self.empty
+        if self.skipped:
+            info["skipped_pages"] = self.skipped
+        if engine and engine.missing_languages:
+            info["missing_languages"] = list(engine.missing_languages)
+        if self.unavailable:
+            info["unavailable"] = self.unavailable
+        metadata["ocr"] = info
+        if self.warnings:
+            metadata.setdefault("warnings", []).extend(self.warnings)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+def _page_ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    ranges: list[str] = []
+    start = prev = None
+    for n in [*numbers, None]:
+        if n is not None and prev is not None and n == prev + 1:
+            prev = n
+            continue
+        if start is not None:
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = n
+    return ", ".join(ranges)
+
+
+_INLINE_IMAGE = re.compile(rb"(?:^|\s)BI\s")
+
+
+def _pdf_page_has_images(page: Any) -> bool:
+    """Whether the page draws an image: an image XObject in its resources (also inside form
+    XObjects, a few levels deep) or an inline image in its content. Resources that the
+    content does not use count too; OCR of such a page finds nothing and costs a second."""
+    try:
+        if _resources_have_image(page.get("/Resources"), depth=0, seen=set()):
+            return True
+        contents = page.get_contents()
+        return contents is not None and _INLINE_IMAGE.search(contents.get_data()) is not None
+    except Exception:  # noqa: BLE001 - a damaged page: nothing to OCR that we can find
+        return False
+
+
+def _resources_have_image(resources: Any, depth: int, seen: set[int]) -> bool:
+    resources = resources.get_object() if resources is not None else None
+    if not resources or "/XObject" not in resources:
+        return False
+    xobjects = resources["/XObject"].get_object()
+    for ref in xobjects.values():
+        key = getattr(ref, "idnum", None)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        xobject = ref.get_object()
+        subtype = xobject.get("/Subtype")
+        if subtype == "/Image":
+            return True
+        if (
+            subtype == "/Form"
+            and depth < 4
+            and _resources_have_image(xobject.get("/Resources"), depth + 1, seen)
+        ):
+            return True
+    return False
 
 
 def _pdf_page_text(page: Any, deadline: _Deadline, where: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, ConfigDict, Field
 
 
 class DocumentRead(BaseModel):
@@ -21,6 +21,15 @@ class DocumentRead(BaseModel):
     chunk_count: int
     created_at: datetime
     updated_at: datetime
+    # from Document.meta["parsed"] (parsing.ParsedDocument.metadata); see documents/ocr.py
+    warnings: list[str] = Field(
+        default_factory=list, validation_alias=AliasPath("meta", "parsed", "warnings"),
+        description="Problems met while parsing that did not fail the document, e.g. a "
+                    "scanned page that could not be OCR'd.")
+    ocr: dict[str, Any] | None = Field(
+        None, validation_alias=AliasPath("meta", "parsed", "ocr"),
+        description="Present when some PDF page had no text layer: engine, languages, dpi, "
+                    "pages (1-based) whose text came from OCR, skipped_pages, empty_pages.")
 
 
 class ChunkRead(BaseModel):
