@@ -69,3 +69,18 @@ def test_check_gives_up_when_samples_are_too_alike(db, project):
     version = leaked_version(db, project, n=40)
     report, info = leakage.check(db, version.id, version.counts, max_candidates=1)
     assert report == [] and info["checked"] is False and "candidate pairs" in info["reason"]
+
+
+def test_version_page_links_the_leaked_pairs(db, factories, client):
+    from service.models import Dataset, User
+
+    owner = factories.make_actor(db)
+    project = factories.make_project(db, db.get(User, owner.user_id))
+    version = leaked_version(db, project)
+    pair = version.leakage[0]
+    dataset = db.get(Dataset, version.dataset_id)
+    page = client.get(f"/projects/{project.id}/datasets/{dataset.id}/versions/{version.id}",
+                      headers=owner.headers)
+    assert page.status_code == 200 and 'data-testid="leakage"' in page.text
+    for sid in (pair["test_sample_id"], pair["train_sample_id"]):
+        assert f'href="/projects/{project.id}/samples/{sid}"' in page.text
