@@ -183,7 +183,7 @@ def run_pipeline(
 
 def time_dedup(chunks: list[ChunkOut]) -> Result:
     items = [(i, c.text) for i, c in enumerate(chunks)]
-    find_duplicates(items[:2])  # import datasketch (and scipy) outside the timing
+    find_duplicates(items[:2])  # warm up (imports) outside the timing
     with Timer() as timer:
         clusters = find_duplicates(items)
     size = sum(len(c.text.encode()) for c in chunks)

@@ -4,13 +4,11 @@ Exact duplicates share ``content_hash`` (SHA-256 of the NFKC-normalised, whitesp
 text), the same value ``chunking`` stores on every chunk.
 
 Near duplicates: MinHash signatures over character shingles (so Chinese, which has no spaces,
-works the same as English), indexed in a ``datasketch.MinHashLSH``. Every LSH candidate pair is
-confirmed with the signatures' estimated Jaccard similarity before it links two items, and
-linked items are grouped into connected components. Shingle hashes (a polynomial hash over
-code points) and the signatures are computed with numpy, exactly as datasketch's "affine32"
-scheme would from those hashes but without its per-shingle Python loop (2.5x faster than
-``update_batch`` on the same hashes, 7x faster than its default SHA-1 shingle hashing).
-Needs datasketch >= 2.0 (the permutation schemes).
+works the same as English): one-permutation MinHash with ``num_perm`` bins, computed for all
+texts at once with numpy (``service.core.minhash``), indexed by LSH bands chosen for the
+threshold (``bands_for``: a pair right at the threshold is a candidate at least 90% of the
+time). Every candidate pair is confirmed with the signatures' estimated Jaccard similarity
+before it links two items, and linked items are grouped into connected components.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
-from service.core.minhash import fmix32
+from service.core import minhash
 
 __all__ = ["Cluster", "content_hash", "find_duplicates", "normalize_text"]
 
@@ -146,65 +142,44 @@ def _clusters(
 
 # --------------------------------------------------------------------------- MinHash LSH
 
+_QUERY_BLOCK = 20_000  # texts looked up at once (bounds the candidate arrays)
+_MIN_RECALL = 0.9  # a pair right at the threshold becomes a candidate at least this often
+
+
+def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows)``, ``bands * rows == num_perm``: the most rows per band (fewest chance
+    candidates) with which a pair of similarity ``threshold`` is still a candidate with
+    probability >= ``_MIN_RECALL`` (``1 - (1 - t^rows)^bands``)."""
+    for rows in sorted((r for r in range(1, num_perm + 1) if num_perm % r == 0), reverse=True):
+        bands = num_perm // rows
+        if 1 - (1 - threshold**rows) ** bands >= _MIN_RECALL:
+            return bands, rows
+    return num_perm, 1
+
 
 def _near_links(
     texts: list[str], threshold: float, num_perm: int, shingle_size: int, seed: int
 ) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, estimated_jaccard)`` with ``i < j`` among distinct texts."""
+    """Pairs ``(i, j, estimated_jaccard)`` with ``i < j`` among distinct texts.
+
+    One-permutation MinHash signatures for all texts (``core.minhash``, array operations over
+    batches), banded LSH over them, every candidate pair confirmed on the full signatures.
+    """
     if len(texts) < 2:
         return []
-    from datasketch import MinHash, MinHashLSH
-
-    # datasketch's own permutation parameters (scheme "affine32"), so that each signature is
-    # exactly what MinHash(hashfunc=identity).update_batch(shingle_hashes) would compute.
-    permutations = MinHash(num_perm=num_perm, seed=seed).permutations
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    signatures: list[MinHash] = []
+    sigs = minhash.signatures(texts, num_perm=num_perm, size=shingle_size, seed=seed)
+    index = minhash.BandIndex(sigs, *bands_for(threshold, num_perm))
     links: list[tuple[int, int, float]] = []
-    for index, text in enumerate(texts):
-        signature = MinHash(
-            seed=seed,
-            hashvalues=_signature(_shingle_hashes(text, shingle_size), permutations),
-            permutations=permutations,
-            scheme="affine32",
-        )
-        for other in lsh.query(signature):
-            similarity = signature.jaccard(signatures[other])
-            if similarity >= threshold:
-                links.append((other, index, similarity))
-        lsh.insert(index, signature, check_duplication=False)
-        signatures.append(signature)
+    for start in range(0, len(texts), _QUERY_BLOCK):
+        q, i = index.candidates(sigs[start:start + _QUERY_BLOCK])
+        q = q + start
+        keep = i < q  # each pair once, earlier text first
+        q, i = q[keep], i[keep]
+        sim = minhash.similarity(sigs[q], sigs[i])
+        ok = sim >= threshold
+        links += zip(i[ok].tolist(), q[ok].tolist(), sim[ok].tolist())
+    links.sort()
     return links
-
-
-_MOD32 = np.uint64(0xFFFFFFFF)
-_BASE = np.uint64(1_000_003)
-_BLOCK = 4096
-
-
-def _shingle_hashes(text: str, size: int) -> np.ndarray:
-    """32-bit hashes of the character ``size``-grams of ``text`` (one per position)."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(codes) == 0:
-        return np.zeros(1, dtype=np.uint32)
-    size = min(size, len(codes))
-    count = len(codes) - size + 1
-    acc = np.zeros(count, dtype=np.uint64)
-    for offset in range(size):  # polynomial hash, kept within 32 bits so products fit 64
-        acc = ((acc * _BASE) + codes[offset : offset + count]) & _MOD32
-    return acc.astype(np.uint32)
-
-
-def _signature(hashes: np.ndarray, permutations: np.ndarray) -> np.ndarray:
-    """MinHash values: per permutation, the minimum of ``a * fmix32(h) + b`` (mod 2^32)."""
-    a, b = permutations
-    result = np.full(len(a), 0xFFFFFFFF, dtype=np.uint32)
-    mixed = fmix32(hashes.astype(np.uint32))
-    for start in range(0, len(mixed), _BLOCK):  # bounded memory for long texts
-        block = np.multiply.outer(a, mixed[start : start + _BLOCK])  # (num_perm, n), wraps
-        block += b[:, None]
-        np.minimum(result, block.min(axis=1), out=result)  # contiguous rows: fast reduction
-    return result
 
 
 class _UnionFind:

@@ -263,12 +263,12 @@ def mark_duplicates(db: Session, *, project_id: int, threshold: float = 0.8) -> 
     clusters = dedup.find_duplicates(items, threshold=threshold)
     db.execute(update(Chunk).where(Chunk.project_id == project_id)
                .values(duplicate_of_id=None, duplicate_kind=None))
-    marked = 0
-    for cluster in clusters:
-        for member in cluster.duplicates:
-            db.execute(update(Chunk).where(Chunk.id == member).values(
-                duplicate_of_id=cluster.representative, duplicate_kind=cluster.kind))
-            marked += 1
+    rows = [{"id": member, "duplicate_of_id": cluster.representative,
+             "duplicate_kind": cluster.kind}
+            for cluster in clusters for member in cluster.duplicates]
+    for start in range(0, len(rows), 1000):  # ORM bulk UPDATE by primary key (executemany)
+        db.execute(update(Chunk), rows[start:start + 1000])
+    marked = len(rows)
     project = db.get(Project, project_id)
     report = {"threshold": threshold, "chunks": len(items), "clusters": len(clusters),
               "marked": marked, "at": utcnow().isoformat(),

@@ -147,13 +147,13 @@ def test_speed_on_a_few_thousand_chunks() -> None:
     assert time.perf_counter() - started < 20
 
 
-def test_signatures_match_datasketch_update_batch() -> None:
-    """The vectorised signature equals what datasketch itself computes from the same hashes."""
-    from datasketch import MinHash
+def test_bands_keep_recall_at_the_threshold() -> None:
+    from service.documents.dedup import bands_for
 
-    from service.documents.dedup import _shingle_hashes, _signature
-
-    hashes = _shingle_hashes(chinese_chunk(random.Random(8), 5000) + " mixed English", 5)
-    reference = MinHash(num_perm=128, seed=1, hashfunc=lambda value: value)
-    reference.update_batch(hashes)
-    assert (_signature(hashes, reference.permutations) == reference.hashvalues).all()
+    for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
+        bands, rows = bands_for(threshold, 128)
+        assert bands * rows == 128
+        assert 1 - (1 - threshold**rows) ** bands >= 0.9
+        if rows < 128:  # one more row per band would lose the recall
+            bigger = [r for r in range(rows + 1, 129) if 128 % r == 0][0]
+            assert 1 - (1 - threshold**bigger) ** (128 // bigger) < 0.9
