@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,38 +62,63 @@ class Cluster:
 
 
 def find_duplicates(
-    items: Sequence[tuple[Hashable, str]],
+    items: Iterable[tuple[Hashable, str]],
     *,
     threshold: float = 0.8,
     num_perm: int = 128,
     shingle_size: int = 5,
     seed: int = 1,
+    batch: int = 5000,
 ) -> list[Cluster]:
     """Group ``(id, text)`` items into duplicate clusters; items with no duplicate are omitted.
 
     ``threshold`` is the Jaccard similarity of character ``shingle_size``-grams above which two
     texts count as near duplicates. Clusters come back in order of their representative.
+
+    ``items`` may be a stream (e.g. a database cursor): it is read once, ``batch`` at a time, and
+    no text is kept, only a 16-byte digest of each normalised text (exact duplicates) and one
+    signature of ``num_perm`` 32-bit values for each distinct text.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError("threshold must be in (0, 1]")
     if shingle_size < 1:
         raise ValueError("shingle_size must be positive")
-    ids = [item_id for item_id, _ in items]
-    if len(set(ids)) != len(ids):
-        raise ValueError("item ids must be unique")
-
-    normalized = [normalize_text(text) for _, text in items]
-    union = _UnionFind(len(items))
+    ids: list[Hashable] = []
+    seen: set[Hashable] = set()
+    head_of: list[int] = []  # item -> first item with the same normalised text
+    first_with: dict[bytes, int] = {}  # digest of a normalised text -> its first item
     heads: list[int] = []  # first item of each group of identical normalised texts
-    head_of = list(range(len(items)))  # item -> first item with the same normalised text
-    for members in _exact_groups(normalized).values():
-        heads.append(members[0])
-        for other in members[1:]:
-            union.union(members[0], other)
-            head_of[other] = members[0]
+    signature_parts = []
+    pending: list[str] = []  # lower-cased normalised texts of new heads, not yet signed
 
-    texts = [normalized[i].lower() for i in heads]
-    near_links = _near_links(texts, threshold, num_perm, shingle_size, seed)
+    def sign() -> None:
+        if pending:
+            signature_parts.append(minhash.signatures(pending, num_perm=num_perm,
+                                                      size=shingle_size, seed=seed))
+            pending.clear()
+
+    for item_id, text in items:
+        if item_id in seen:
+            raise ValueError("item ids must be unique")
+        seen.add(item_id)
+        index = len(ids)
+        ids.append(item_id)
+        normalized = normalize_text(text)
+        digest = hashlib.blake2b(normalized.encode("utf-8"), digest_size=16).digest()
+        head = first_with.setdefault(digest, index)
+        head_of.append(head)
+        if head == index:
+            heads.append(index)
+            pending.append(normalized.lower())
+            if len(pending) >= batch:
+                sign()
+    sign()
+
+    union = _UnionFind(len(ids))
+    for index, head in enumerate(head_of):
+        if head != index:
+            union.union(head, index)
+    near_links = _near_links(signature_parts, threshold, num_perm) if len(heads) > 1 else []
     for a, b, _ in near_links:
         union.union(heads[a], heads[b])
     similarity: dict[int, float] = {}
@@ -101,13 +126,6 @@ def find_duplicates(
         root = union.find(heads[a])
         similarity[root] = min(value, similarity.get(root, 1.0))
     return _clusters(ids, union, similarity, head_of)
-
-
-def _exact_groups(normalized: list[str]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for index, text in enumerate(normalized):
-        groups.setdefault(text, []).append(index)
-    return groups
 
 
 def _clusters(
@@ -157,20 +175,16 @@ def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
     return num_perm, 1
 
 
-def _near_links(
-    texts: list[str], threshold: float, num_perm: int, shingle_size: int, seed: int
-) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, estimated_jaccard)`` with ``i < j`` among distinct texts.
+def _near_links(signature_parts: list, threshold: float, num_perm: int
+                ) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, estimated_jaccard)`` with ``i < j`` among the distinct texts' signatures:
+    banded LSH over them, every candidate pair confirmed on the full signatures."""
+    import numpy as np
 
-    One-permutation MinHash signatures for all texts (``core.minhash``, array operations over
-    batches), banded LSH over them, every candidate pair confirmed on the full signatures.
-    """
-    if len(texts) < 2:
-        return []
-    sigs = minhash.signatures(texts, num_perm=num_perm, size=shingle_size, seed=seed)
+    sigs = np.vstack(signature_parts)
     index = minhash.BandIndex(sigs, *bands_for(threshold, num_perm))
     links: list[tuple[int, int, float]] = []
-    for start in range(0, len(texts), _QUERY_BLOCK):
+    for start in range(0, len(sigs), _QUERY_BLOCK):
         q, i = index.candidates(sigs[start:start + _QUERY_BLOCK])
         q = q + start
         keep = i < q  # each pair once, earlier text first

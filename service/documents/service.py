@@ -257,10 +257,25 @@ def delete_document(db: Session, *, project_id: int, document_id: int) -> None:
 # -- near-duplicates ---------------------------------------------------------------------------
 
 def mark_duplicates(db: Session, *, project_id: int, threshold: float = 0.8) -> dict[str, Any]:
-    """Cluster the project's chunks (exact + MinHash LSH); mark members, delete nothing."""
-    items = [(cid, text) for cid, text in db.execute(
-        select(Chunk.id, Chunk.text).where(Chunk.project_id == project_id).order_by(Chunk.id))]
-    clusters = dedup.find_duplicates(items, threshold=threshold)
+    """Cluster the project's chunks (exact + MinHash LSH); mark members, delete nothing.
+
+    The chunks are streamed (server-side cursor on PostgreSQL); only a digest and a signature of
+    each distinct text are kept while clustering."""
+    count = 0
+
+    def chunks():
+        nonlocal count
+        result = db.execute(select(Chunk.id, Chunk.text).where(Chunk.project_id == project_id)
+                            .order_by(Chunk.id),
+                            execution_options={"yield_per": 2000, "stream_results": True})
+        try:
+            for cid, text in result:
+                count += 1
+                yield cid, text
+        finally:
+            result.close()
+
+    clusters = dedup.find_duplicates(chunks(), threshold=threshold)
     db.execute(update(Chunk).where(Chunk.project_id == project_id)
                .values(duplicate_of_id=None, duplicate_kind=None))
     rows = [{"id": member, "duplicate_of_id": cluster.representative,
@@ -270,7 +285,7 @@ def mark_duplicates(db: Session, *, project_id: int, threshold: float = 0.8) -> 
         db.execute(update(Chunk), rows[start:start + 1000])
     marked = len(rows)
     project = db.get(Project, project_id)
-    report = {"threshold": threshold, "chunks": len(items), "clusters": len(clusters),
+    report = {"threshold": threshold, "chunks": count, "clusters": len(clusters),
               "marked": marked, "at": utcnow().isoformat(),
               "items": [{"kind": c.kind, "representative": c.representative, "members": c.members,
                          "similarity": round(c.similarity, 4)} for c in clusters[:1000]]}
