@@ -1,8 +1,9 @@
 """Find and mask personal data in text (pure Python, no database).
 
 ``redact(text)`` replaces e-mail addresses, phone numbers, Chinese resident ID numbers, bank
-card numbers and IP addresses with typed placeholders (``[EMAIL]``, ``[PHONE]``, ``[CN_ID]``,
-``[BANK_CARD]``, ``[IP]``) and returns what it replaced, with offsets into the original text.
+card numbers, IP addresses and the ``user:password`` of URLs with typed placeholders
+(``[EMAIL]``, ``[PHONE]``, ``[CN_ID]``, ``[BANK_CARD]``, ``[IP]``, ``[CREDENTIALS]``) and returns
+what it replaced, with offsets into the original text.
 
 Digit boundaries are ASCII-only (``(?<![0-9A-Za-z])``) rather than ``\\b``, because ``\\b`` treats
 Chinese characters as word characters and would miss ``电话13812345678``. A number must be the
@@ -12,7 +13,8 @@ sign just before it makes it an amount (``¥13800138000``). Full-width digits ar
 ASCII ones. Candidates that need it are validated: resident IDs by birth date and ISO 7064
 checksum, card numbers by the Luhn check and an issuer prefix that exists (so ``2024...``
 order numbers are not Mastercard numbers), IPs with ``ipaddress``. Addresses in URL user info
-(``ftp://anonymous@host``), scp-style Git remotes (``git@github.com:org/repo``) and retina
+(``ftp://anonymous@host``; a ``user:password`` there is masked as ``[CREDENTIALS]``), scp-style
+Git remotes (``git@github.com:org/repo``) and retina
 file names (``logo@2x.png``) are not e-mail addresses; one in a URL's path or query is. A bare
 11-digit number that starts 13-19 is still taken for a mobile number: without context it
 cannot be told apart from an order number of that shape.
@@ -47,6 +49,7 @@ PLACEHOLDERS = {
     "BANK_CARD": "[BANK_CARD]",
     "PHONE": "[PHONE]",
     "IP": "[IP]",
+    "URL_CREDENTIALS": "[CREDENTIALS]",
 }
 #: Detection order; on overlapping matches the earlier, then longer, then listed-first wins.
 PII_TYPES = tuple(PLACEHOLDERS)
@@ -342,10 +345,21 @@ def _plausible_ipv6(value: str) -> bool:
     return bool(groups) and any(len(g) >= 2 for g in groups)
 
 
+# user:password in a URL's authority (https://deploy:s3cret@db.example.com): the pair is masked,
+# the scheme and host stay; a user alone (ftp://anonymous@host) is not a secret
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#@:]+:[^\s/?#@]+)@[^\s/?#@]")
+
+
+def _url_credentials(text: str) -> Iterator[tuple[int, int]]:
+    for m in _URL_USERINFO.finditer(text):
+        yield m.span(1)
+
+
 _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
     "EMAIL": _emails,
     "CN_ID": _cn_ids,
     "BANK_CARD": _bank_cards,
     "PHONE": _phones,
     "IP": _ips,
+    "URL_CREDENTIALS": _url_credentials,
 }
