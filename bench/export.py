@@ -131,6 +131,27 @@ def drop(admin_url: str, db_url: str) -> None:
 # --- phases (each in its own process) -----------------------------------------------------------
 
 
+def _timed_task(task, arg: int) -> tuple[float, float]:
+    """Run a Celery task's body here; ``(seconds, RSS before in MB)``."""
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    assert task.run(arg) == "ready"
+    return time.perf_counter() - t0, rss0
+
+
+def _sha256(paths: list[Path]) -> str:
+    """One sha256 over the files, concatenated in the given order (missing ones skipped)."""
+    import hashlib
+
+    whole = hashlib.sha256()
+    for path in paths:
+        if path.exists():
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    whole.update(block)
+    return whole.hexdigest()
+
+
 def phase_build() -> dict:
     from sqlalchemy import select
 
@@ -147,10 +168,7 @@ def phase_build() -> dict:
         ds = datasets_service.create_dataset(db, project_id=pid, name="bench")
         v = datasets_service.create_version(db, dataset=ds, spec=schemas.VersionCreate(seed=1))
         vid = v.id
-    rss0 = rss_mb()
-    t0 = time.perf_counter()
-    assert build_version.run(vid) == "ready"
-    dt = time.perf_counter() - t0
+    dt, rss0 = _timed_task(build_version, vid)
     with session_scope() as db:
         v = db.get(DatasetVersion, vid)
         counts, leak = v.counts, v.stats["leakage"]
@@ -171,31 +189,21 @@ def phase_export(version_id: int) -> dict:
         exp, _ = datasets_service.create_export(db, version=db.get(DatasetVersion, version_id),
                                                 fmt="openai")
         eid = exp.id
-    rss0 = rss_mb()
-    t0 = time.perf_counter()
-    assert export_version.run(eid) == "ready"
-    dt = time.perf_counter() - t0
+    dt, rss0 = _timed_task(export_version, eid)
     with session_scope() as db:
         exp = db.get(DatasetExport, eid)
         members = exp.files["members"]
         total = db.get(DatasetVersion, version_id).counts["total"]
     size = sum(m["bytes"] for n, m in members.items() if n.endswith(".jsonl"))
     # after the timing: the three files concatenated in split order, to compare with the raw dump
-    import hashlib
-
     from service.datasets.export import export_dir
 
-    whole = hashlib.sha256()
-    for split in ("train", "validation", "test"):
-        path = export_dir(version_id, "openai") / f"{split}.jsonl"
-        if path.exists():
-            with open(path, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    whole.update(block)
+    folder = export_dir(version_id, "openai")
+    whole = _sha256([folder / f"{split}.jsonl" for split in ("train", "validation", "test")])
     return {"seconds": dt, "samples": total, "samples_per_s": total / dt, "bytes": size,
             "rss_start_mb": rss0, "peak_rss_mb": rss_mb(),
             "sha256": {n: m["sha256"] for n, m in members.items() if n.endswith(".jsonl")},
-            "sha256_all_splits": whole.hexdigest()}
+            "sha256_all_splits": whole}
 
 
 def phase_raw(version_id: int) -> dict:
@@ -219,7 +227,7 @@ def phase_raw(version_id: int) -> dict:
                     break
                 last = rows[-1][0]
                 # in memory as Python objects, like the rows of any ORM query: not timed
-                batch = [orjson.loads(r[1]) if isinstance(r[1], str) else r[1] for r in rows]
+                batch = [orjson.loads(r[1]) for r in rows]  # the column is canonical JSON text
                 t0 = time.perf_counter()
                 dumps = orjson.dumps
                 fh.write(b"".join(dumps({"messages": m}) + b"\n" for m in batch))
@@ -229,15 +237,10 @@ def phase_raw(version_id: int) -> dict:
         fh.flush()
         os.fsync(fh.fileno())
         timed += time.perf_counter() - t0
-    import hashlib
-
-    whole = hashlib.sha256()
-    with open(out, "rb") as fh:
-        while block := fh.read(1 << 20):
-            whole.update(block)
+    digest = _sha256([out])
     out.unlink()
     return {"seconds": timed, "samples": n, "samples_per_s": n / timed if timed else None,
-            "sha256": whole.hexdigest()}
+            "sha256": digest}
 
 
 def _child(phase: str, db_url: str, data_dir: str, arg: str | None) -> dict:

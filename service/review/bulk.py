@@ -120,7 +120,7 @@ def start_assign(db: Session, *, project_id: int, actor_id: int | None,
 
 # -- the task ------------------------------------------------------------------------------------
 
-def _assignee_at(position: int, spec: dict[str, Any]) -> int | None:
+def assignee_at(position: int, spec: dict[str, Any]) -> int | None:
     """The annotator the ``position``-th selected sample goes to (None: past the cap)."""
     ids, count = spec["annotator_ids"], spec.get("count")
     if spec["mode"] == "count":
@@ -147,17 +147,13 @@ def _run_batch(db: Session, job: BulkJob) -> bool:
     for row in rows:
         spec = state["spec"]
         if job.kind == "assign":
-            annotator = _assignee_at(position, spec)
+            annotator = assignee_at(position, spec)
             if annotator is None:  # every annotator has their share
                 done = True
                 break
             position += 1
             spec = {"assignee_id": annotator}
-        values = samples_service.bulk_values(row, actor_id=job.actor_id, **spec)
-        outcome = ("unchanged" if not values
-                   else "changed" if samples_service.apply_bulk(db, row, values, job.actor_id)
-                   else "skipped")
-        state[outcome] += 1
+        state[samples_service.bulk_change_row(db, row, actor_id=job.actor_id, **spec)] += 1
         state["processed"] += 1
         state["last_id"] = row.id
     state["position"] = position

@@ -350,12 +350,12 @@ def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.
         stmt = stmt.limit(cap)
     sample_ids = list(db.scalars(stmt))
     plan: dict[int, list[int]] = {i: [] for i in ids}
-    if mode == "count":
-        for k, annotator in enumerate(ids):
-            plan[annotator] = sample_ids[k * count:(k + 1) * count]  # type: ignore[operator]
-    else:
-        for sid, annotator in zip(sample_ids, itertools.cycle(ids)):
-            plan[annotator].append(sid)
+    spec = {"annotator_ids": ids, "mode": mode, "count": count}  # as the background job deals
+    for position, sid in enumerate(sample_ids):
+        annotator = review_bulk.assignee_at(position, spec)
+        if annotator is None:
+            break
+        plan[annotator].append(sid)
     per = {str(a): len(v) for a, v in plan.items()}
     if dry_run:
         return {"matching": len(sample_ids), "per_annotator": per, "changed": 0, "dry_run": True}

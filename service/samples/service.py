@@ -350,6 +350,15 @@ BULK_COLUMNS = (Sample.id, Sample.version, Sample.status, Sample.tags, Sample.as
                 Sample.messages)
 
 
+def bulk_change_row(db: Session, row: Any, *, actor_id: int | None, **spec: Any) -> str:
+    """Apply a bulk change (``bulk_values`` arguments) to one sample read with ``BULK_COLUMNS``:
+    ``"unchanged"`` (already as asked), ``"changed"`` or ``"skipped"`` (edited meanwhile)."""
+    values = bulk_values(row, actor_id=actor_id, **spec)
+    if not values:
+        return "unchanged"
+    return "changed" if apply_bulk(db, row, values, actor_id) else "skipped"
+
+
 def bulk_update(db: Session, *, project_id: int, flt: SampleFilter, actor_id: int | None,
                 status: str | None = None, add_tags: list[str] | None = None,
                 remove_tags: list[str] | None = None, assignee_id: int | None = None,
@@ -368,14 +377,9 @@ def bulk_update(db: Session, *, project_id: int, flt: SampleFilter, actor_id: in
         if not rows:
             break
         for row in rows:
-            values = bulk_values(row, actor_id=actor_id, status=status, add_tags=add_tags,
-                                 remove_tags=remove_tags, assignee_id=assignee_id, unassign=unassign)
-            if not values:
-                counts["unchanged"] += 1
-            elif apply_bulk(db, row, values, actor_id):
-                counts["changed"] += 1
-            else:
-                counts["skipped"] += 1
+            counts[bulk_change_row(db, row, actor_id=actor_id, status=status, add_tags=add_tags,
+                                   remove_tags=remove_tags, assignee_id=assignee_id,
+                                   unassign=unassign)] += 1
         last_id = rows[-1].id
         db.flush()
     return counts

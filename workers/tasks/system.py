@@ -51,28 +51,26 @@ def sweep_once(queues: set[str]) -> dict:
     return out
 
 
-def _job_kinds(queues: set[str]) -> list[tuple[str, Any, Any, Any]]:
-    """``(label, model, filter, task name of a row)`` for the job tables this worker serves:
+def _job_kinds(queues: set[str]) -> list[tuple[str, Any, Any, Any, str]]:
+    """``(label, model, filter, task name of a row, the task's id argument)`` for the job tables
+    this worker serves:
     generation jobs on ``generate``, training jobs on ``gpu``, endpoint eval runs on
     ``generate`` and local-model eval runs on ``gpu``."""
     from service.evaluation import service as evaluation_service
     from service.models import EvalRun, GenerationJob, TrainingJob
 
-    kinds: list[tuple[str, Any, Any, Any]] = []
+    kinds: list[tuple[str, Any, Any, Any, str]] = []
     if "generate" in queues:
-        kinds.append(("generation", GenerationJob, true(), lambda row: "generation.run_job"))
+        kinds.append(("generation", GenerationJob, true(), lambda row: "generation.run_job",
+                      "job_id"))
     if "gpu" in queues:
-        kinds.append(("training", TrainingJob, true(), lambda row: "training.run"))
+        kinds.append(("training", TrainingJob, true(), lambda row: "training.run", "job_id"))
     eval_kinds = (["endpoint"] if "generate" in queues else []) + (
         ["base", "adapter"] if "gpu" in queues else [])
     if eval_kinds:
         kinds.append(("evaluation", EvalRun, EvalRun.model_kind.in_(eval_kinds),
-                      evaluation_service.task_for))
+                      evaluation_service.task_for, "run_id"))
     return kinds
-
-
-def _send_kwargs(model: Any, row_id: int) -> dict:
-    return {"run_id": row_id} if model.__tablename__ == "eval_runs" else {"job_id": row_id}
 
 
 def resend_queued(queues: set[str]) -> dict:
@@ -85,11 +83,11 @@ def resend_queued(queues: set[str]) -> dict:
 
     out: dict = {}
     with session_scope() as db:
-        for label, model, where, task in _job_kinds(queues):
+        for label, model, where, task, id_arg in _job_kinds(queues):
             rows = list(db.scalars(select(model).where(model.status == "queued", where)
                                    .order_by(model.id)))
             for row in rows:
-                jobs.enqueue(db, task(row), mark=(model, row.id), **_send_kwargs(model, row.id))
+                jobs.enqueue(db, task(row), mark=(model, row.id), **{id_arg: row.id})
             out[label] = [row.id for row in rows]
     return out
 
@@ -109,7 +107,7 @@ def resend_undelivered(queues: set[str]) -> dict:
     cutoff = utcnow() - timedelta(seconds=RESEND_AFTER_SECONDS)
     out: dict = {}
     maker = get_sessionmaker()
-    for label, model, where, task in _job_kinds(queues):
+    for label, model, where, task, id_arg in _job_kinds(queues):
         with maker() as db:
             rows = [(row.id, task(row)) for row in db.scalars(select(model).where(
                 model.status == "queued", model.sent_at.is_(None), where,
@@ -127,7 +125,7 @@ def resend_undelivered(queues: set[str]) -> dict:
             if not taken:  # started, cancelled or sent by another worker meanwhile
                 continue
             try:
-                jobs.send_now(name, **_send_kwargs(model, row_id))
+                jobs.send_now(name, **{id_arg: row_id})
             except Exception:
                 log.exception("could not re-send %s %s; next sweep tries again", label, row_id)
                 with maker() as db:
