@@ -449,3 +449,25 @@ def test_base_model_without_chat_template_falls_back_to_chatml(tiny_model, data_
     assert any("ChatML" in f for f in result.fallbacks)
     # the template used for training is saved with the adapter, for inference
     assert (Path(result.adapter_dir) / "chat_template.jinja").is_file()
+
+
+def test_resume_skips_a_checkpoint_torn_by_a_killed_worker(tiny_model, data_file, tmp_path):
+    """A worker killed while saving leaves checkpoint-<n> without trainer_state.json (written
+    last); resuming takes the newest complete checkpoint instead of failing on the torn one."""
+    from workers.training.train import CHECKPOINTS_DIR, last_complete_checkpoint
+
+    config = _config(tiny_model, max_steps=6, save_steps=2)
+    first = train(config, train_file=data_file, output_dir=tmp_path,
+                  callbacks=RecordingHooks(cancel_after_step=3))
+    assert first.status == "cancelled"
+    folder = tmp_path / CHECKPOINTS_DIR
+    complete = last_complete_checkpoint(folder)
+    assert complete is not None
+    torn = folder / "checkpoint-5"
+    torn.mkdir()
+    (torn / "adapter_config.json").write_text("{}")  # the save got this far
+    assert last_complete_checkpoint(folder) == complete
+
+    second = train(config, train_file=data_file, output_dir=tmp_path, callbacks=RecordingHooks())
+    assert second.status == "completed" and second.global_step == 6
+    assert second.resumed_from == complete

@@ -368,7 +368,6 @@ def train(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from workers.training import artifacts
     from workers.training.data import PaddingCollator, build_dataset
@@ -540,7 +539,7 @@ def train(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
 
-    resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    resume_from = last_complete_checkpoint(ckpt_dir)
     if resume_from:
         prior = artifacts.read_loss_curve(out / artifacts.LOSS_CURVE_FILE)
         curve.extend(
@@ -633,6 +632,21 @@ def train(
 def _last(curve: list[dict[str, Any]], key: str) -> float | None:
     values = [point[key] for point in curve if point.get(key) is not None]
     return values[-1] if values else None
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-<step>`` that the Trainer finished writing, or None.
+
+    ``trainer_state.json`` is the last file Trainer writes into a checkpoint; a worker killed
+    while saving leaves a folder without it (model weights half there), which transformers'
+    ``get_last_checkpoint`` would still pick and ``resume_from_checkpoint`` then refuses.
+    """
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.iterdir()
+            if p.is_dir() and p.name.startswith("checkpoint-") and _checkpoint_step(str(p)) > 0
+            and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: _checkpoint_step(str(p)))) if done else None
 
 
 def _checkpoint_step(path: str) -> int:
