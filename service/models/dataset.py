@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, CanonicalJSON, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
 class Dataset(Base):
@@ -21,7 +22,7 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class DatasetVersion(Base):
+class DatasetVersion(JobMixin, Base):
     """An immutable, frozen selection of sample revisions with a split."""
 
     __tablename__ = "dataset_versions"
@@ -31,7 +32,6 @@ class DatasetVersion(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|building|ready|failed
     filter: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     split: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -42,7 +42,6 @@ class DatasetVersion(Base):
     counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     leakage: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     built_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -70,17 +69,15 @@ class DatasetVersionItem(Base):
     document_id: Mapped[int | None] = mapped_column(BigId)
 
 
-class DatasetExport(Base):
+class DatasetExport(JobMixin, Base):
     __tablename__ = "dataset_exports"
     __table_args__ = (UniqueConstraint("version_id", "format"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     format: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|ready|failed
     progress: Mapped[int] = mapped_column(Integer, default=0)
     path: Mapped[str | None] = mapped_column(String(500))
     files: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -7,9 +7,10 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
-class Document(Base):
+class Document(JobMixin, Base):
     __tablename__ = "documents"
     __table_args__ = (
         UniqueConstraint("project_id", "sha256"),
@@ -25,7 +26,6 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_path: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20), default="uploaded")  # uploaded|parsing|parsed|failed
-    error: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     page_count: Mapped[int | None] = mapped_column(Integer)

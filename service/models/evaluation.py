@@ -3,13 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
-class EvalRun(Base):
+class EvalRun(JobMixin, Base):
     __tablename__ = "eval_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -24,20 +25,12 @@ class EvalRun(Base):
     generation: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     metrics: Mapped[list[str]] = mapped_column(JSONType, default=list)
     metric_options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="queued")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # when the broker accepted the run's message (NULL: never, e.g. the broker was down at commit)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     aggregate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EvalPrediction(Base):

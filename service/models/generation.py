@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
 class LLMProvider(Base):
@@ -47,7 +48,7 @@ class PromptTemplate(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class GenerationJob(Base):
+class GenerationJob(JobMixin, Base):
     __tablename__ = "generation_jobs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -58,21 +59,14 @@ class GenerationJob(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     chunk_filter: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     samples_per_chunk: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(20), default="queued")
     total_units: Mapped[int] = mapped_column(Integer, default=0)
     done_units: Mapped[int] = mapped_column(Integer, default=0)
     failed_units: Mapped[int] = mapped_column(Integer, default=0)
     retried: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigId, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigId, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # when the broker accepted the job's message (NULL: never, e.g. the broker was down at commit)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class GenerationUnit(Base):

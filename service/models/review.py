@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
 class ReviewDecision(Base):
@@ -29,7 +30,7 @@ class ReviewDecision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class BulkJob(Base):
+class BulkJob(JobMixin, Base):
     """A bulk change or assignment too large for one request, run by the ``review.bulk`` task.
 
     ``state`` holds the selection (filter, ``upto_id``), what to do (``spec``) and the progress
@@ -42,10 +43,6 @@ class BulkJob(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(20))  # change|assign
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     state: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

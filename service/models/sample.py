@@ -8,6 +8,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
 class SampleStatus(str, enum.Enum):
@@ -80,7 +81,7 @@ class SampleRevision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ImportJob(Base):
+class ImportJob(JobMixin, Base):
     __tablename__ = "import_jobs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -90,12 +91,9 @@ class ImportJob(Base):
     format: Mapped[str | None] = mapped_column(String(20))
     mapping: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     mode: Mapped[str] = mapped_column(String(10), default="strict")
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|rejected|failed
     lines_read: Mapped[int] = mapped_column(Integer, default=0)
     imported: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

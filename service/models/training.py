@@ -7,9 +7,10 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.job import JobMixin
 
 
-class TrainingJob(Base):
+class TrainingJob(JobMixin, Base):
     __tablename__ = "training_jobs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -23,20 +24,11 @@ class TrainingJob(Base):
     status: Mapped[str] = mapped_column(String(20), default="validating")
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    worker: Mapped[str | None] = mapped_column(String(200))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     evaluate_after: Mapped[bool] = mapped_column(Boolean, default=False)
     merge_after: Mapped[bool] = mapped_column(Boolean, default=False)
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # when the broker accepted the job's message (NULL: never, e.g. the broker was down at commit)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class JobEvent(Base):

@@ -1,0 +1,55 @@
+"""The lifecycle every background job row shares: one mixin, one set of status words.
+
+A job row (a generation job, a training job, an evaluation run, a dataset build or export, an
+import, a bulk change, a document parse) is driven by the job kit in ``workers/jobs.py``:
+
+* ``attempts``: how many times a runner claimed it (a cap turns a job that keeps killing its
+  workers into ``failed`` with a reason instead of a loop);
+* ``lease_token``: the fencing token of the runner that holds it; every write of a runner is
+  ``UPDATE ... WHERE lease_token = <mine>``, so a runner that lost its lease writes nothing;
+* ``heartbeat_at``: renewed by the runner's heartbeat thread while it works (not after a batch),
+  so the sweeper resumes exactly the jobs whose runner is gone;
+* ``sent_at``: when the broker accepted the job's message (NULL: never, the sweepers re-send);
+* ``cancel_requested``: set by a user; runners read it between units and inside long loops;
+* ``worker``: host and process of the runner holding the lease, shown on the job's page.
+
+Tables keep their own word for a state where the product already shows one (a version is
+``building`` and then ``ready``, a document ``parsing`` and then ``parsed``); the job kit's
+registry maps those words onto :class:`JobStatus`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Boolean, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.core.db import UTCDateTime
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    paused = "paused"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class JobMixin:
+    """Lifecycle columns of a job row (see the module docstring)."""
+
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.queued.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
