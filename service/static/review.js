@@ -18,7 +18,18 @@
     return node;
   }
   const clone = (x) => JSON.parse(JSON.stringify(x));
-  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  // Equality of JSON values whatever the order of object keys: the server sends messages as
+  // {content, role} (sorted keys), the editor collects {role, content}.
+  function canonical(x) {
+    if (Array.isArray(x)) return x.map(canonical);
+    if (x && typeof x === "object") {
+      const out = {};
+      Object.keys(x).sort().forEach((k) => { if (x[k] !== undefined) out[k] = canonical(x[k]); });
+      return out;
+    }
+    return x;
+  }
+  const same = (a, b) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
   function readJSON(id) {
     const node = document.getElementById(id);
     return node ? JSON.parse(node.textContent) : null;

@@ -235,3 +235,43 @@ def test_large_bulk_change_from_the_page_runs_as_a_job_and_reports(browser, live
     assert job.status == "succeeded" and job.state["changed"] == 5
     assert all("checked-in-bulk" in fresh(db, sid).tags for sid in ids)
     assert page.js_errors == []
+
+
+def test_preview_twice_then_save_creates_no_revision(browser, live_server, db, team, make_samples):
+    from sqlalchemy import func, select
+
+    from service.models import SampleRevision
+
+    (sid,) = make_samples(team.project_id, 1)
+    before = db.scalar(select(func.count()).select_from(SampleRevision).where(SampleRevision.sample_id == sid))
+    page = login(browser, live_server, team.ann1.email)
+    page.goto(f"/projects/{team.project_id}/review?sample={sid}")
+    on_sample(page, sid)
+    page.keyboard.press("p")
+    page.keyboard.press("p")
+    assert page.inner_text("#status-line") == ""       # not "Unsaved changes"
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("#status-line:has-text('Nothing to save.')")
+    db.expire_all()
+    after = db.scalar(select(func.count()).select_from(SampleRevision).where(SampleRevision.sample_id == sid))
+    assert (after, fresh(db, sid).version) == (before, 1)
+    assert page.js_errors == []
+
+
+def test_progress_page_agreement_column_shows_numbers(browser, live_server, client, db, team, make_samples):
+    ids = make_samples(team.project_id, 2)
+    client.put(f"/api/v1/projects/{team.project_id}/review/settings", headers=team.lead.headers,
+               json={"review_overlap": 2})
+    for actor in (team.ann1, team.ann2):
+        for sid in ids:
+            version = client.get(f"/api/v1/projects/{team.project_id}/samples/{sid}",
+                                 headers=actor.headers).json()["version"]
+            resp = client.post(f"/api/v1/projects/{team.project_id}/review/samples/{sid}/decision",
+                               headers=actor.headers, json={"decision": "accepted", "version": version})
+            assert resp.status_code == 200, resp.text
+    page = login(browser, live_server, team.viewer.email)
+    page.goto(f"/projects/{team.project_id}/review/dashboard")
+    row = page.locator(f'[data-testid="throughput"] tr:has-text("{team.ann1.email}")')
+    assert row.locator("td").last.inner_text() == "100% of 2"
+    assert "built-in method" not in page.content()
+    assert page.js_errors == []
