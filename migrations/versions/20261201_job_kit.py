@@ -2,7 +2,7 @@
 
 Every job row (generation, training, evaluation, dataset build and export, import, bulk change,
 document parse) gets the columns of ``service.models.job.JobMixin`` it lacked: ``attempts``,
-``lease_token`` (the runner's fencing token), ``worker``, ``cancel_requested``, ``started_at``,
+``lease_token`` (the runner's fencing token), ``worker``, ``queue``, ``cancel_requested``, ``started_at``,
 ``finished_at``, ``heartbeat_at`` and ``sent_at``. Existing rows count as sent
 (``sent_at = created_at``).
 
@@ -20,13 +20,13 @@ down_revision = "20261129_0006"
 branch_labels = None
 depends_on = None
 
-_ALL = ("attempts", "lease_token", "worker", "cancel_requested", "started_at", "finished_at",
+_ALL = ("attempts", "lease_token", "worker", "queue", "cancel_requested", "started_at", "finished_at",
         "heartbeat_at", "sent_at")
 # the columns each table lacked before this revision
 _MISSING: dict[str, tuple[str, ...]] = {
-    "generation_jobs": ("attempts", "lease_token", "worker", "cancel_requested"),
-    "training_jobs": ("lease_token",),
-    "eval_runs": ("lease_token", "worker", "started_at"),
+    "generation_jobs": ("attempts", "lease_token", "worker", "queue", "cancel_requested"),
+    "training_jobs": ("lease_token", "queue"),
+    "eval_runs": ("lease_token", "worker", "queue", "started_at"),
     "dataset_versions": _ALL,
     "dataset_exports": _ALL,
     "import_jobs": tuple(c for c in _ALL if c != "finished_at"),
@@ -44,6 +44,8 @@ def _column(name: str) -> sa.Column:
         return sa.Column(name, sa.String(length=36), nullable=True)
     if name == "worker":
         return sa.Column(name, sa.String(length=200), nullable=True)
+    if name == "queue":
+        return sa.Column(name, sa.String(length=20), nullable=True)
     return sa.Column(name, service.core.db.UTCDateTime(timezone=True), nullable=True)
 
 

@@ -11,7 +11,9 @@ import, a bulk change, a document parse) is driven by the job kit in ``workers/j
   so the sweeper resumes exactly the jobs whose runner is gone;
 * ``sent_at``: when the broker accepted the job's message (NULL: never, the sweepers re-send);
 * ``cancel_requested``: set by a user; runners read it between units and inside long loops;
-* ``worker``: host and process of the runner holding the lease, shown on the job's page.
+* ``worker``: host and process of the runner holding the lease, shown on the job's page;
+* ``queue``: the queue the job was sent to, when it is not its kind's usual one (a generation
+  job with the in-worker model runs on ``gpu`` with the other heavy local work).
 
 Tables keep their own word for a state where the product already shows one (a version is
 ``building`` and then ``ready``, a document ``parsing`` and then ``parsed``); the job kit's
@@ -47,6 +49,7 @@ class JobMixin:
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_token: Mapped[str | None] = mapped_column(String(36))
     worker: Mapped[str | None] = mapped_column(String(200))
+    queue: Mapped[str | None] = mapped_column(String(20))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
