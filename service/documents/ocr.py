@@ -216,7 +216,7 @@ def tidy(text: str) -> str:
 
 # pdfium is not thread-safe; the parser runs one file per worker process, but keep callers in
 # other threads (tests, scripts) from rendering at the same time
-_PDFIUM_LOCK = threading.Lock()
+PDFIUM_LOCK = threading.Lock()
 
 
 class PageRenderer:
@@ -228,7 +228,7 @@ class PageRenderer:
 
     def render(self, index: int, *, dpi: int) -> tuple[bytes, int]:
         """``(pnm_bytes, effective_dpi)`` for the page at 0-based ``index``."""
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             pdf = self._open()
             page = pdf[index]
             try:
@@ -259,7 +259,7 @@ class PageRenderer:
 
     def close(self) -> None:
         if self._pdf is not None:
-            with _PDFIUM_LOCK:
+            with PDFIUM_LOCK:
                 self._pdf.close()
             self._pdf = None
 

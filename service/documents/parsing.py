@@ -77,7 +77,7 @@ from typing import Any
 from lxml import etree
 from lxml import html as lxml_html
 
-from service.documents import ocr
+from service.documents import ocr, pdf
 
 __all__ = [
     "FORMATS",
@@ -1261,50 +1261,151 @@ def _docx_metadata(document: Any) -> dict[str, Any]:
 
 
 def _parse_pdf(path: Path, limits: ParseLimits, deadline: _Deadline) -> ParsedDocument:
-    reader = _open_pdf(path)
-    page_total = len(reader.pages)
+    source = _open_pdf_source(path)
+    try:
+        return _read_pdf(source, path, limits, deadline)
+    finally:
+        source.close()
+
+
+def _read_pdf(
+    source: _PdfiumSource | _PypdfSource, path: Path, limits: ParseLimits, deadline: _Deadline
+) -> ParsedDocument:
+    page_total = source.page_count
     if page_total > limits.max_pages:
         raise ParseError(f"PDF has {page_total} pages, over the limit of {limits.max_pages}")
-    parts: list[str] = []
-    pages: list[tuple[int, int, int]] = []
+    raw: list[str] = []
     failed: list[int] = []
-    length = 0
+    garbled: list[int] = []
     scans = _PdfOcr(path, limits, deadline)
     try:
-        for index, page in enumerate(reader.pages):
+        for index in range(page_total):
             where = f"PDF page {index + 1} of {page_total}"
             deadline.check(where)
             try:
-                page_text = _clean(_pdf_page_text(page, deadline, where) or "").strip("\n")
+                page_text = pdf.normalize_page(source.text(index, deadline, where))
             except ParseError:
                 raise
             except Exception:  # noqa: BLE001 - one damaged page should not lose the whole document
                 failed.append(index + 1)
                 page_text = ""
-            if ocr.needs_ocr(page_text) and _pdf_page_has_images(page):
+            deadline.check(where)  # PDFium reads a page in one call: check after it too
+            bad_layer = pdf.looks_garbled(page_text)
+            if bad_layer:
+                garbled.append(index + 1)
+            if bad_layer or (ocr.needs_ocr(page_text) and source.has_images(index)):
                 page_text = scans.page(index, page_text, where)
-            if parts:
-                parts.append("\n\n")
-                length += 2
-            pages.append((index + 1, length, length + len(page_text)))
-            parts.append(page_text)
-            length += len(page_text)
+            raw.append(page_text)
     finally:
         scans.close()
-    text = "".join(parts)
-    if not text.strip() and scans.needed:
+    if not any(t.strip() for t in raw) and scans.needed:
         raise ParseError(scans.empty_reason())
-    metadata = _pdf_metadata(reader, page_total)
+    cleaned, cleanup = pdf.clean_pages(raw)
+    parts: list[str] = []
+    pages: list[tuple[int, int, int]] = []
+    length = 0
+    for number, page_text in enumerate(cleaned, start=1):
+        if parts:
+            parts.append("\n\n")
+            length += 2
+        pages.append((number, length, length + len(page_text)))
+        parts.append(page_text)
+        length += len(page_text)
+    metadata: dict[str, Any] = {"page_count": page_total, "pdf_engine": source.engine}
+    metadata.update(source.metadata())
+    metadata["pdf_cleanup"] = cleanup.as_dict()
     if failed:
         metadata["failed_pages"] = failed
+    if garbled:
+        metadata["garbled_pages"] = garbled
     scans.report(metadata)
     return ParsedDocument(
-        text=text,
+        text="".join(parts),
         format="pdf",
         pages=pages,
-        headings=_pdf_outline_headings(reader, pages),
+        headings=source.headings(pages),
         metadata=metadata,
     )
+
+
+def _open_pdf_source(path: Path) -> _PdfiumSource | _PypdfSource:
+    """PDFium, or pypdf where PDFium cannot open the file (or is not installed)."""
+    try:
+        return _PdfiumSource(path)
+    except pdf.PdfiumPasswordError as exc:
+        raise ParseError("encrypted PDF: a password is required to open it") from exc
+    except Exception:  # noqa: BLE001 - PDFium refused the file; pypdf may still read it
+        return _PypdfSource(path)
+
+
+class _PypdfSource:
+    """Pages through pypdf: the fallback reader (and per page, PDFium's)."""
+
+    engine = "pypdf"
+
+    def __init__(self, path: Path) -> None:
+        self.reader = _open_pdf(path)
+        self.page_count = len(self.reader.pages)
+
+    def text(self, index: int, deadline: _Deadline, where: str) -> str:
+        return _pdf_page_text(self.reader.pages[index], deadline, where) or ""
+
+    def has_images(self, index: int) -> bool:
+        return _pdf_page_has_images(self.reader.pages[index])
+
+    def metadata(self) -> dict[str, Any]:
+        return _pdf_metadata(self.reader)
+
+    def headings(self, pages: list[tuple[int, int, int]]) -> list[tuple[int, str, int]]:
+        return _pdf_outline_headings(self.reader, pages)
+
+    def close(self) -> None:
+        pass
+
+
+class _PdfiumSource:
+    """Pages through PDFium (see ``pdf.py``); a page PDFium fails on is read by pypdf."""
+
+    engine = "pdfium"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with ocr.PDFIUM_LOCK:
+            self.doc = pdf.PdfiumDocument(path)
+            self.page_count = len(self.doc)
+        self._fallback: _PypdfSource | None = None
+
+    def text(self, index: int, deadline: _Deadline, where: str) -> str:
+        try:
+            with ocr.PDFIUM_LOCK:
+                return self.doc.page_text(index)
+        except Exception:  # noqa: BLE001 - try the other reader on this page
+            if self._fallback is None:
+                self._fallback = _PypdfSource(self.path)
+            return self._fallback.text(index, deadline, where)
+
+    def has_images(self, index: int) -> bool:
+        with ocr.PDFIUM_LOCK:
+            return self.doc.page_has_images(index)
+
+    def metadata(self) -> dict[str, Any]:
+        with ocr.PDFIUM_LOCK:
+            return dict(self.doc.metadata())
+
+    def headings(self, pages: list[tuple[int, int, int]]) -> list[tuple[int, str, int]]:
+        with ocr.PDFIUM_LOCK:
+            outline = list(self.doc.outline())
+        headings = [
+            (min(level, 6), title, pages[index][1])
+            for level, title, index in outline
+            if 0 <= index < len(pages)
+        ]
+        headings.sort(key=lambda h: h[2])
+        return headings
+
+    def close(self) -> None:
+        with ocr.PDFIUM_LOCK:
+            self.doc.close()
 
 
 class _PdfOcr:
@@ -1531,8 +1632,8 @@ def _open_pdf(path: Path) -> Any:
     return reader
 
 
-def _pdf_metadata(reader: Any, page_total: int) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"page_count": page_total}
+def _pdf_metadata(reader: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
     try:
         info = reader.metadata
     except Exception:  # noqa: BLE001 - metadata is optional; broken info dicts are common

@@ -155,5 +155,5 @@ def test_bands_keep_recall_at_the_threshold() -> None:
         assert bands * rows == 128
         assert 1 - (1 - threshold**rows) ** bands >= 0.9
         if rows < 128:  # one more row per band would lose the recall
-            bigger = [r for r in range(rows + 1, 129) if 128 % r == 0][0]
+            bigger = next(r for r in range(rows + 1, 129) if 128 % r == 0)
             assert 1 - (1 - threshold**bigger) ** (128 // bigger) < 0.9

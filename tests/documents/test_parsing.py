@@ -207,6 +207,7 @@ def test_pdf_text_and_pages(tmp_path: Path) -> None:
     assert doc.text.index("Pack my box") > doc.text.index("lazy dog")
     assert doc.metadata["title"] == "Test Manual"
     assert doc.metadata["page_count"] == 3
+    assert doc.metadata["pdf_engine"] == "pdfium"
 
 
 def test_pdf_outline_becomes_headings(tmp_path: Path) -> None:
@@ -249,14 +250,44 @@ def test_pdf_time_budget_checked_between_pages(tmp_path: Path) -> None:
         parse_document(path, filename="manual.pdf", limits=ParseLimits(max_seconds=1e-9))
 
 
-def test_pdf_time_budget_checked_inside_a_page(tmp_path: Path) -> None:
-    # one page of 12,000 lines: ~1.4 s of text extraction, most of it interpreting operators
+def test_pdf_time_budget_checked_after_a_pdfium_page(tmp_path: Path) -> None:
+    # one page of 12,000 lines: ~0.5 s in PDFium, which reads a page in one call
+    lines = [f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(12_000)]
+    path = make_pdf(tmp_path / "dense.pdf", [lines])
+    with pytest.raises(ParseError, match=r"time budget of 0.1 s \(PDF page 1 of 1\)"):
+        parse_document(path, filename="dense.pdf", limits=ParseLimits(max_seconds=0.1))
+
+
+def test_pdf_time_budget_checked_inside_a_pypdf_page(tmp_path: Path, monkeypatch) -> None:
+    # where PDFium cannot open the file, pypdf reads it (~1.4 s for this page, most of it
+    # interpreting operators) and the budget is checked between operators
+    from service.documents import pdf
+
+    def refuse(path: Path) -> None:
+        raise RuntimeError("PDFium cannot open this file")
+
+    monkeypatch.setattr(pdf, "PdfiumDocument", refuse)
     lines = [f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(12_000)]
     path = make_pdf(tmp_path / "dense.pdf", [lines])
     started = time.monotonic()
     with pytest.raises(ParseError, match=r"time budget of 0.5 s \(inside PDF page 1 of 1\)"):
         parse_document(path, filename="dense.pdf", limits=ParseLimits(max_seconds=0.5))
     assert time.monotonic() - started < 5
+
+
+def test_pypdf_fallback_reads_text_pages_and_outline(tmp_path: Path, monkeypatch) -> None:
+    from service.documents import pdf
+
+    def refuse(path: Path) -> None:
+        raise RuntimeError("PDFium cannot open this file")
+
+    monkeypatch.setattr(pdf, "PdfiumDocument", refuse)
+    plain = make_pdf(tmp_path / "plain.pdf", PDF_PAGES)
+    doc = parse_document(rewrite_pdf(plain, tmp_path / "o.pdf", outline=True), filename="o.pdf")
+    assert doc.metadata["pdf_engine"] == "pypdf"
+    assert [p[0] for p in doc.pages] == [1, 2, 3]
+    assert "Pack my box" in doc.text[doc.pages[1][1] : doc.pages[1][2]]
+    assert [title for _, title, _ in doc.headings] == ["Part A", "Chapter Two", "Chapter Three"]
 
 
 def test_pdf_without_text_layer_is_refused(tmp_path: Path) -> None:

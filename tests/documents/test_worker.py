@@ -20,7 +20,7 @@ def test_zip_bomb_fails_and_the_worker_keeps_parsing(db, factories, tmp_path):
     project = factories.make_project(db, user)
     bomb = make_zip_bomb(tmp_path / "bomb.docx", mib=1024)
     ids = []
-    for name, stream in (("bomb.docx", open(bomb, "rb")),
+    for name, stream in (("bomb.docx", open(bomb, "rb")),  # noqa: SIM115 - closed below
                          ("ok.md", io.BytesIO("# 标题\n\n正文 text.\n".encode()))):
         with stream:
             ids.append(documents_service.upload_document(
