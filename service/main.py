@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.config import get_settings
 from service.core.errors import AppError, Unauthorized, install_error_handlers
@@ -21,13 +22,13 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def _routers() -> list:
-    from service import health
+    from service import apidocs, health
     from service.auth import api as auth_api
     from service.auth import pages as auth_pages
     from service.projects import api as projects_api
     from service.projects import pages as projects_pages
 
-    routers = [health.router, auth_api.router, auth_pages.router, projects_api.router,
+    routers = [health.router, apidocs.router, auth_api.router, auth_pages.router, projects_api.router,
                projects_pages.router]
     # domain packages register themselves here as they land
     import importlib
@@ -36,7 +37,8 @@ def _routers() -> list:
                    "service.review.pages", "service.documents.api",
                    "service.documents.pages", "service.datasets.api", "service.datasets.pages",
                    "service.generation.api", "service.generation.pages", "service.training.api",
-                   "service.training.pages", "service.evaluation.api", "service.evaluation.pages"):
+                   "service.training.pages", "service.evaluation.api", "service.evaluation.pages",
+                   "service.users.api", "service.users.pages"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -50,13 +52,29 @@ def _routers() -> list:
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    app = FastAPI(title="annotune", version="0.1.0", docs_url="/docs",
-                  openapi_url="/api/v1/openapi.json")
+    app = FastAPI(title="annotune", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json")  # /docs and /redoc: service/apidocs.py
     install_error_handlers(app)
+    json_http_error = app.exception_handlers[StarletteHTTPException]
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/") or request.headers.get("accept") == "application/json"
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_page_or_json(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown URLs (and other HTTP errors) of the browser pages answer the HTML error page."""
+        if wants_json(request):
+            return await json_http_error(request, exc)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = {404: "There is no page at this address."}.get(exc.status_code, str(exc.detail))
+        page = render(request, "pages/error.html", status_code=exc.status_code,
+                      error_status=exc.status_code, detail=detail, code=code)
+        page.headers.update(getattr(exc, "headers", None) or {})
+        return page
 
     @app.exception_handler(AppError)
     async def _pages_or_json(request: Request, exc: AppError) -> Response:
-        if request.url.path.startswith("/api/") or request.headers.get("accept") == "application/json":
+        if wants_json(request):
             from fastapi.responses import JSONResponse
 
             from service.core.errors import error_body
@@ -68,7 +86,7 @@ def create_app() -> FastAPI:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
         return render(request, "pages/error.html", status_code=exc.status_code,
-                      detail=exc.message, code=exc.code)
+                      error_status=exc.status_code, detail=exc.message, code=exc.code)
 
     @app.middleware("http")
     async def _request_context(request: Request, call_next):
@@ -89,6 +107,9 @@ def create_app() -> FastAPI:
         request_id_var.set("-")
         return response
 
+    from service import apidocs
+
+    app.mount(apidocs.ASSETS_URL, apidocs.assets(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     routers = _routers()
     for router in routers:

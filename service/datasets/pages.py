@@ -13,12 +13,11 @@ from service.core.templating import render
 from service.datasets import schemas
 from service.datasets import service as datasets_service
 from service.models import Role, SampleStatus
-from service.projects.pages import PROJECT_NAV
+from service.projects.pages import add_tab
 
 router = APIRouter(include_in_schema=False)
 
-if ("/datasets", "Datasets") not in PROJECT_NAV:
-    PROJECT_NAV.append(("/datasets", "Datasets"))
+add_tab("/datasets", "Datasets", order=80)
 
 FORMATS = list(schemas.EXPORT_FORMATS)
 

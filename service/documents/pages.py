@@ -7,10 +7,10 @@ from service.core.deps import ProjectViewer, SessionDep
 from service.core.templating import render
 from service.documents import service as documents_service
 from service.models import Role
-from service.projects.pages import PROJECT_NAV, PROJECT_STATS
+from service.projects.pages import PROJECT_STATS, add_tab
 
 router = APIRouter(include_in_schema=False)
-PROJECT_NAV.insert(0, ("/documents", "Documents"))
+add_tab("/documents", "Documents", order=10)
 PROJECT_STATS.append(documents_service.document_counts)
 
 

@@ -14,10 +14,10 @@ from service.core.templating import render
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import service as evaluation_service
 from service.models import DatasetVersion, EvalRun, LLMProvider, Role, TrainingJob
-from service.projects.pages import PROJECT_NAV
+from service.projects.pages import add_tab
 
 router = APIRouter(include_in_schema=False)
-PROJECT_NAV.append(("/evaluation", "Evaluation"))
+add_tab("/evaluation", "Evaluation", order=100)
 
 # ASCII words (with the spaces after them) stay whole; anything else (CJK, punctuation) is one
 # token each, so Chinese text is diffed by character

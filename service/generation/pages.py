@@ -8,10 +8,10 @@ from service.core.deps import ProjectViewer, SessionDep
 from service.core.templating import render
 from service.generation import service as generation_service
 from service.models import Document, GenerationJob, Role
-from service.projects.pages import PROJECT_NAV
+from service.projects.pages import add_tab
 
 router = APIRouter(include_in_schema=False)
-PROJECT_NAV.insert(1, ("/generation", "Generation"))
+add_tab("/generation", "Generation", order=20)
 
 
 @router.get("/projects/{project_id}/generation", response_class=HTMLResponse)

@@ -1,21 +1,58 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from service.core.deps import CurrentUser, ProjectLead, ProjectViewer, SessionDep
+from service.core.deps import Access, CurrentUser, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import AppError
-from service.core.templating import render
+from service.core.templating import render, templates
 from service.models import Role
 from service.projects import service as projects_service
 from service.projects.api import _check_can_manage
 
 router = APIRouter(include_in_schema=False)
 
-# Each domain adds its tab here when it registers pages: (path suffix, label)
-PROJECT_NAV: list[tuple[str, str]] = [("/members", "Members")]
+
+
+@dataclass(frozen=True)
+class Tab:
+    """A project tab: shown on every project page to members whose role opens ``href``."""
+
+    href: str  # path suffix after /projects/{id}
+    label: str
+    order: int
+    min_role: Role = Role.viewer
+
+
+# Each domain adds its tabs with add_tab() when it registers its pages
+PROJECT_NAV: list[Tab] = []
+
+
+def add_tab(href: str, label: str, *, order: int, min_role: Role = Role.viewer) -> None:
+    if all(t.href != href for t in PROJECT_NAV):
+        PROJECT_NAV.append(Tab(href, label, order, min_role))
+        PROJECT_NAV.sort(key=lambda t: t.order)
+
+
+def project_tabs(nav_project: tuple[int, str] | None, access: Access | None,
+                 path: str = "") -> list[tuple[str, str, bool]]:
+    """(url, label, current) of the tabs the caller may open; ``current`` marks the best match.
+
+    Uses the plain snapshots (project id, role) only: an error page renders after a rollback."""
+    if nav_project is None or access is None:
+        return []
+    base = f"/projects/{nav_project[0]}"
+    tabs = [t for t in PROJECT_NAV if access.role.at_least(t.min_role)]
+    matches = [t.href for t in tabs if path == base + t.href or path.startswith(base + t.href + "/")]
+    best = max(matches, key=len, default=None)
+    return [(base + t.href, t.label, t.href == best) for t in tabs]
+
+
+add_tab("/members", "Members", order=120)
+templates.env.globals["project_tabs"] = project_tabs
 # Each domain may add a stats provider: fn(db, project_id) -> list[(label, value)]
 PROJECT_STATS: list = []
 
@@ -40,7 +77,7 @@ def project_page(request: Request, access: ProjectViewer, db: SessionDep):
     stats: list[tuple[str, object]] = []
     for provider in PROJECT_STATS:
         stats.extend(provider(db, access.project.id))
-    return render(request, "pages/project.html", nav=PROJECT_NAV, stats=stats)
+    return render(request, "pages/project.html", stats=stats)
 
 
 def _members_page(request: Request, access, db, *, error: str | None = None, message: str | None = None,

@@ -12,7 +12,7 @@ from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, Sess
 from service.core.errors import AppError
 from service.core.templating import render
 from service.models import Role, User
-from service.projects.pages import PROJECT_NAV, PROJECT_STATS
+from service.projects.pages import PROJECT_STATS, add_tab
 from service.review import service as review_service
 from service.review.api import queue_sort, set_sort_cookie, skipped_ids
 from service.samples import service as samples_service
@@ -23,11 +23,12 @@ QUEUE_SORT_LABELS = {"id": "oldest first (id)", "-id": "newest first (id)",
                      "updated_at": "least recently updated first",
                      "-updated_at": "most recently updated first"}
 
-for _tab in [("/review", "Review"), ("/samples", "Samples"), ("/review/dashboard", "Progress"),
-             ("/review/adjudicate", "Adjudication"), ("/imports/new", "Import"),
-             ("/review/settings", "Review settings")]:
-    if _tab not in PROJECT_NAV:
-        PROJECT_NAV.append(_tab)
+add_tab("/samples", "Samples", order=30)
+add_tab("/review", "Review", order=40, min_role=Role.annotator)
+add_tab("/review/dashboard", "Progress", order=50)
+add_tab("/review/adjudicate", "Adjudication", order=60, min_role=Role.lead)
+add_tab("/imports/new", "Import", order=70, min_role=Role.lead)
+add_tab("/review/settings", "Review settings", order=110, min_role=Role.lead)
 if review_service.project_stats not in PROJECT_STATS:
     PROJECT_STATS.append(review_service.project_stats)
 

@@ -7,11 +7,11 @@ from sqlalchemy import select
 from service.core.deps import ProjectViewer, SessionDep
 from service.core.templating import render
 from service.models import DatasetVersion, Role, TrainingJob
-from service.projects.pages import PROJECT_NAV
+from service.projects.pages import add_tab
 from service.training import service as training_service
 
 router = APIRouter(include_in_schema=False)
-PROJECT_NAV.append(("/training", "Training"))
+add_tab("/training", "Training", order=90)
 
 
 @router.get("/projects/{project_id}/training", response_class=HTMLResponse)

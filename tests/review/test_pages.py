@@ -88,7 +88,11 @@ def test_dashboard_and_project_stats(client, db, team, make_samples):
     assert team.ann1.email in dash
     project = client.get(f"/projects/{team.project_id}", headers=team.viewer.headers).text
     assert "accepted of target" in project and "2 / 4 (50%)" in project
-    assert f'/projects/{team.project_id}/review"' in project
+    assert f'/projects/{team.project_id}/review"' not in project  # the queue is for annotators up
+    assert f'/projects/{team.project_id}/review/dashboard"' in project
+    annotator = client.get(f"/projects/{team.project_id}", headers=team.ann1.headers).text
+    assert f'/projects/{team.project_id}/review"' in annotator
+    assert f'/projects/{team.project_id}/review/settings"' not in annotator  # leads only
 
 
 def test_settings_form_roundtrip(client, db, factories, team):
