@@ -27,6 +27,12 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 200 * 1024 * 1024
     max_import_bytes: int = 2 * 1024 * 1024 * 1024
+    # request bodies other than multipart uploads (JSON, forms); refused with 413 while streaming
+    max_body_bytes: int = 16 * 1024 * 1024
+    # SQLite: how long a writer waits for the write lock before "database is locked"
+    sqlite_busy_timeout_seconds: float = 30.0
+    # review queue: how long "next" reserves a pending sample for the annotator who asked
+    review_lease_seconds: int = 300
 
     session_cookie_name: str = "annotune_session"
     session_cookie_secure: bool = False

@@ -1,6 +1,7 @@
 """Engine, sessions and the declarative ``Base`` shared by every model."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Text, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -77,23 +79,65 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# SQLite: the driver's own transaction handling is switched off and BEGIN is emitted by us, lazily.
+# Reads outside a writing transaction run on their own, each statement seeing the latest commit
+# (as the driver did before, and like PostgreSQL's READ COMMITTED); the first write starts
+# ``BEGIN IMMEDIATE``. A session that declared it writes (``session_scope()``, an unsafe HTTP
+# method) starts ``BEGIN IMMEDIATE`` at its first statement, so its reads and writes are one
+# consistent transaction. IMMEDIATE takes the write lock up front and waits for it under the busy
+# timeout; a transaction that had read and then tried to write could not wait (SQLite answers
+# "database is locked" at once when another writer committed since it read), which is how
+# concurrent uploads were lost.
+SQLITE_BEGIN = "annotune_sqlite_begin"  # execution option: "IMMEDIATE" (else: at the first write)
+_PENDING_BEGIN = "annotune_pending_begin"
+_READS = ("SELECT", "WITH", "PRAGMA", "EXPLAIN")
+
+
+def _sqlite_transactions(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see above)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.info[_PENDING_BEGIN] = conn.get_execution_options().get(SQLITE_BEGIN, "LAZY")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _lazy_begin(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        mode = conn.info.get(_PENDING_BEGIN)
+        if mode is None:
+            return
+        head = statement.lstrip()[:8].upper()
+        if head.startswith("PRAGMA"):
+            return  # pragmas such as foreign_keys only work outside a transaction
+        if mode != "IMMEDIATE" and head.startswith(_READS):
+            return  # a read on its own: no transaction, no lock
+        del conn.info[_PENDING_BEGIN]
+        cursor.connection.execute("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _end(conn: Any) -> None:
+        conn.info.pop(_PENDING_BEGIN, None)
+
+
 def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"future": True}
+    settings = get_settings()
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False,
+                                  "timeout": settings.sqlite_busy_timeout_seconds}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
+        _sqlite_transactions(engine, int(settings.sqlite_busy_timeout_seconds * 1000))
     return engine
 
 
@@ -103,17 +147,48 @@ def get_engine() -> Engine:
 
 
 @lru_cache
+def _writing_engine() -> Engine:
+    return get_engine().execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+
+
+@lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False, future=True)
 
 
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (the busy timeout ran out)."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def open_session(*, write: bool = True) -> Session:
+    """A session; ``write`` starts its SQLite transactions with ``BEGIN IMMEDIATE`` at the first
+    statement (else at the first write)."""
+    return get_sessionmaker()(bind=_writing_engine() if write else get_engine())
+
+
+def commit(session: Session, attempts: int = 3) -> None:
+    """``session.commit()``, retried when SQLite reports the database busy at COMMIT (the changes
+    are still in the open transaction, so trying again is safe)."""
+    for attempt in range(attempts):
+        try:
+            session.commit()
+            return
+        except OperationalError as exc:
+            if not is_busy(exc) or attempt == attempts - 1 or not session.in_transaction():
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A unit of work for tasks and scripts: commit on success, roll back on error."""
-    session = get_sessionmaker()()
+def session_scope(*, write: bool = True) -> Iterator[Session]:
+    """A unit of work for tasks and scripts: commit on success, roll back on error.
+
+    ``write=False`` for a unit of work that only reads (SQLite then takes no write lock)."""
+    session = open_session(write=write)
     try:
         yield session
-        session.commit()
+        commit(session)
     except BaseException:
         session.rollback()
         raise

@@ -17,9 +17,25 @@ from service.core.errors import Forbidden, NotFound, Unauthorized
 from service.models import Project, Role, User
 
 
-def get_db() -> Iterator[Session]:
-    """The request's unit of work: committed when the handler returns, rolled back on error."""
-    with session_scope() as session:
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def writes_db(endpoint: Any) -> Any:
+    """Marks a route that writes although its method is safe (``GET /review/next`` leases a
+    sample), so its unit of work starts as a writing transaction (SQLite: ``BEGIN IMMEDIATE``)."""
+    endpoint.writes_db = True
+    return endpoint
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """The request's unit of work: committed when the handler returns, rolled back on error.
+
+    Unsafe methods (and routes marked ``writes_db``) write; the others only read, so on SQLite
+    they take no write lock."""
+    route = request.scope.get("route")
+    write = (request.method not in SAFE_METHODS
+             or getattr(getattr(route, "endpoint", None), "writes_db", False))
+    with session_scope(write=write) as session:
         yield session
 
 
