@@ -1,50 +1,14 @@
 """Real headless Chromium against the live app: keyboard-only review, draft recovery after a
 reload, a conflict from a second session resolved in the page, and XSS that must not run."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.browser)
 from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-
-import pytest
 
 from service.models import Sample
 from service.samples import service as samples_service
 from tests.review.conftest import XSS_ANSWER, XSS_USER
-from tests.support.factories import PASSWORD
+from tests.support.browser import browser, login, needs_chromium  # noqa: F401  (fixture)
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def login(browser, live_server, email: str):
-    context = browser.new_context(base_url=live_server.url)
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda d: d.accept())  # beforeunload prompts on reload
-    page.js_errors = errors  # type: ignore[attr-defined]
-    page.goto("/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/projects")
-    return page
+pytestmark = needs_chromium
 
 
 def on_sample(page, sid: int) -> None:
