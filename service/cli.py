@@ -59,16 +59,26 @@ def _ensure_admin(email: str | None, password: str | None) -> None:
 
 
 @app.command("create-user")
-def create_user(email: str, password: str = typer.Option(..., prompt=True, hide_input=True),
-                name: str = "", admin: bool = False) -> None:
-    """Create a user."""
+def create_user(email: str,
+                password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
+                                             help="the password (asked for, hidden, when not given)"),
+                name: str = "", admin: bool = typer.Option(False, help="make the user an administrator")
+                ) -> None:
+    """Create a user (the password follows the same policy as the API and the invitation page)."""
     from service.auth import service as auth_service
     from service.core.db import session_scope
+    from service.core.errors import AppError
+    from service.users.passwords import check_password
 
     _settings()
-    with session_scope() as db:
-        user = auth_service.create_user(db, email=email, password=password, name=name, is_admin=admin)
-        typer.echo(f"created user {user.id} <{user.email}>{' (admin)' if admin else ''}")
+    try:
+        check_password(password, email=email)
+        with session_scope() as db:
+            user = auth_service.create_user(db, email=email, password=password, name=name, is_admin=admin)
+            typer.echo(f"created user {user.id} <{user.email}>{' (admin)' if admin else ''}")
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @token_app.command("create")
