@@ -77,7 +77,7 @@ from typing import Any
 from lxml import etree
 from lxml import html as lxml_html
 
-from service.documents import ocr, pdf
+from service.documents import html, ocr, pdf
 
 __all__ = [
     "FORMATS",
@@ -623,6 +623,10 @@ class _HtmlWriter:
         self._inline: list[str] = []
         self._count = 0
         self._depth = 0
+        self._lists = 0  # list nesting depth
+        self._marker: str | None = None  # list item marker waiting for the item's first block
+        self.drop: set[etree._Element] = set()  # navigation blocks (see html.py)
+        self.dropped = 0
 
     def write(self, root: etree._Element, *, drop_site_chrome: bool = False) -> None:
         """Write ``root``'s content; ``drop_site_chrome`` skips its direct header/footer."""
@@ -640,7 +644,13 @@ class _HtmlWriter:
         raw = "".join(self._inline)
         self._inline.clear()
         lines = [" ".join(line.split()) for line in raw.split("\n")]
-        self.out.block("\n".join(line for line in lines if line))
+        self._block("\n".join(line for line in lines if line))
+
+    def _block(self, text: str) -> None:
+        """A block; the first one of a list item gets the item's marker on its first line."""
+        if self._marker is not None and text.strip():
+            text, self._marker = self._marker + text.lstrip("\n"), None
+        self.out.block(text)
 
     def _text(self, text: str | None) -> None:
         if text:
@@ -655,6 +665,9 @@ class _HtmlWriter:
     def _element(self, el: etree._Element) -> None:
         tag = _local(el.tag)
         if tag is None or _skipped(el, tag):
+            return
+        if el in self.drop:
+            self.dropped += 1
             return
         if self._depth >= _MAX_DEPTH:  # pathological nesting: keep the text, skip structure
             self._text(" ".join(el.itertext()))
@@ -674,17 +687,26 @@ class _HtmlWriter:
             self.out.heading(_HEADING_TAGS[tag], _inline_text(el))
         elif tag == "pre":
             self.flush()
-            self.out.block("".join(el.itertext()))
+            self._block(_fenced("".join(el.itertext())))
         elif tag == "table" and not _is_layout_table(el):
             self.flush()
-            self.out.block(_markdown_table(_html_table_rows(el)))
+            self._block(_markdown_table(_html_table_rows(el)))
         elif tag == "br":
             self._inline.append("\n")
             self._children(el)  # recovered XHTML may hang the following text inside <br>
         elif tag == "li":
             self.flush()
-            self._inline.append("- ")
+            self._marker = "   " * max(self._lists - 1, 0) + _list_marker(el)
             self._children(el)
+            self.flush()
+            self._marker = None  # an empty item writes nothing
+        elif tag in ("ol", "ul", "menu"):
+            self.flush()
+            self._lists += 1
+            try:
+                self._children(el)
+            finally:
+                self._lists -= 1
             self.flush()
         elif tag in _BLOCK_TAGS:
             self.flush()
@@ -692,6 +714,41 @@ class _HtmlWriter:
             self.flush()
         else:
             self._children(el)
+
+
+def _list_marker(li: etree._Element) -> str:
+    """``"- "`` in a ``<ul>``, ``"3. "`` for the third item of an ``<ol>`` (``start`` and
+    ``value`` honoured)."""
+    parent = li.getparent()
+    if parent is None or _local(parent.tag) != "ol":
+        return "- "
+    number = _int(parent.get("start"), 1)
+    for sibling in parent:
+        if _local(sibling.tag) != "li":
+            continue
+        number = _int(sibling.get("value"), number)
+        if sibling is li:
+            break
+        number += 1
+    return f"{number}. "
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _fenced(code: str) -> str:
+    """``pre`` text as a fenced code block (so a ``# command`` line is never a heading)."""
+    code = code.strip("\n")
+    if not code.strip():
+        return ""
+    fence = "```"
+    while fence in code:
+        fence += "`"
+    return f"{fence}\n{code}\n{fence}"
 
 
 def _inline_text(el: etree._Element) -> str:
@@ -757,8 +814,11 @@ def _parse_html(path: Path, limits: ParseLimits, deadline: _Deadline) -> ParsedD
     title_el = root.find(".//title")
     builder = _TextBuilder()
     main, is_body = _main_content(root)
-    _HtmlWriter(builder, deadline).write(main, drop_site_chrome=is_body)
+    writer = _HtmlWriter(builder, deadline)
+    _write_main(writer, main, is_body=is_body)
     metadata: dict[str, Any] = {"encoding": encoding}
+    if writer.dropped:
+        metadata["navigation_blocks_dropped"] = writer.dropped
     if title_el is not None and title_el.text_content().strip():
         metadata["title"] = " ".join(title_el.text_content().split())
     return ParsedDocument(
@@ -771,6 +831,17 @@ def _html_root(text: str) -> etree._Element:
     return lxml_html.document_fromstring(
         text if text.strip() else "<html></html>", parser=_HTML_PARSER
     )
+
+
+def _write_main(writer: _HtmlWriter, main: etree._Element, *, is_body: bool) -> None:
+    """Write the page's main content without its navigation blocks (see ``html.py``)."""
+    stats = html.TextStats(main)
+    if is_body:
+        found = html.find_main(main, stats)
+        is_body = found is main
+        main = found
+    writer.drop = html.navigation_blocks(main, stats)
+    writer.write(main, drop_site_chrome=is_body)
 
 
 def _main_content(root: etree._Element) -> tuple[etree._Element, bool]:
@@ -812,7 +883,7 @@ def _parse_epub(path: Path, limits: ParseLimits, deadline: _Deadline) -> ParsedD
             if body is None:
                 continue
             start = builder.length
-            writer.write(body)
+            _write_main(writer, body, is_body=True)
             if builder.length > start:
                 chapter_starts.append({"href": href, "char_start": start + (2 if start else 0)})
     metadata = _epub_metadata(opf)

@@ -30,6 +30,38 @@ class DocumentRead(BaseModel):
         None, validation_alias=AliasPath("meta", "parsed", "ocr"),
         description="Present when some PDF page had no text layer: engine, languages, dpi, "
                     "pages (1-based) whose text came from OCR, skipped_pages, empty_pages.")
+    quality: QualityRead | None = Field(
+        None, validation_alias=AliasPath("meta", "quality"),
+        description="Quality report of the text and chunks; absent until chunked.")
+
+
+class QualityRead(BaseModel):
+    """Per-document quality report (``Document.meta["quality"]``, see documents/quality.py);
+    measures that do not apply to the format (pages for HTML) are absent."""
+    model_config = ConfigDict(extra="allow")
+    warnings: list[str] = Field(default_factory=list,
+                                description="Each measure past its threshold, in words.")
+    chars: int = 0
+    chunks: int = 0
+    glued_chunks: int = Field(0, description="Chunks holding a run of 25+ letters without a "
+                                             "space, outside URLs and code.")
+    glued_chunk_share: float = 0.0
+    glued_examples: list[str] = Field(default_factory=list)
+    replacement_chars: int = 0
+    replacement_share: float = 0.0
+    pages: int | None = None
+    empty_pages: list[int] = Field(default_factory=list)
+    ocr_pages: list[int] = Field(default_factory=list)
+    garbled_pages: list[int] = Field(default_factory=list)
+    furniture_lines: int = Field(0, description="Running header/footer lines removed.")
+    furniture_pages: int = 0
+    furniture_share: float = Field(0.0, description="Share of the page text removed as "
+                                                    "headers/footers.")
+    toc_pages: list[int] = Field(default_factory=list, description="Table-of-contents pages "
+                                                                    "left out of the text.")
+    dot_leader_lines: int = 0
+    hyphens_joined: int = 0
+    navigation_blocks_dropped: int | None = None
 
 
 class ChunkRead(BaseModel):

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from service.core import jobs, storage
 from service.core.config import get_settings
-from service.core.db import get_sessionmaker, utcnow
-from service.core.errors import AppError, Conflict, Invalid, NotFound
+from service.core.db import utcnow
+from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
-from service.documents import chunking, dedup, parsing, redaction
+from service.documents import chunking, dedup, parsing, quality, redaction
+from service.documents.jobs import PARSE
 from service.models import Chunk, Document, Project, Sample
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def upload_document(db: Session, *, project_id: int, filename: str, content_type
                    created_by_id=actor_id, meta={})
     db.add(doc)
     db.flush()
-    jobs.enqueue(db, "documents.parse", document_id=doc.id)
+    jobs.enqueue(db, PARSE, doc)
     return {"filename": filename, "status_code": 201, "document_id": doc.id, "duplicate": False,
             "sha256": stored.sha256, "status": doc.status}
 
@@ -143,60 +144,35 @@ def _write_chunks(db: Session, doc: Document, project: Project, parsed: parsing.
     db.add_all(rows)
     db.flush()
     doc.chunk_count = len(pieces)
-    doc.meta = {**(doc.meta or {}), "chunking": dataclasses.asdict(settings)}
+    doc.meta = {**(doc.meta or {}), "chunking": dataclasses.asdict(settings),
+                "quality": quality.quality_report(parsed, pieces)}
     return len(pieces)
 
 
-def parse_and_chunk(document_id: int) -> dict[str, Any]:
-    """Task body for ``documents.parse``: idempotent; a failure marks only this document."""
-    maker = get_sessionmaker()
-    with maker() as db:
-        claimed = db.execute(update(Document).where(
-            Document.id == document_id, Document.status.in_(("uploaded", "parsing")))
-            .values(status="parsing", error=None, updated_at=utcnow())).rowcount
-        db.commit()
-        if not claimed:
-            return {"status": "skipped"}
-        doc = db.get(Document, document_id)
-        project = db.get(Project, doc.project_id)
-        path, filename, ctype = doc.storage_path, doc.filename, doc.content_type
-    try:
-        parsed = parsing.parse_document(path, filename=filename, content_type=ctype or None)
-    except parsing.ParseError as exc:
-        return _fail(document_id, exc.reason)
-    except Exception as exc:  # a parser bug must not take the worker down or hide the reason
-        log.exception("parsing document %s failed", document_id)
-        return _fail(document_id, f"could not parse the file ({type(exc).__name__})")
-    with maker() as db:
-        doc = db.get(Document, document_id)
-        project = db.get(Project, doc.project_id)
-        red = redaction_settings(project)
-        if red["enabled"] and not red["keep_original"]:
-            # only redacted text may be stored: chunk the redacted document, offsets moved to match
-            parsed, _ = redaction.redact_document(parsed, types=red["types"])
-        doc.text = parsed.text
-        doc.format = parsed.format
-        doc.page_count = parsed.page_count
-        doc.meta = {"pages": [list(p) for p in parsed.pages],
-                    "headings": [list(h) for h in parsed.headings],
-                    "parsed": parsed.metadata, "chars": len(parsed.text)}
-        db.execute(delete(Chunk).where(Chunk.document_id == document_id))
-        try:
-            n = _write_chunks(db, doc, project, parsed, chunk_settings(project))
-        except AppError as exc:
-            db.rollback()
-            return _fail(document_id, f"chunking settings: {exc.message}")
-        doc.status = "parsed"
-        db.commit()
-    return {"status": "parsed", "chunks": n}
+def source_of(db: Session, document_id: int) -> tuple[str, str, str | None]:
+    """``(stored path, file name, content type)`` of an uploaded document."""
+    doc = db.get(Document, document_id)
+    return doc.storage_path, doc.filename, doc.content_type or None
 
 
-def _fail(document_id: int, reason: str) -> dict[str, Any]:
-    with get_sessionmaker()() as db:
-        db.execute(update(Document).where(Document.id == document_id)
-                   .values(status="failed", error=reason[:2000], updated_at=utcnow()))
-        db.commit()
-    return {"status": "failed", "error": reason}
+def store_parsed(db: Session, document_id: int, parsed: parsing.ParsedDocument) -> int:
+    """Store a parse: the text, its metadata and fresh chunks (redacted first when the project
+    asks). Flushes, never commits; raises ``AppError`` for chunk settings that do not apply.
+    Returns the number of chunks. The parse runner is ``workers/documents/runner.py``."""
+    doc = db.get(Document, document_id)
+    project = db.get(Project, doc.project_id)
+    red = redaction_settings(project)
+    if red["enabled"] and not red["keep_original"]:
+        # only redacted text may be stored: chunk the redacted document, offsets moved to match
+        parsed, _ = redaction.redact_document(parsed, types=red["types"])
+    doc.text = parsed.text
+    doc.format = parsed.format
+    doc.page_count = parsed.page_count
+    doc.meta = {"pages": [list(p) for p in parsed.pages],
+                "headings": [list(h) for h in parsed.headings],
+                "parsed": parsed.metadata, "chars": len(parsed.text)}
+    db.execute(delete(Chunk).where(Chunk.document_id == document_id))
+    return _write_chunks(db, doc, project, parsed, chunk_settings(project))
 
 
 def _dependent_samples(db: Session, document_id: int, limit: int = 20) -> list[int]:

@@ -159,3 +159,31 @@ def test_docx_page_parts_and_notes_are_chunked_and_redacted(client, db, lead, tm
     assert footer["heading_path"] == [] and footer["page_start"] is None
     note = next(c for c in chunks_of["notes.docx"] if "Costs per unit" in c["text"])
     assert note["heading_path"] == ["Footnotes"]
+
+
+def test_quality_report_in_the_api_and_on_the_page(client, db, lead):
+    """A real manual's excerpt (tests/documents/fixtures): the report is stored in
+    Document.meta["quality"], returned by the API, shown on the page, kept on re-chunk."""
+    from pathlib import Path
+
+    owner, pid = lead
+    pdf = Path(__file__).parent / "fixtures" / "debian-reference-en-excerpt.pdf"
+    files = [("files", (pdf.name, io.BytesIO(pdf.read_bytes()), "application/pdf"))]
+    result = client.post(f"/api/v1/projects/{pid}/documents", headers=owner.headers,
+                         files=files).json()["results"][0]
+    url = f"/api/v1/projects/{pid}/documents/{result['document_id']}"
+    doc = client.get(url, headers=owner.headers).json()
+    assert doc["status"] == "parsed", doc
+    quality = doc["quality"]
+    assert quality["warnings"] == [] and quality["glued_chunks"] == 0
+    assert quality["furniture_pages"] == 10 and quality["toc_pages"] == [2, 3]
+    assert quality["chunks"] == doc["chunk_count"]
+    page = client.get(f"/projects/{pid}/documents/{doc['id']}", headers=owner.headers)
+    assert page.status_code == 200 and 'data-testid="quality"' in page.text
+    assert "header/footer lines removed on 10 of 10 pages" in page.text
+    assert 'data-testid="quality-warning"' not in page.text
+    resp = client.post(f"{url}/rechunk", headers=owner.headers,
+                       json={"strategy": "recursive", "max_chars": 300})
+    assert resp.status_code == 200, resp.text
+    again = client.get(url, headers=owner.headers).json()
+    assert again["quality"]["chunks"] == again["chunk_count"] > doc["chunk_count"]

@@ -539,7 +539,7 @@ def test_html_main_text(tmp_path: Path) -> None:
         "# User Manual\n\n"
         "Welcome to annotune.\nSecond line.\n\n"
         "## 安装步骤\n\n"
-        "- 下载安装包\n\n- 运行安装程序\n\n"
+        "1. 下载安装包\n\n2. 运行安装程序\n\n"
         "| Key | Value |\n| --- | --- |\n| port | 8000 |"
     )
     assert [(level, title) for level, title, _ in doc.headings] == [
