@@ -23,6 +23,8 @@
         if (xhr.status === 201 && data) {
           const r = data.results[0];
           msg.textContent = r.duplicate ? " already uploaded (same content)" : " uploaded, parsing…";
+          if (r.document_id) li.dataset.doc = String(r.document_id);
+          document.dispatchEvent(new CustomEvent("annotune:uploaded", {detail: r}));
         } else {
           const err = data && data.error ? data.error.message : xhr.statusText;
           msg.textContent = ` refused (${xhr.status}): ${err}`; msg.className = "danger";
