@@ -3,6 +3,15 @@
     python bench/ingest.py --size-mb 50                  # Markdown + text, Chinese + English
     python bench/ingest.py --size-mb 50 --formats        # also PDF/DOCX/EPUB/HTML parse speed
     python bench/ingest.py --database-url sqlite:///bench.db   # also time inserting chunks
+    python bench/ingest.py --real /usr/share/debian-reference /usr/share/doc/maint-guide
+                                                         # real files (PDF/HTML/...) instead
+
+``--real`` parses (and chunks, markdown strategy) every supported file under the given
+files or folders, pinned to one core, best of ``--repeat`` runs per file, and prints per
+file: pages/s and MB/s of CPU time, chunks, glued-word chunks and removed page furniture
+(from the quality report), then the totals of the whole real corpus. Debian's documentation
+packages are real manuals (``apt-get download debian-reference-en debian-reference-zh-cn
+maint-guide`` then ``dpkg-deb -x <deb> <folder>``).
 
 The corpus is deterministic (seeded) and written to a temporary folder (or ``--out``).
 Throughput is megabytes (10^6 bytes) of file on disk per second, in one process: both per
@@ -12,6 +21,7 @@ second of wall time and per second of CPU time (the latter is what one free core
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import sys
@@ -26,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.documents.chunking import ChunkOut, ChunkSettings, chunk_text
 from service.documents.dedup import find_duplicates
 from service.documents.parsing import ParsedDocument, parse_document
+from service.documents.quality import quality_report
 from service.documents.redaction import redact
 
 MB = 1_000_000
@@ -349,6 +360,74 @@ def time_formats(folder: Path) -> list[tuple[str, int, int, int, float]]:
     return rows
 
 
+# --------------------------------------------------------------------------- real documents
+
+REAL_SUFFIXES = (".pdf", ".html", ".htm", ".xhtml", ".epub", ".docx", ".md", ".txt")
+
+
+def real_files(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
+        found += [p for p in candidates if p.is_file() and p.suffix.lower() in REAL_SUFFIXES]
+    return found
+
+
+def pin_one_core() -> str:
+    """Run on one core (the first one this process may use), where the OS allows it."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity)"
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return f"pinned to core {core}"
+
+
+def time_real(files: list[Path], repeat: int) -> None:
+    """One row per real file, then the corpus totals (CPU time, best of ``repeat``)."""
+    print(
+        "| file | format | MB | pages | parse CPU s | pages/s | MB/s | chunks | glued chunks "
+        "| furniture pages | TOC pages | warnings |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    total_bytes = total_pages = pdf_pages = 0
+    total_cpu = pdf_cpu = chunk_cpu = 0.0
+    for path in files:
+        best = float("inf")
+        for _ in range(repeat):
+            with Timer() as timer:
+                doc = parse_document(path, filename=path.name)
+            best = min(best, timer.cpu)
+        with Timer() as chunk_timer:
+            chunks = chunk_text(doc, ChunkSettings())
+        report = quality_report(doc, chunks)
+        size = path.stat().st_size
+        pages = len(doc.pages)
+        total_bytes += size
+        total_cpu += best
+        chunk_cpu += chunk_timer.cpu
+        if doc.format == "pdf":
+            pdf_pages += pages
+            pdf_cpu += best
+        total_pages += pages
+        rate = f"{pages / best:.0f}" if pages else ""
+        print(
+            f"| {path.name} | {doc.format} | {size / MB:.2f} | {pages or ''} | {best:.3f} | "
+            f"{rate} | {size / MB / best:.2f} | {len(chunks)} | {report['glued_chunks']} | "
+            f"{report.get('furniture_pages', '')} | {len(report.get('toc_pages', [])) or ''} | "
+            f"{len(report['warnings']) or ''} |"
+        )
+    print()
+    print(
+        f"real corpus: {len(files)} files, {total_bytes / MB:.2f} MB, parse {total_cpu:.2f} CPU s"
+    )
+    print(f"  parse: {total_bytes / MB / total_cpu:.2f} MB/s (CPU)")
+    print(f"  parse + chunk: {total_bytes / MB / (total_cpu + chunk_cpu):.2f} MB/s (CPU)")
+    if pdf_pages:
+        print(
+            f"  PDF: {pdf_pages} pages in {pdf_cpu:.2f} CPU s = {pdf_pages / pdf_cpu:.0f} pages/s"
+        )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -364,9 +443,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--formats", action="store_true", help="also time PDF/DOCX/EPUB/HTML")
     parser.add_argument("--database-url", help="also time inserting the chunks (SQLAlchemy Core)")
+    parser.add_argument(
+        "--real", type=Path, nargs="+", help="time these real files/folders instead of a corpus"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="--real: best of N parses per file")
     args = parser.parse_args(argv)
 
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]))
+    if args.real:
+        print(pin_one_core())
+        time_real(real_files(args.real), max(args.repeat, 1))
+        return
     with tempfile.TemporaryDirectory(prefix="annotune-bench-") as tmp:
         folder = args.out or Path(tmp)
         started = time.perf_counter()

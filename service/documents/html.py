@@ -57,22 +57,25 @@ class TextStats:
     """Text length and link-text length of every element of a tree (one pass, bottom up)."""
 
     def __init__(self, root: Any) -> None:
-        self.total: dict[Any, int] = {}
-        self.links: dict[Any, int] = {}
-        self.anchors: dict[Any, int] = {}
+        total: dict[Any, int] = {}
+        links: dict[Any, int] = {}
+        anchors: dict[Any, int] = {}
         for el in reversed(list(root.iter())):  # descendants before their ancestors
-            tag = _local(el.tag)
-            if tag is None or tag in _NO_TEXT:
-                self.total[el] = self.links[el] = self.anchors[el] = 0
+            tag = el.tag
+            if not isinstance(tag, str) or tag.rsplit("}", 1)[-1].lower() in _NO_TEXT:
+                total[el] = links[el] = anchors[el] = 0
                 continue
-            total, links, anchors = _length(el.text), 0, 0
+            text = el.text
+            size, linked, count = (len(text.strip()) if text else 0), 0, 0
             for child in el:
-                total += self.total.get(child, 0) + _length(child.tail)
-                links += self.links.get(child, 0)
-                anchors += self.anchors.get(child, 0)
-            if tag == "a" and el.get("href") is not None:
-                links, anchors = total, anchors + 1
-            self.total[el], self.links[el], self.anchors[el] = total, links, anchors
+                tail = child.tail
+                size += total[child] + (len(tail.strip()) if tail else 0)
+                linked += links[child]
+                count += anchors[child]
+            if tag[-1] in "aA" and _local(tag) == "a" and el.get("href") is not None:
+                linked, count = size, count + 1
+            total[el], links[el], anchors[el] = size, linked, count
+        self.total, self.links, self.anchors = total, links, anchors
 
     def own_text(self, el: Any) -> int:
         """Text that is not link text."""

@@ -2,7 +2,9 @@
 
 When it runs: the PDF parser OCRs a page when the page's text layer has fewer than
 ``MIN_TEXT_CHARS`` (16) non-whitespace characters *and* the page draws an image (an image XObject,
-also inside form XObjects, or an inline image). Pages with a text layer are never OCR'd, so
+also inside form XObjects, or an inline image), and when its text layer is garbled (over 30%
+unmapped glyphs: U+FFFD, private-use or control characters; ``pdf.looks_garbled``), image or
+not. Other pages with a text layer are never OCR'd, so
 searchable PDFs ("scanned + OCR'd" ones included) cost nothing extra; blank pages and
 vector-only drawings are not OCR'd either. When OCR finds text, it replaces the page's
 (near-empty) text layer; page numbers, chunk ``page_start``/``page_end`` and outline

@@ -10,18 +10,23 @@ tables, so the heading-aware chunker sees the same structure whatever the source
 
 Parser choices (one core, CPU time, ``bench/ingest.py --formats``; see docs/benchmarks.md):
 
-- PDF: ``pypdf`` (BSD, pure Python, already a dependency). It reads the text layer page by
-  page, so page numbers survive, and it opens AES/RC4-encrypted files (via ``cryptography``)
-  to tell "needs a password" apart from "corrupt". It is the slowest parser here: ~290 pages/s,
-  ~0.7 MB/s of extracted text on dense single-column pages. PyMuPDF is AGPL, so it was ruled
-  out; pdfminer.six (MIT) was not measured. The time budget is checked between pages and,
-  every 1,024 operators, inside a page whose content has text objects (a page with 60,000
-  lines takes 14 s otherwise); tokenising one huge content stream and text in form XObjects
-  are not bounded that way, so keep a Celery soft time limit on the task. A page with
-  (almost) no text layer that draws an image is a scan: it is OCR'd with Tesseract (see
-  ``ocr.py``, section OCR); without Tesseract it stays empty with a warning in
-  ``metadata["warnings"]``, and a PDF with no text at all is refused. Headings come from the
-  PDF outline (bookmarks), if any.
+- PDF: ``pypdfium2`` (PDFium; Apache-2.0/BSD, wheels bundle it) reads the text layer page by
+  page, placing word spaces from glyph positions as a viewer does; see ``pdf.py`` for why and
+  for the clean-up (ligatures, line-end hyphens, running headers/footers, TOC pages, Chinese
+  line wraps), all done per page so page numbers stay exact. ~350 pages/s on a real
+  261-page manual (English; ~265 pages/s for its Chinese edition), against 31-38 with pypdf.
+  ``pypdf`` (BSD) is the fallback where PDFium cannot open a file, and for a single page
+  PDFium fails on; it opens AES/RC4-encrypted files (via ``cryptography``) and its time
+  budget is checked every 1,024 operators inside a page. PDFium reads a page in one call, so
+  with it the budget is checked between pages (a 12,000-line page takes ~0.5 s); keep a
+  Celery soft time limit on the task. A password-protected PDF is refused ("encrypted PDF:
+  a password is required"); an empty user password opens. PyMuPDF is AGPL, so it was ruled
+  out. A page with (almost) no text layer that draws an image, or whose text layer is
+  garbled (mostly unmapped glyphs: U+FFFD, private-use or control characters), is read with
+  OCR (Tesseract, see ``ocr.py``, section OCR); without Tesseract it keeps its layer with a
+  warning in ``metadata["warnings"]``, and a PDF with no text at all is refused. Headings
+  come from the PDF outline (bookmarks), if any. ``metadata`` records ``pdf_engine``,
+  ``pdf_cleanup`` (see ``pdf.py``), ``garbled_pages`` and ``failed_pages``.
 - DOCX: ``python-docx`` (MIT) opens the package and reads styles, sections and settings; the
   WordprocessingML elements are walked directly (2.4x faster than through python-docx's
   proxy objects, same text). Style "Heading N" / "Title" become Markdown headings,
@@ -47,11 +52,18 @@ Parser choices (one core, CPU time, ``bench/ingest.py --formats``; see docs/benc
 - EPUB: ``zipfile`` + ``lxml`` directly (container.xml -> OPF -> spine order; ~23 MB/s).
   ebooklib would load every item of the book into memory and adds nothing we need. Chapters
   whose files ``META-INF/encryption.xml`` lists are refused as DRM-protected.
-- HTML / XHTML: ``lxml`` (BSD) with a small tree walker (~25 MB/s): drops script, style,
-  noscript, nav, forms, hidden elements and the page's top-level header/footer; prefers
-  ``<main>`` or a lone ``<article>``; keeps headings as ``#`` lines, list items as ``-`` lines
-  and data tables as Markdown (layout tables are walked as blocks). BeautifulSoup is not
-  needed on top of lxml for this.
+- HTML / XHTML: ``lxml`` (BSD) with a small tree walker (5-8 MB/s on real DocBook chapters,
+  ~11 MB/s on generated pages): drops script, style, noscript, nav, forms, hidden elements,
+  ``role=navigation/banner/contentinfo/search`` and the page's top-level header/footer;
+  prefers ``<main>`` or a lone ``<article>``, else the element that holds most of the
+  page's non-link text, and drops link-dense navigation blocks inside it (tables of
+  contents, breadcrumbs, prev/next bars; see ``html.py``, counted in
+  ``metadata["navigation_blocks_dropped"]``). Headings become ``#`` lines, list items
+  ``- item`` or ``3. item`` lines (the number of an ``<ol>`` item, ``start``/``value``
+  honoured, marker and text on one line even when the item holds paragraphs; nested lists
+  indented), ``pre`` a fenced code block (so ``# apt-get update`` is never a heading) and
+  data tables Markdown (layout tables are walked as blocks). EPUB chapters go through the
+  same walker. BeautifulSoup is not needed on top of lxml for this.
 - Plain text and Markdown (60-75 MB/s, decoding included): UTF-8 (BOM honoured), then GB18030
   (a superset of GBK/GB2312) if the result is plausible Chinese, then cp1252 if it looks like
   Western European text, then ``charset-normalizer``. Markdown headings are ATX ``#`` lines
