@@ -133,6 +133,7 @@ def test_generation_and_training_forms_work_in_the_browser(app, client, db, fact
         job.locator("[name=template_id]").select_option(label=next(
             o for o in job.locator("[name=template_id] option").all_inner_texts() if o.startswith("keywords.zh")))
         job.locator("[name=provider_id]").select_option(label="fake vLLM · fake-model")
+        job.locator("[name=all_documents]").check()     # no longer the silent default
         page.click("#start-job")
         page.wait_for_selector("tr[data-job] td.st:has-text('succeeded')")
         assert "2 / 2" in page.locator("tr[data-job] td.done").first.inner_text()

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Forbidden
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.generation import plan as generation_plan
 from service.generation import schemas
 from service.generation import service as generation_service
 from service.models import Chunk, GenerationJob, GenerationUnit
@@ -127,3 +128,11 @@ def list_units(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ
         stmt = stmt.where(GenerationUnit.status == status_)
     items, nxt = paginate(db, stmt, GenerationUnit.id, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
+
+
+@router.post("/generation-jobs/plan", response_model=generation_plan.JobPlan,
+             responses={422: {"description": "a second-stage template, or bad parameters"}})
+def plan_job(body: schemas.JobCreate, access: ProjectLead, db: SessionDep) -> generation_plan.JobPlan:
+    """What POST /generation-jobs would start with this body: units, prompts, estimated tokens
+    and time. Creates nothing."""
+    return generation_plan.plan_job(db, project_id=access.project.id, body=body)

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectViewer, SessionDep
 from service.core.templating import render
+from service.generation import plan as generation_plan
 from service.generation import service as generation_service
 from service.models import Document, GenerationJob, Role
 from service.projects.pages import add_tab
@@ -21,10 +22,14 @@ def generation_page(request: Request, access: ProjectViewer, db: SessionDep):
                            .order_by(GenerationJob.id.desc()).limit(50)))
     docs = list(db.scalars(select(Document).where(Document.project_id == pid, Document.status == "parsed")
                            .order_by(Document.id.desc()).limit(500)))
+    templates = generation_service.list_templates(db, project_id=pid)
+    first_stage = generation_plan.first_stage_templates(templates)
+    default = next((t for t in first_stage if t.kind == "question"), first_stage[0] if first_stage else None)
     return render(request, "pages/generation.html", jobs=jobs, documents=docs,
                   providers=generation_service.list_providers(db, project_id=pid),
-                  templates=generation_service.list_templates(db, project_id=pid),
-                  can_edit=access.at_least(Role.lead))
+                  templates=templates, first_stage=first_stage, default_template=default,
+                  answer_templates=[t for t in templates if t.kind == "answer"],
+                  large_job=generation_plan.LARGE_JOB_UNITS, can_edit=access.at_least(Role.lead))
 
 
 @router.get("/projects/{project_id}/templates/{template_id}", response_class=HTMLResponse)

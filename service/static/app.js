@@ -12,5 +12,19 @@
       try { data = await res.json(); } catch (e) { data = null; }
       return {status: res.status, ok: res.ok, data, headers: res.headers};
     },
+    // "body.max_chars" -> "Max chars": the field of a validation error, as a form labels it
+    fieldLabel(field) {
+      const parts = String(field || "").split(".").filter((p) => !["body", "query", "path", "form"].includes(p));
+      const text = parts.filter((p) => !/^\d+$/.test(p)).join(" › ").replace(/_/g, " ");
+      return text ? text.charAt(0).toUpperCase() + text.slice(1) : "Request";
+    },
+    // the message of an error response, naming the field in words
+    errorText(res) {
+      const e = res.data && res.data.error;
+      if (!e) return "request failed (" + res.status + ")";
+      const d = (e.details || [])[0];
+      if (e.code === "validation_error" && d && d.field) return this.fieldLabel(d.field) + ": " + d.message;
+      return e.message;
+    },
   };
 })();

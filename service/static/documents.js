@@ -51,7 +51,7 @@
     document.getElementById("preview-btn").onclick = async () => {
       const res = await window.annotune.api("POST", base + "/chunk-preview", settings());
       const ol = document.getElementById("preview"); ol.replaceChildren();
-      if (!res.ok) { msg.textContent = res.data.error.message; return; }
+      if (!res.ok) { msg.textContent = window.annotune.errorText(res); return; }
       msg.textContent = `${res.data.count} chunks with these settings (showing up to 200)`;
       for (const c of res.data.chunks) {
         const li = document.createElement("li");
@@ -63,13 +63,13 @@
     };
     document.getElementById("rechunk-btn").onclick = async () => {
       const res = await window.annotune.api("POST", base + "/rechunk", settings());
-      if (res.ok) location.reload(); else msg.textContent = res.data.error.message;
+      if (res.ok) location.reload(); else msg.textContent = window.annotune.errorText(res);
     };
     document.getElementById("delete-btn").onclick = async () => {
       if (!confirm("Delete this document and its chunks?")) return;
       const res = await window.annotune.api("DELETE", base);
       if (res.status === 204) location.href = `/projects/${ch.dataset.project}/documents`;
-      else msg.textContent = res.data.error.message;
+      else msg.textContent = window.annotune.errorText(res);
     };
   }
 })();

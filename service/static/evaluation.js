@@ -25,7 +25,7 @@
       if (metrics.includes("keywords") && seps.length) body.metric_options = {keywords: {separators: seps}};
       const res = await api("POST", `/api/v1/projects/${form.dataset.project}/eval-runs`, body);
       if (res.ok) location.href = `/projects/${form.dataset.project}/evaluation/runs/${res.data.id}`;
-      else msg.textContent = res.data && res.data.error ? res.data.error.message : `HTTP ${res.status}`;
+      else msg.textContent = res.data && res.data.error ? window.annotune.errorText(res) : `HTTP ${res.status}`;
     };
   }
 

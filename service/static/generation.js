@@ -1,53 +1,25 @@
-// Generation page: live job counters, start jobs, add providers; template editor preview/save.
+// Generation page: test and add providers; template editor preview/save (jobs: generation_form.js).
 (function () {
   const api = (m, u, b) => window.annotune.api(m, u, b);
   const jobs = document.getElementById("jobs");
   if (jobs) {
     const pid = jobs.dataset.project;
-    const base = `/api/v1/projects/${pid}/generation-jobs`;
-    const refresh = async () => {
-      for (const row of jobs.querySelectorAll("tr[data-job]")) {
-        if (!["queued", "running", "paused"].includes(row.dataset.status)) continue;
-        const res = await api("GET", `${base}/${row.dataset.job}`);
-        if (!res.ok) continue;
-        const j = res.data;
-        row.dataset.status = j.status;
-        row.querySelector(".st").textContent = j.status;
-        row.querySelector(".done").textContent = `${j.done_units} / ${j.total_units}`;
-        row.querySelector(".failed").textContent = j.failed_units;
-        row.querySelector(".retried").textContent = j.retried;
-        row.querySelector(".tok").textContent = `${j.prompt_tokens} / ${j.completion_tokens}`;
-      }
-    };
-    setInterval(refresh, 2000);
-    jobs.addEventListener("click", async (e) => {
-      const action = e.target.dataset && e.target.dataset.action;
-      if (!action) return;
-      const row = e.target.closest("tr");
-      await api("POST", `${base}/${row.dataset.job}/${action}`);
-      row.dataset.status = "running"; refresh();
-    });
-    const start = document.getElementById("start-job");
-    if (start) start.onclick = async () => {
-      const box = document.getElementById("new-job");
-      const val = (n) => box.querySelector(`[name=${n}]`);
-      const docs = [...val("document_ids").selectedOptions].map((o) => Number(o.value));
-      const params = {};
-      if (val("n").value) params.n = Number(val("n").value);
-      const res = await api("POST", base, {template_id: Number(val("template_id").value),
-        provider_id: Number(val("provider_id").value), samples_per_chunk: Number(val("samples_per_chunk").value),
-        document_ids: docs.length ? docs : null, params});
-      const msg = document.getElementById("job-msg");
-      if (res.ok) location.reload(); else msg.textContent = res.data.error.message;
-    };
+    // the jobs table and the New job form: generation_form.js
     for (const btn of document.querySelectorAll("[data-test-provider]")) {
       btn.onclick = async () => {
         const id = btn.dataset.testProvider;
         const out = document.querySelector(`[data-test-result="${id}"]`);
-        out.textContent = "testing…";
+        const began = Date.now();
+        const tick = () => { out.textContent = `testing… ${Math.round((Date.now() - began) / 1000)} s (waits for the provider's timeout at most)`; };
+        tick();
+        const timer = setInterval(tick, 1000);
+        btn.disabled = true;
         const res = await api("POST", `/api/v1/projects/${pid}/providers/${id}/test`);
+        clearInterval(timer);
+        btn.disabled = false;
         const d = res.data || {};
-        out.textContent = res.ok && d.ok ? `ok (${(d.latency_s || 0).toFixed(2)} s)` : `failed: ${d.error || (d.error && d.error.message) || res.status}`;
+        const why = typeof d.error === "string" ? d.error : (d.error && d.error.message) || `HTTP ${res.status}`;
+        out.textContent = res.ok && d.ok ? `ok (${(d.latency_s || 0).toFixed(2)} s)` : `failed after ${Math.round((Date.now() - began) / 1000)} s: ${why}`;
       };
     }
     const add = document.getElementById("add-provider");
@@ -56,7 +28,7 @@
       const body = {};
       for (const el of box.querySelectorAll("input, select")) if (el.value !== "") body[el.name] = el.type === "number" ? Number(el.value) : el.value;
       const res = await api("POST", `/api/v1/projects/${pid}/providers`, body);
-      if (res.ok) location.reload(); else document.getElementById("prov-msg").textContent = res.data.error.message;
+      if (res.ok) location.reload(); else document.getElementById("prov-msg").textContent = window.annotune.errorText(res);
     };
   }
   const tpl = document.getElementById("template");
@@ -67,7 +39,7 @@
       const chunk = tpl.querySelector("[name=chunk_id]").value;
       const res = await api("POST", `/api/v1/projects/${pid}/templates/${tpl.dataset.template}/preview`,
         {chunk_id: chunk ? Number(chunk) : null});
-      document.getElementById("rendered").textContent = res.ok ? res.data.rendered : res.data.error.message;
+      document.getElementById("rendered").textContent = res.ok ? res.data.rendered : window.annotune.errorText(res);
     };
     const save = document.getElementById("save");
     if (save) save.onclick = async () => {
@@ -76,7 +48,7 @@
       const res = await api("POST", `/api/v1/projects/${pid}/templates`, {
         name: tpl.querySelector("[name=name]").value, kind: tpl.dataset.kind, lang: tpl.dataset.lang,
         text: tpl.querySelector("[name=text]").value, parser});
-      if (res.ok) location.href = `/projects/${pid}/templates/${res.data.id}`; else msg.textContent = res.data.error.message;
+      if (res.ok) location.href = `/projects/${pid}/templates/${res.data.id}`; else msg.textContent = window.annotune.errorText(res);
     };
   }
 })();

@@ -11,7 +11,7 @@
         dataset_version_id: Number(v("dataset_version_id").value), base_model: v("base_model").value,
         method: v("method").value, hyperparameters: hp, evaluate_after: v("evaluate_after").checked});
       if (res.ok) location.href = `/projects/${form.dataset.project}/training/${res.data.id}`;
-      else document.getElementById("train-msg").textContent = res.data.error.message;
+      else document.getElementById("train-msg").textContent = window.annotune.errorText(res);
     };
   }
   const box = document.getElementById("training-job");
