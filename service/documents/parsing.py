@@ -1376,7 +1376,9 @@ def _read_pdf(
             bad_layer = pdf.looks_garbled(page_text)
             if bad_layer:
                 garbled.append(index + 1)
-            if bad_layer or (ocr.needs_ocr(page_text) and source.has_images(index)):
+            if bad_layer:
+                page_text = scans.page(index, page_text, where, _GARBLED)
+            elif ocr.needs_ocr(page_text) and source.has_images(index):
                 page_text = scans.page(index, page_text, where)
             raw.append(page_text)
     finally:
@@ -1409,6 +1411,9 @@ def _read_pdf(
         headings=source.headings(pages),
         metadata=metadata,
     )
+
+
+_GARBLED = "garbled text layer (mostly unmapped glyphs)"
 
 
 def _open_pdf_source(path: Path) -> _PdfiumSource | _PypdfSource:
@@ -1508,17 +1513,20 @@ class _PdfOcr:
         self.skipped: list[int] = []
         self.warnings: list[str] = []
 
-    def page(self, index: int, layer_text: str, where: str) -> str:
-        """The page's text: OCR's if it found any, else ``layer_text`` (plus a warning)."""
+    def page(
+        self, index: int, layer_text: str, where: str, why: str = "no text layer (scanned image?)"
+    ) -> str:
+        """The page's text: OCR's if it found any, else ``layer_text`` (plus a warning that
+        starts with ``why``, the reason the page needed OCR)."""
         page_no = index + 1
+        short = why.split(" (")[0]
         self.needed.append(page_no)
         engine = self._engine()
         if engine is None:
             return self._skip(
                 page_no,
                 layer_text,
-                f"no text layer (scanned image?) and OCR is unavailable: {self.unavailable}; "
-                f"{ocr.INSTALL_HINT}",
+                f"{why} and OCR is unavailable: {self.unavailable}; {ocr.INSTALL_HINT}",
             )
         where = f"OCR of {where}"
         self.deadline.check(where)
@@ -1539,18 +1547,17 @@ class _PdfOcr:
             return self._skip(
                 page_no,
                 layer_text,
-                f"no text layer; OCR timed out after {timeout:.3g} s "
-                f"(ParseLimits.ocr_page_seconds)",
+                f"{short}; OCR timed out after {timeout:.3g} s (ParseLimits.ocr_page_seconds)",
             )
         except ocr.OcrUnavailable as exc:  # pypdfium2 missing
             self.unavailable = str(exc)
             return self._skip(
                 page_no,
                 layer_text,
-                f"no text layer (scanned image?) and OCR is unavailable: {exc}",
+                f"{why} and OCR is unavailable: {exc}",
             )
         except ocr.OcrFailed as exc:
-            return self._skip(page_no, layer_text, f"no text layer; {exc}")
+            return self._skip(page_no, layer_text, f"{short}; {exc}")
         if not text.strip():
             self.empty.append(page_no)
             return layer_text

@@ -349,3 +349,26 @@ def test_document_read_exposes_the_quality_report(en_pdf) -> None:
     assert read.model_dump()["quality"]["furniture_pages"] == 10
     unchunked = DocumentRead.model_validate(SimpleNamespace(**{**vars(row), "meta": {}}))
     assert unchunked.quality is None
+
+
+def test_garbled_text_layer_is_ocrd_or_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page whose text layer is unmapped glyphs: OCR reads its image (here without
+    Tesseract: the page is named in a warning and in the quality report)."""
+    real = pdf.PdfiumDocument.page_text
+
+    def garbled_second_page(self: pdf.PdfiumDocument, index: int) -> str:
+        return (
+            "\ue011\ue012\ue013 \ue014\ue015\ufffd\ufffd\x07" * 20
+            if index == 1
+            else real(self, index)
+        )
+
+    monkeypatch.setattr(pdf.PdfiumDocument, "page_text", garbled_second_page)
+    monkeypatch.setattr(ocr, "TESSERACT", "annotune-no-such-tesseract")
+    doc = parse_document(ZH_PDF, filename=ZH_PDF.name)
+    assert doc.metadata["garbled_pages"] == [2]
+    [warning] = doc.metadata["warnings"]
+    assert warning.startswith("page 2: garbled text layer") and "OCR is unavailable" in warning
+    report = quality_report(doc, chunk_text(doc))
+    assert report["garbled_pages"] == [2]
+    assert any("garbled text layer" in w for w in report["warnings"])
