@@ -93,8 +93,13 @@ def redact_document(
         for number, start, end in document.pages
     ]
     headings = [(level, title, moved.map(offset)) for level, title, offset in document.headings]
+    metadata = dict(document.metadata)
+    cleanup = metadata.get("pdf_cleanup")
+    if cleanup and cleanup.get("furniture_examples"):  # removed header lines, kept as examples
+        examples = [redact(line, types=types)[0] for line in cleanup["furniture_examples"]]
+        metadata["pdf_cleanup"] = {**cleanup, "furniture_examples": examples}
     redacted = dataclasses.replace(
-        document, text=text, pages=pages, headings=headings, metadata=dict(document.metadata)
+        document, text=text, pages=pages, headings=headings, metadata=metadata
     )
     return redacted, found
 

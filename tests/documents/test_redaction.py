@@ -300,3 +300,19 @@ def test_redacted_offset_inside_a_replaced_span() -> None:
     assert redacted_offset(found, 8, side="end") == 12
     assert redacted_offset(found, 16) == 12
     assert redacted_offset(found, 17) == 13
+
+
+def test_removed_pdf_header_examples_are_redacted_too() -> None:
+    """Running headers removed from PDF pages are kept as examples in the metadata, which is
+    stored: when only redacted text may be stored, they are redacted as well."""
+    from service.documents.parsing import ParsedDocument
+
+    doc = ParsedDocument(
+        text="Body text.",
+        format="pdf",
+        pages=[(1, 0, 10)],
+        metadata={"pdf_cleanup": {"furniture_examples": ["Ask jane.doe@example.org 3 / 9"]}},
+    )
+    redacted, _ = redact_document(doc)
+    assert redacted.metadata["pdf_cleanup"]["furniture_examples"] == ["Ask [EMAIL] 3 / 9"]
+    assert doc.metadata["pdf_cleanup"]["furniture_examples"] == ["Ask jane.doe@example.org 3 / 9"]
