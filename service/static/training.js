@@ -7,6 +7,7 @@
       const v = (n) => form.querySelector(`[name=${n}]`);
       let hp;
       try { hp = JSON.parse(v("hyperparameters").value || "{}"); } catch (e) { document.getElementById("train-msg").textContent = "hyperparameters: not JSON"; return; }
+      if (v("max_steps").value) hp.max_steps = Number(v("max_steps").value);
       const res = await api("POST", `/api/v1/projects/${form.dataset.project}/training-jobs`, {
         dataset_version_id: Number(v("dataset_version_id").value), base_model: v("base_model").value,
         method: v("method").value, hyperparameters: hp, evaluate_after: v("evaluate_after").checked});
@@ -36,11 +37,21 @@
       line.setAttribute("fill", "none"); line.setAttribute("stroke", color); line.setAttribute("stroke-width", "2");
       svg.append(line);
     }
-    for (const [val, ypos] of [[hi, 20], [lo, 200]]) {
+    const label = (text, xpos, ypos, anchor) => {
       const t = document.createElementNS(svgNS, "text");
-      t.setAttribute("x", 2); t.setAttribute("y", ypos); t.setAttribute("font-size", "11");
-      t.textContent = val.toFixed(3); svg.append(t);
-    }
+      t.setAttribute("x", xpos); t.setAttribute("y", ypos); t.setAttribute("font-size", "11");
+      if (anchor) t.setAttribute("text-anchor", anchor);
+      t.textContent = text; svg.append(t);
+      return t;
+    };
+    for (const [val, ypos] of [[hi, 20], [lo, 200]]) label(val.toFixed(3), 2, ypos);
+    // the step axis: a baseline with ticks at 0, ¼, ½, ¾ and the last step
+    const axis = document.createElementNS(svgNS, "line");
+    for (const [k, v] of Object.entries({x1: 40, x2: 580, y1: 204, y2: 204, stroke: "#9ca3af"})) axis.setAttribute(k, v);
+    svg.append(axis);
+    const ticks = [...new Set([0, 0.25, 0.5, 0.75, 1].map((f) => Math.round(f * maxStep)))];
+    for (const s of ticks) label(String(s), x(s), 216, "middle").setAttribute("class", "step-tick");
+    label("step", 580, 216, "end");
   };
   const poll = async () => {
     const res = await api("GET", `${base}/events?after=${after}`);
