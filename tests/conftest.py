@@ -39,6 +39,8 @@ os.environ.update({
     "ANNOTUNE_CELERY_EAGER": "true",
     "ANNOTUNE_BROKER_URL": "memory://",
     "ANNOTUNE_LOGIN_RATE_LIMIT": "5",
+    # the fake LLM servers of the tests listen on loopback; tests/security checks the refusals
+    "ANNOTUNE_EGRESS_ALLOW": '["127.0.0.1", "localhost"]',
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 })

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 
-from service.auth import schemas
+from service.auth import audit, schemas
 from service.auth import service as auth_service
-from service.core import security
+from service.core.config import get_settings
 from service.core.deps import AdminUser, CurrentUser, SessionDep
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.models import User
@@ -19,10 +19,25 @@ def read_me(user: CurrentUser) -> User:
 
 
 @router.post("/tokens", response_model=schemas.TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(body: schemas.TokenCreate, user: CurrentUser, db: SessionDep) -> dict:
-    token, secret = auth_service.create_token(db, user=user, name=body.name, scopes=body.scopes)
+def create_token(body: schemas.TokenCreate, request: Request, user: CurrentUser,
+                 db: SessionDep) -> dict:
+    """A new token; the secret is in this response only. Never more scopes than the caller's."""
+    token, secret = auth_service.create_token(
+        db, user=user, name=body.name, scopes=body.scopes, expires_in_days=body.expires_in_days,
+        caller_scopes=getattr(request.state, "token_scopes", None))
     data = schemas.TokenRead.model_validate(token).model_dump()
     return {**data, "token": secret}
+
+
+@router.post("/me/password", response_model=schemas.PasswordChanged)
+def change_password(body: schemas.PasswordChange, request: Request, user: CurrentUser,
+                    db: SessionDep) -> dict:
+    """Change your own password: every other browser session of yours ends (this one stays)."""
+    keep = request.cookies.get(get_settings().session_cookie_name)
+    revoked = auth_service.change_password(db, user=user, current_password=body.current_password,
+                                           new_password=body.new_password, keep_sid=keep,
+                                           revoke_api_tokens=body.revoke_tokens)
+    return {"sessions_revoked": revoked["sessions"], "tokens_revoked": revoked["tokens"]}
 
 
 @router.get("/tokens", response_model=list[schemas.TokenRead])
@@ -42,9 +57,12 @@ def list_users(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ
 
 
 @router.post("/users", response_model=schemas.UserRead, status_code=status.HTTP_201_CREATED)
-def create_user(body: schemas.UserCreate, _: AdminUser, db: SessionDep) -> User:
-    return auth_service.create_user(db, email=body.email, password=body.password,
+def create_user(body: schemas.UserCreate, admin: AdminUser, db: SessionDep) -> User:
+    user = auth_service.create_user(db, email=body.email, password=body.password,
                                     name=body.name, is_admin=body.is_admin)
+    audit.record(db, "user.create", actor=admin, target=f"user:{user.id}",
+                 details={"email": user.email, "is_admin": user.is_admin})
+    return user
 
 
 @router.get("/users/{user_id}", response_model=schemas.UserRead)
@@ -53,13 +71,20 @@ def get_user(user_id: int, _: AdminUser, db: SessionDep) -> User:
 
 
 @router.patch("/users/{user_id}", response_model=schemas.UserRead)
-def update_user(user_id: int, body: schemas.UserUpdate, _: AdminUser, db: SessionDep) -> User:
+def update_user(user_id: int, body: schemas.UserUpdate, admin: AdminUser, db: SessionDep) -> User:
+    """Change a user. A password reset, deactivation or admin-role removal ends the user's
+    sessions and, unless ``revoke_tokens`` is false, revokes their API tokens."""
     user = auth_service.get_user(db, user_id)
     changes = body.model_dump(exclude_unset=True)
-    if "password" in changes:
-        user.password_hash = security.hash_password(changes.pop("password"))
-    for key, value in changes.items():
-        if value is not None:
-            setattr(user, key, value)
-    db.flush()
-    return user
+    revoke = changes.pop("revoke_tokens", True)
+    return auth_service.update_user(db, actor=admin, user=user, changes=changes,
+                                    revoke_api_tokens=revoke)
+
+
+@router.get("/audit-events", response_model=Page[schemas.AuditEventRead])
+def list_audit_events(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
+                      event: str | None = None, actor_id: int | None = None) -> dict:
+    """Security events, newest first. ``event``: an exact name, or a prefix ending in a dot
+    (``login.``)."""
+    items, nxt = audit.list_events(db, limit=limit, cursor=cursor, event=event, actor_id=actor_id)
+    return {"items": items, "next_cursor": nxt}

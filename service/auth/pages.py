@@ -7,12 +7,14 @@ from urllib.parse import urlparse
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from service.auth import audit
 from service.auth import service as auth_service
 from service.core import security
 from service.core.config import get_settings
 from service.core.deps import Public, SessionDep
 from service.core.errors import RateLimited
 from service.core.templating import render
+from service.models import User
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "annotune_login_csrf"
@@ -59,15 +61,19 @@ def login(request: Request, db: SessionDep, _: Public,
     try:
         user = auth_service.authenticate(db, email=email, password=password, ip=ip)
     except RateLimited as exc:
-        db.commit()
-        return _login_page(request, next_url=_safe_next(next), email=email, error=exc.message,
+        db.commit()  # keep the audit event
+        page = _login_page(request, next_url=_safe_next(next), email=email, error=exc.message,
                            status_code=429)
+        page.headers["Retry-After"] = str(exc.extra.get("retry_after", 60))
+        return page
     if user is None:
-        db.commit()  # keep the failed attempt for rate limiting
+        db.commit()  # keep the audit event
         return _login_page(request, next_url=_safe_next(next), email=email,
                            error="Wrong email or password.", status_code=401)
-    sid, _ws = auth_service.start_session(db, user)
     settings = get_settings()
+    # a fresh session id on every login; the one the browser brought (if any) is deleted
+    sid, _ws = auth_service.start_session(
+        db, user, previous_sid=request.cookies.get(settings.session_cookie_name))
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(settings.session_cookie_name, sid, httponly=True, samesite="lax",
                         secure=settings.session_cookie_secure,
@@ -79,11 +85,17 @@ def login(request: Request, db: SessionDep, _: Public,
 @router.post("/logout")
 def logout(request: Request, db: SessionDep, _: Public,
            csrf_token: Annotated[str, Form()] = "") -> RedirectResponse:
+    """Ends the server session whatever the form says: a missing or stale CSRF token must not
+    leave a session alive that the user believes is gone (a forged logout is harmless)."""
     settings = get_settings()
     sid = request.cookies.get(settings.session_cookie_name)
     ws = auth_service.session_from_cookie(db, sid)
-    if ws is not None and csrf_token and security.constant_time_equals(csrf_token, ws.csrf_token):
-        auth_service.end_session(db, sid or "")
+    if sid:
+        auth_service.end_session(db, sid)
+    if ws is not None:
+        audit.record(db, "logout", actor=db.get(User, ws.user_id),
+                     details={"csrf_ok": bool(csrf_token) and security.constant_time_equals(
+                         csrf_token, ws.csrf_token)})
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(settings.session_cookie_name, path="/")
     return response

@@ -1,6 +1,7 @@
 """One settings object for the whole service, read from ``ANNOTUNE_*`` environment variables."""
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,6 +10,21 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-development-only"
+MIN_SECRET_BYTES = 32
+SECRET_HINT = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+
+
+class WeakSecretWarning(UserWarning):
+    """The secret key is the default or too short (allowed outside production only)."""
+
+
+def secret_key_problem(value: str) -> str | None:
+    if not value or value == DEFAULT_SECRET:
+        return "is not set (the built-in development key is in use)"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
 
 
 class Settings(BaseSettings):
@@ -35,11 +51,22 @@ class Settings(BaseSettings):
     review_lease_seconds: int = 300
 
     session_cookie_name: str = "annotune_session"
-    session_cookie_secure: bool = False
+    # None: Secure cookies in production, plain elsewhere (http://127.0.0.1 in development)
+    session_cookie_secure: bool | None = None
     session_max_age_seconds: int = 14 * 24 * 3600
 
     login_rate_limit: int = Field(10, description="failed logins per window per email+IP")
+    login_rate_limit_per_address: int = Field(
+        50, description="failed logins per window from one client address, across all emails")
+    login_rate_limit_per_email: int = Field(
+        50, description="failed logins per window for one email, across all addresses")
     login_rate_window_seconds: int = 300
+
+    # provider/evaluation URLs may reach these internal addresses (see service/core/egress.py):
+    # e.g. ["127.0.0.1:8000", "10.0.0.0/8", "vllm"]
+    egress_allow: list[str] = Field(default_factory=list)
+    # Hugging Face tokenizers the API may load by name (``?tokenizer=hf:<name>``): name -> path
+    hf_tokenizers: dict[str, str] = Field(default_factory=dict)
 
     log_json: bool = False
     log_level: str = "INFO"
@@ -59,12 +86,15 @@ class Settings(BaseSettings):
     celery_eager: bool = False
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if self.environment == "production" and self.secret_key.get_secret_value() in ("", DEFAULT_SECRET):
-            raise ValueError(
-                "ANNOTUNE_SECRET_KEY must be set to a random value outside development "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-            )
+    def _refuse_weak_secret(self) -> Settings:
+        problem = secret_key_problem(self.secret_key.get_secret_value())
+        if problem and self.environment == "production":
+            raise ValueError(f"ANNOTUNE_SECRET_KEY {problem}; production refuses it ({SECRET_HINT})")
+        if problem:
+            warnings.warn(f"ANNOTUNE_SECRET_KEY {problem}: fine for {self.environment}, refused in "
+                          f"production ({SECRET_HINT})", WeakSecretWarning, stacklevel=2)
+        if self.session_cookie_secure is None:
+            self.session_cookie_secure = self.environment == "production"
         return self
 
     @property

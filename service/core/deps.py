@@ -2,6 +2,8 @@
 
 Every route declares its access with exactly one of ``Public``, ``CurrentUser``, ``AdminUser``
 or ``ProjectAccess(role)``; tests/test_access.py walks every registered route and checks it.
+The same dependency enforces an API token's scopes: ``read`` for safe methods, ``write`` for
+unsafe ones, ``admin`` (besides ``is_admin``) for admin routes.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from sqlalchemy.orm import Session
 from service.core.db import session_scope
 from service.core.errors import Forbidden, NotFound, Unauthorized
 from service.models import Project, Role, User
-
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -78,11 +79,29 @@ async def csrf_candidate(request: Request) -> str | None:
     return token
 
 
+def _needed_scope(request: Request) -> str:
+    """A token scope each request needs: ``read`` for safe methods, ``write`` for unsafe ones
+    (and for a safe-method route marked ``writes_db``)."""
+    route = request.scope.get("route")
+    if request.method in UNSAFE_METHODS or getattr(getattr(route, "endpoint", None),
+                                                   "writes_db", False):
+        return "write"
+    return "read"
+
+
+def require_scope(request: Request, scope: str) -> None:
+    """Refuse an API token that lacks ``scope``; a browser session has every scope."""
+    scopes = getattr(request.state, "token_scopes", None)
+    if scopes is not None and scope not in scopes:
+        raise Forbidden(f"this API token lacks the {scope!r} scope", code="insufficient_scope")
+
+
 def current_user(request: Request, db: SessionDep,
                  _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> User:
     user = _authenticate(request, db)
     if user is None:
         raise Unauthorized("authentication required")
+    require_scope(request, _needed_scope(request))
     return user
 
 
@@ -94,6 +113,7 @@ def admin_user(request: Request, db: SessionDep,
     user = current_user(request, db)
     if not user.is_admin:
         raise Forbidden("admin only")
+    require_scope(request, "admin")
     return user
 
 

@@ -5,13 +5,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
+from service.auth import audit
 from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Forbidden
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
 from service.generation import service as generation_service
-from service.models import Chunk, GenerationJob, GenerationUnit
+from service.models import Chunk, GenerationJob, GenerationUnit, Role
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["generation"])
 
@@ -30,12 +31,15 @@ def list_providers(access: ProjectViewer, db: SessionDep):
 @router.post("/providers", response_model=schemas.ProviderRead, status_code=status.HTTP_201_CREATED)
 def create_provider(body: schemas.ProviderCreate, access: ProjectLead, db: SessionDep):
     return _provider(generation_service.create_provider(db, project_id=access.project.id,
-                                                        data=body.model_dump()))
+                                                        data=body.model_dump(), actor=access.user))
 
 
 def _editable(p, access: Access):
     if p.project_id is None and not access.user.is_admin:
         raise Forbidden("global providers are managed by admins")
+    if p.api_key_encrypted and access.role != Role.owner:  # admins count as owners
+        raise Forbidden("a provider with an API key is changed by a project owner or an admin",
+                        code="keyed_provider")
     return p
 
 
@@ -43,13 +47,16 @@ def _editable(p, access: Access):
 def update_provider(provider_id: int, body: schemas.ProviderUpdate, access: ProjectLead, db: SessionDep):
     p = _editable(generation_service.get_provider(db, project_id=access.project.id,
                                                   provider_id=provider_id), access)
-    return _provider(generation_service.update_provider(db, p, body.model_dump(exclude_unset=True)))
+    return _provider(generation_service.update_provider(db, p, body.model_dump(exclude_unset=True),
+                                                        actor=access.user))
 
 
 @router.delete("/providers/{provider_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> Response:
     p = _editable(generation_service.get_provider(db, project_id=access.project.id,
                                                   provider_id=provider_id), access)
+    audit.record(db, "provider.delete", actor=access.user, project_id=p.project_id,
+                 target=f"provider:{p.id}", details={"base_url": p.base_url})
     db.delete(p)
     db.flush()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 from pydantic import SecretStr
 
+from service.core import egress
 from service.generation import parsers
 
 __all__ = [
@@ -227,6 +228,8 @@ def _client(settings: ProviderSettings) -> openai.OpenAI:
                     api_key=key or "EMPTY",
                     max_retries=0,
                     timeout=settings.timeout,
+                    # every connection (redirects too) checked against the egress policy
+                    http_client=egress.guarded_http_client(timeout=settings.timeout),
                 )
                 _clients[cache_key] = client
     return client
@@ -368,8 +371,8 @@ def _classify(exc: Exception, settings: ProviderSettings) -> tuple[LLMError, flo
                 detail = str(err.get("message") or err.get("detail") or "")
             else:
                 detail = str(err)
-        elif body is not None:
-            detail = str(body)
+        # a body that is not an OpenAI-style JSON error (an internal service's banner, an HTML
+        # page) is not echoed: the caller sees the status only
         if status == 429:
             kind = "rate_limit"
         elif status >= 500:
@@ -400,6 +403,9 @@ def _classify(exc: Exception, settings: ProviderSettings) -> tuple[LLMError, flo
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
+        denied = egress.denial_in(cause)
+        if denied:
+            return LLMError(denied, kind="egress", retryable=False), None
         reason = type(cause).__name__ if cause is not None else "connection error"
         return (
             LLMError(

@@ -24,7 +24,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.core import jobs, security
+from service.auth import audit
+from service.core import egress, jobs, security
 from service.core.config import get_settings
 from service.core.db import get_sessionmaker, utcnow
 from service.core.errors import Conflict, Invalid, NotFound
@@ -38,6 +39,7 @@ from service.models import (
     PromptTemplate,
     Sample,
     SampleRevision,
+    User,
 )
 from service.samples import formats
 from service.samples.service import content_hash
@@ -49,28 +51,56 @@ JOB_KINDS = ("question", "instruction", "dialogue", "keywords", "custom")
 
 # -- providers ---------------------------------------------------------------------------------
 
-def create_provider(db: Session, *, project_id: int | None, data: dict[str, Any]) -> LLMProvider:
+def _check_provider_url(data: dict[str, Any]) -> None:
+    if data.get("kind", "openai") == "openai" and data.get("base_url"):
+        egress.check_url(data["base_url"])
+
+
+def create_provider(db: Session, *, project_id: int | None, data: dict[str, Any],
+                    actor: User | None = None) -> LLMProvider:
     data = dict(data)
     api_key = data.pop("api_key", None)
     if data.get("kind", "openai") == "openai" and not data.get("base_url"):
         raise Invalid("base_url is required for an OpenAI-compatible provider",
                       details=[{"field": "body.base_url", "message": "required"}])
+    _check_provider_url(data)
     provider = LLMProvider(project_id=project_id, **data)
     if api_key:
         provider.api_key_encrypted = security.encrypt_secret(api_key)
     db.add(provider)
     db.flush()
+    audit.record(db, "provider.create", actor=actor, project_id=project_id,
+                 target=f"provider:{provider.id}",
+                 details={"base_url": provider.base_url, "has_api_key": bool(api_key)})
     return provider
 
 
-def update_provider(db: Session, provider: LLMProvider, changes: dict[str, Any]) -> LLMProvider:
+KEY_BOUND_FIELDS = ("base_url", "kind")
+
+
+def update_provider(db: Session, provider: LLMProvider, changes: dict[str, Any],
+                    actor: User | None = None) -> LLMProvider:
+    """Apply ``changes``. The stored key is bound to the provider's URL: changing ``base_url``
+    or ``kind`` drops it unless the same request supplies a key again."""
     changes = dict(changes)
+    repointed = [k for k in KEY_BOUND_FIELDS if k in changes and changes[k] != getattr(provider, k)]
+    if repointed:
+        _check_provider_url({"kind": provider.kind, "base_url": provider.base_url, **changes})
+    key_cleared = False
     if "api_key" in changes:
         key = changes.pop("api_key")
         provider.api_key_encrypted = security.encrypt_secret(key) if key else None
+    elif repointed and provider.api_key_encrypted:
+        provider.api_key_encrypted = None
+        key_cleared = True
+    before = {k: getattr(provider, k) for k in changes}
     for k, v in changes.items():
         setattr(provider, k, v)
     db.flush()
+    audit.record(db, "provider.update", actor=actor, project_id=provider.project_id,
+                 target=f"provider:{provider.id}",
+                 details={"changed": sorted(k for k in changes if before[k] != changes[k]),
+                          "base_url": provider.base_url, "key_cleared": key_cleared})
     return provider
 
 
@@ -120,6 +150,7 @@ def test_provider(p: LLMProvider) -> dict[str, Any]:
         from workers.generation import local  # lazy: needs the [train] extra
 
         return local.test_connection(p.model)
+    egress.check_url(p.base_url)  # a clear 422 before any request (connections are checked too)
     return llm.test_connection(provider_settings(p))
 
 

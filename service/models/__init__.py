@@ -1,4 +1,5 @@
 """ORM models, one module per aggregate. Models never import domain code."""
+from service.models.audit import AuditEvent
 from service.models.dataset import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
 from service.models.document import Chunk, Document
 from service.models.evaluation import EvalPrediction, EvalRun
@@ -7,11 +8,12 @@ from service.models.project import ROLE_RANK, Membership, Project, Role
 from service.models.review import BulkJob, ReviewDecision
 from service.models.sample import ImportJob, Sample, SampleRevision, SampleStatus
 from service.models.training import JobEvent, TrainingJob
-from service.models.user import ApiToken, LoginAttempt, User, WebSession
+from service.models.user import ApiToken, RateCounter, User, WebSession
 
 __all__ = [
     "ROLE_RANK",
     "ApiToken",
+    "AuditEvent",
     "BulkJob",
     "Chunk",
     "Dataset",
@@ -26,10 +28,10 @@ __all__ = [
     "ImportJob",
     "JobEvent",
     "LLMProvider",
-    "LoginAttempt",
     "Membership",
     "Project",
     "PromptTemplate",
+    "RateCounter",
     "ReviewDecision",
     "Role",
     "Sample",

@@ -82,19 +82,22 @@ def _check_can_manage(access: Access, db, *, user_id: int | None, new_role: Role
              status_code=status.HTTP_201_CREATED)
 def add_member(body: schemas.MemberAdd, access: ProjectLead, db: SessionDep):
     _check_can_manage(access, db, user_id=None, new_role=body.role)
-    m = projects_service.add_member(db, project_id=access.project.id, email=body.email, role=body.role)
+    m = projects_service.add_member(db, project_id=access.project.id, email=body.email, role=body.role,
+                                   actor=access.user)
     return _member(m)
 
 
 @router.patch("/{project_id}/members/{user_id}", response_model=schemas.MemberRead)
 def change_member_role(user_id: int, body: schemas.MemberUpdate, access: ProjectLead, db: SessionDep):
     _check_can_manage(access, db, user_id=user_id, new_role=body.role)
-    m = projects_service.change_role(db, project_id=access.project.id, user_id=user_id, role=body.role)
+    m = projects_service.change_role(db, project_id=access.project.id, user_id=user_id, role=body.role,
+                                     actor=access.user)
     return _member(m)
 
 
 @router.delete("/{project_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_member(user_id: int, access: ProjectLead, db: SessionDep) -> Response:
     _check_can_manage(access, db, user_id=user_id, new_role=None)
-    projects_service.remove_member(db, project_id=access.project.id, user_id=user_id)
+    projects_service.remove_member(db, project_id=access.project.id, user_id=user_id,
+                                   actor=access.user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from service.auth import audit
 from service.auth import service as auth_service
+from service.core import storage
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
 from service.models import Membership, Project, Role, User
@@ -51,8 +53,18 @@ def update_project(db: Session, project: Project, changes: dict[str, Any]) -> Pr
 
 
 def delete_project(db: Session, project: Project) -> None:
+    """Delete the project and, once that commits, its files (documents, imports, exports)."""
+    from service.models import Dataset, DatasetExport, DatasetVersion, Document, ImportJob
+
+    pid = project.id
+    paths = [*db.scalars(select(Document.storage_path).where(Document.project_id == pid)),
+             *db.scalars(select(ImportJob.storage_path).where(ImportJob.project_id == pid)),
+             *db.scalars(select(DatasetExport.path).join(DatasetVersion).join(Dataset)
+                         .where(Dataset.project_id == pid)),
+             storage.area(f"documents/{pid}")]
     db.delete(project)
     db.flush()
+    storage.remove_after_commit(db, paths)
 
 
 def list_members(db: Session, *, project_id: int) -> list[Membership]:
@@ -60,12 +72,31 @@ def list_members(db: Session, *, project_id: int) -> list[Membership]:
                            .order_by(Membership.id)))
 
 
-def _owner_count(db: Session, project_id: int) -> int:
-    return len(list(db.scalars(select(Membership.id).where(
-        Membership.project_id == project_id, Membership.role == Role.owner.value))))
+def _lock_memberships(db: Session, project_id: int) -> list[Membership]:
+    """Lock the project's memberships for the rest of the transaction and return them, fresh.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` (a concurrent role change waits, then reads the rows
+    as committed). SQLite: a no-op ``UPDATE`` first, which takes the database's write lock
+    before anything is read, so the read below is the latest state too.
+    """
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(update(Membership).where(Membership.project_id == project_id)
+                   .values(role=Membership.role))
+    rows = db.scalars(select(Membership).where(Membership.project_id == project_id)
+                      .order_by(Membership.id).with_for_update()
+                      .execution_options(populate_existing=True))
+    return list(rows)
 
 
-def add_member(db: Session, *, project_id: int, email: str, role: Role) -> Membership:
+def _leaves_no_owner(memberships: list[Membership], user_id: int, role: Role | None) -> bool:
+    """Whether giving ``user_id`` the ``role`` (None: removing them) takes the last owner."""
+    others = sum(1 for m in memberships if m.user_id != user_id and m.role == Role.owner.value)
+    return others == 0 and role != Role.owner and any(
+        m.user_id == user_id and m.role == Role.owner.value for m in memberships)
+
+
+def add_member(db: Session, *, project_id: int, email: str, role: Role,
+               actor: User | None = None) -> Membership:
     user = auth_service.get_user_by_email(db, email)
     if user is None:
         raise Invalid(f"no user with email {email}",
@@ -77,6 +108,8 @@ def add_member(db: Session, *, project_id: int, email: str, role: Role) -> Membe
     membership = Membership(project_id=project_id, user_id=user.id, role=role.value)
     db.add(membership)
     db.flush()
+    audit.record(db, "member.add", actor=actor, project_id=project_id, target=f"user:{user.id}",
+                 details={"role": role.value})
     return membership
 
 
@@ -88,18 +121,33 @@ def get_membership(db: Session, *, project_id: int, user_id: int) -> Membership:
     return membership
 
 
-def change_role(db: Session, *, project_id: int, user_id: int, role: Role) -> Membership:
-    membership = get_membership(db, project_id=project_id, user_id=user_id)
-    if membership.role == Role.owner.value and role != Role.owner and _owner_count(db, project_id) == 1:
+def change_role(db: Session, *, project_id: int, user_id: int, role: Role,
+                actor: User | None = None) -> Membership:
+    """Change a member's role, with the project's memberships locked: a project always keeps
+    an owner, however many owners demote each other at once."""
+    memberships = _lock_memberships(db, project_id)
+    membership = next((m for m in memberships if m.user_id == user_id), None)
+    if membership is None:
+        raise NotFound("member not found", code="member_not_found")
+    if _leaves_no_owner(memberships, user_id, role):
         raise Conflict("a project needs at least one owner", code="last_owner")
+    before = membership.role
     membership.role = role.value
     db.flush()
+    if before != role.value:
+        audit.record(db, "member.role", actor=actor, project_id=project_id,
+                     target=f"user:{user_id}", details={"from": before, "to": role.value})
     return membership
 
 
-def remove_member(db: Session, *, project_id: int, user_id: int) -> None:
-    membership = get_membership(db, project_id=project_id, user_id=user_id)
-    if membership.role == Role.owner.value and _owner_count(db, project_id) == 1:
+def remove_member(db: Session, *, project_id: int, user_id: int, actor: User | None = None) -> None:
+    memberships = _lock_memberships(db, project_id)
+    membership = next((m for m in memberships if m.user_id == user_id), None)
+    if membership is None:
+        raise NotFound("member not found", code="member_not_found")
+    if _leaves_no_owner(memberships, user_id, None):
         raise Conflict("a project needs at least one owner", code="last_owner")
     db.execute(delete(Membership).where(Membership.id == membership.id))
     db.flush()
+    audit.record(db, "member.remove", actor=actor, project_id=project_id,
+                 target=f"user:{user_id}", details={"role": membership.role})
