@@ -4,6 +4,7 @@ from service.models.dataset import Dataset, DatasetExport, DatasetVersion, Datas
 from service.models.document import Chunk, Document
 from service.models.evaluation import EvalPrediction, EvalRun
 from service.models.generation import GenerationJob, GenerationUnit, LLMProvider, PromptTemplate
+from service.models.invitation import Invitation
 from service.models.project import ROLE_RANK, Membership, Project, Role
 from service.models.review import BulkJob, ReviewDecision
 from service.models.sample import ImportJob, Sample, SampleRevision, SampleStatus
@@ -26,6 +27,7 @@ __all__ = [
     "GenerationJob",
     "GenerationUnit",
     "ImportJob",
+    "Invitation",
     "JobEvent",
     "LLMProvider",
     "Membership",
