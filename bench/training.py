@@ -176,7 +176,7 @@ def run_bare(model_path: str, data_file: Path, args, out_dir: Path, steps: int) 
 
 
 def run_annotune(base_model: str, data_file: Path, args, out_dir: Path, cache_dir: Path) -> dict:
-    from workers.training.config import TrainingConfig
+    from service.training.config import TrainingConfig
     from workers.training.train import train
 
     config = TrainingConfig(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from service.core import jobs
+from service.generation.jobs import GENERATION
 
 
 @pytest.fixture
@@ -14,7 +15,7 @@ def sent(monkeypatch):
 
 
 def test_enqueue_waits_for_commit(db, sent):
-    jobs.enqueue(db, "system.ping", payload="a")
+    jobs.enqueue(db, jobs.PING, payload="a")
     assert sent == []
     db.commit()
     assert sent == [("system.ping", {"payload": "a"})]
@@ -25,18 +26,36 @@ def test_enqueue_dropped_on_rollback(db, sent):
 
     db.add(User(email="x@example.com", password_hash="x"))
     db.flush()
-    jobs.enqueue(db, "system.ping", payload="b")
+    jobs.enqueue(db, jobs.PING, payload="b")
     db.rollback()
     db.commit()
     assert sent == []
 
 
-def test_queue_routing():
+def test_queue_routing_comes_from_the_declarations():
+    from workers import jobs as kit
+
+    kinds = kit.load_kinds()
     assert jobs.queue_for("training.run") == "gpu"
-    assert jobs.queue_for("generation.run_unit") == "generate"
+    assert jobs.queue_for("generation.run_job") == "generate"
     assert jobs.queue_for("evaluation.endpoint_run") == "generate"
-    assert jobs.queue_for("evaluation.local_run") == "gpu"
+    assert jobs.queue_for("evaluation.run_local") == "gpu"
     assert jobs.queue_for("documents.parse") == "ingest"
+    assert jobs.queue_for("system.ping") == "ingest"
+    with pytest.raises(KeyError, match="not declared"):
+        jobs.queue_for("generation.run_unit")
+    # every job table is driven by a declared kind, and every kind's task exists in the worker
+    from workers.celery_app import app
+
+    assert {k.model.__tablename__ for k in kinds.values()} == {
+        "generation_jobs", "training_jobs", "eval_runs", "dataset_versions", "dataset_exports",
+        "import_jobs", "bulk_jobs", "documents"}
+    assert all(name in app.tasks for name in kinds)
+
+
+def test_enqueue_takes_a_declaration_not_a_string(db):
+    with pytest.raises(TypeError, match="declaration"):
+        jobs.enqueue(db, "system.ping")
 
 
 def test_eager_task_runs_through_the_real_task(db):
@@ -47,13 +66,13 @@ def test_eager_task_runs_through_the_real_task(db):
 
 
 def test_savepoints_keep_outer_tasks_and_drop_rolled_back_ones(db, sent):
-    jobs.enqueue(db, "system.ping", payload="outer")
+    jobs.enqueue(db, jobs.PING, payload="outer")
     with db.begin_nested():
-        jobs.enqueue(db, "system.ping", payload="kept")
+        jobs.enqueue(db, jobs.PING, payload="kept")
     assert sent == []  # releasing a savepoint is not a commit
     try:
         with db.begin_nested():
-            jobs.enqueue(db, "system.ping", payload="dropped")
+            jobs.enqueue(db, jobs.PING, payload="dropped")
             raise ValueError
     except ValueError:
         pass
@@ -81,9 +100,8 @@ def unsent_job(db, client, factories, sent):
 
 
 def test_mark_sets_sent_at_only_after_the_send(db, sent, unsent_job):
-    from service.models import GenerationJob
 
-    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    jobs.enqueue(db, GENERATION, unsent_job)
     db.flush()
     assert _sent_at(unsent_job) is None and sent == []
     db.commit()
@@ -92,10 +110,9 @@ def test_mark_sets_sent_at_only_after_the_send(db, sent, unsent_job):
 
 
 def test_mark_is_dropped_with_a_rolled_back_enqueue(db, sent, unsent_job):
-    from service.models import GenerationJob
 
     with pytest.raises(ValueError), db.begin_nested():
-        jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+        jobs.enqueue(db, GENERATION, unsent_job)
         raise ValueError
     db.commit()
     assert sent == [] and _sent_at(unsent_job) is None
@@ -103,7 +120,6 @@ def test_mark_is_dropped_with_a_rolled_back_enqueue(db, sent, unsent_job):
 
 def test_failed_send_leaves_sent_at_null_but_an_eager_run_counts(db, monkeypatch, unsent_job):
     from service.core.config import get_settings
-    from service.models import GenerationJob
 
     def broker_down(name, **kw):
         raise ConnectionError("broker down")
@@ -111,12 +127,12 @@ def test_failed_send_leaves_sent_at_null_but_an_eager_run_counts(db, monkeypatch
     monkeypatch.setattr(jobs, "send_now", broker_down)
     live = get_settings().model_copy(update={"celery_eager": False})
     monkeypatch.setattr(jobs, "get_settings", lambda: live)
-    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    jobs.enqueue(db, GENERATION, unsent_job)
     db.commit()
     assert _sent_at(unsent_job) is None  # the sweepers re-send it
 
     # eager (tests, scripts): the task ran in this process, so it was delivered, even if it failed
     monkeypatch.setattr(jobs, "get_settings", get_settings)
-    jobs.enqueue(db, "generation.run_job", job_id=unsent_job, mark=(GenerationJob, unsent_job))
+    jobs.enqueue(db, GENERATION, unsent_job)
     db.commit()
     assert _sent_at(unsent_job) is not None

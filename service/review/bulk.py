@@ -2,7 +2,7 @@
 
 Up to ``TASK_THRESHOLD`` selected samples the work stays in the request, one transaction
 (``samples_service.bulk_update``). Above it the API answers 202 with a job reference and the
-``review.bulk`` task (queue ``ingest``) walks the selection in id order, ``BATCH`` samples per
+``review.bulk`` task (queue ``ingest``, ``workers/review/runner.py``) walks the selection in id order, ``BATCH`` samples per
 transaction, so one long transaction never holds a million row locks and progress is visible
 while it runs.
 
@@ -26,14 +26,14 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
-from service.core.db import session_scope, utcnow
 from service.core.errors import NotFound
 from service.models import BulkJob, Sample
+from service.review.jobs import BULK
 from service.samples import service as samples_service
 
 TASK_THRESHOLD = 2000  # more selected samples than this: a background task
 BATCH = 500  # samples per transaction in the task
-TASK_NAME = "review.bulk"
+
 _COUNTS = ("processed", "changed", "unchanged", "skipped")
 
 
@@ -76,7 +76,7 @@ def _start(db: Session, *, project_id: int, actor_id: int | None, kind: str,
                   actor_id=actor_id, state=state)
     db.add(job)
     db.flush()
-    jobs.enqueue(db, TASK_NAME, job_id=job.id)
+    jobs.enqueue(db, BULK, job)
     return {**public(job), "job_id": job.id, "dry_run": False,
             "status_url": f"/api/v1/projects/{project_id}/review/jobs/{job.id}"}
 
@@ -131,11 +131,11 @@ def assignee_at(position: int, spec: dict[str, Any]) -> int | None:
     return ids[position % len(ids)]
 
 
-def _locked(db: Session, job_id: str) -> BulkJob | None:
+def locked(db: Session, job_id: str) -> BulkJob | None:
     return db.scalar(select(BulkJob).where(BulkJob.id == job_id).with_for_update())
 
 
-def _run_batch(db: Session, job: BulkJob) -> bool:
+def run_batch(db: Session, job: BulkJob) -> bool:
     """One batch under the job's row lock; False when the selection is exhausted."""
     state = dict(job.state)
     flt = samples_service.SampleFilter(**state["filter"])
@@ -161,35 +161,3 @@ def _run_batch(db: Session, job: BulkJob) -> bool:
         done = True
     job.state = state
     return not done
-
-
-def run_job(job_id: str) -> dict[str, Any]:
-    """Work through a bulk job, one transaction per batch (samples and progress together)."""
-    with session_scope() as db:
-        job = _locked(db, job_id)
-        if job is None:
-            return {"status": "missing"}
-        if job.status in ("succeeded", "failed"):
-            return public(job)  # already done: a redelivered task is a no-op
-        job.status = "running"
-        job.started_at = job.started_at or utcnow()
-    try:
-        more = True
-        while more:
-            with session_scope() as db:
-                job = _locked(db, job_id)
-                more = job is not None and job.status == "running" and _run_batch(db, job)
-    except Exception as exc:
-        with session_scope() as db:
-            job = _locked(db, job_id)
-            if job is not None:
-                job.status, job.finished_at = "failed", utcnow()
-                job.error = f"{type(exc).__name__}: {exc}"[:2000]
-        raise
-    with session_scope() as db:
-        job = _locked(db, job_id)
-        if job is None:
-            return {"status": "missing"}
-        if job.status == "running":
-            job.status, job.finished_at = "succeeded", utcnow()
-        return public(job)

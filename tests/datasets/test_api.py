@@ -195,7 +195,7 @@ def test_build_version_through_a_real_worker(db, world, monkeypatch):
     with w.running_worker("ingest", name="datasets"):
         result = w.client().send_task("datasets.build_version", kwargs={"version_id": version.id},
                                       queue=jobs.queue_for("datasets.build_version"))
-        assert result.get(timeout=60) == "ready"
+        assert result.get(timeout=60)["status"] == "ready"
     deadline = time.time() + 10
     while time.time() < deadline:
         db.expire_all()

@@ -245,7 +245,10 @@ def test_version_never_changes_after_samples_are_edited(db, project):
     samples[5].status = "rejected"
     db.commit()
     # a second build run of a ready version is a no-op
-    assert datasets_service.claim_version(db, version.id) is False
+    from service.datasets.jobs import BUILD
+    from workers import jobs as kit
+
+    assert kit.claim(BUILD, version.id) is None
     datasets_service.build_version(db, version.id)
     db.commit()
     db.expire_all()

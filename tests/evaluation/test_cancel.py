@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import select, update
 
 from service.evaluation import metrics as metrics_mod
+from service.evaluation.jobs import EVAL_ENDPOINT
 from service.models import EvalPrediction, EvalRun, Project
 from tests.evaluation.test_service import make_provider, ready_version, reference_responder
 from tests.support.openai_server import FakeOpenAIServer
+from workers import jobs as kit
+from workers.evaluation import runner
 
 
 def _queued_run(db, pid, vid, url, **extra) -> int:
@@ -39,7 +42,6 @@ def _stale(db, run_id) -> None:
 
 
 def test_cancel_a_queued_run_at_once(client, db, factories):
-    from service.evaluation import service as ev
 
     owner, pid, vid = ready_version(client, db, factories, n=8)
     with FakeOpenAIServer(responder=reference_responder) as server:
@@ -50,22 +52,21 @@ def test_cancel_a_queued_run_at_once(client, db, factories):
         assert (body["status"], body["cancel_requested"], body["done"]) == ("cancelled", True, 0)
         assert body["finished_at"] is not None
         # its message arrives later (or again): a cancelled run is never claimed
-        assert ev.run_endpoint(run_id) == {"status": "skipped"}
+        assert runner.run_endpoint(run_id) == {"status": "skipped"}
         assert server.chat_requests == 0
     run = _run(db, run_id)
     assert run.status == "cancelled" and run.attempts == 0
 
 
 def test_cancel_a_running_run_keeps_its_predictions_and_scores_them(client, db, factories):
-    from service.evaluation import service as ev
 
     owner, pid, vid = ready_version(client, db, factories, n=40,
                                     split={"train": 0.25, "validation": 0.0, "test": 0.75})
     with FakeOpenAIServer(latency=0.2, responder=reference_responder) as server:
         run_id = _queued_run(db, pid, vid, server.url, max_concurrency=2)
         result: list[dict] = []
-        runner = threading.Thread(target=lambda: result.append(ev.run_endpoint(run_id)))
-        runner.start()
+        thread = threading.Thread(target=lambda: result.append(runner.run_endpoint(run_id)))
+        thread.start()
         try:
             deadline = time.time() + 30
             while _run(db, run_id).done < 4 and time.time() < deadline:
@@ -75,7 +76,7 @@ def test_cancel_a_running_run_keeps_its_predictions_and_scores_them(client, db, 
             assert resp.status_code == 200, resp.text
             assert (resp.json()["status"], resp.json()["cancel_requested"]) == ("running", True)
         finally:
-            runner.join(60)
+            thread.join(60)
         assert result == [result[0]] and result[0]["status"] == "cancelled"
         requests = server.chat_requests
     run = _run(db, run_id)
@@ -91,16 +92,15 @@ def test_cancel_a_running_run_keeps_its_predictions_and_scores_them(client, db, 
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "run_finished"
     assert "already cancelled" in again.json()["error"]["message"]
-    assert ev.run_endpoint(run_id) == {"status": "skipped"}
+    assert runner.run_endpoint(run_id) == {"status": "skipped"}
 
 
 def test_cancel_a_finished_run_is_409(client, db, factories):
     owner, pid, vid = ready_version(client, db, factories, n=8)
-    from service.evaluation import service as ev
 
     with FakeOpenAIServer(responder=reference_responder) as server:
         run_id = _queued_run(db, pid, vid, server.url)
-        assert ev.run_endpoint(run_id)["status"] == "succeeded"
+        assert runner.run_endpoint(run_id)["status"] == "succeeded"
     resp = client.post(f"/api/v1/projects/{pid}/eval-runs/{run_id}/cancel", headers=owner.headers)
     assert resp.status_code == 409
     error = resp.json()["error"]
@@ -172,35 +172,37 @@ def test_run_page_cancel_button(client, db, factories):
 
 
 def test_retry_cap_fails_the_run_with_a_message(client, db, factories, monkeypatch):
-    """A run whose worker keeps dying is resumed MAX_ATTEMPTS times, then given up."""
+    """A run whose worker keeps dying is resumed until its attempts are spent, then given up
+    by the sweep with the reason."""
     from service.core import jobs
-    from service.evaluation import service as ev
+    from service.evaluation.jobs import EVAL_ENDPOINT
 
+    cap = EVAL_ENDPOINT.max_attempts
     _owner, pid, vid = ready_version(client, db, factories, n=8)
     with FakeOpenAIServer(responder=reference_responder) as server:
         run_id = _queued_run(db, pid, vid, server.url)
     sent = []
     monkeypatch.setattr(jobs, "send_now", lambda name, **kw: sent.append((name, kw)))
-    for attempt in range(1, ev.MAX_ATTEMPTS + 1):
-        claimed = ev.claim(run_id)
-        assert claimed is not None and claimed[0].attempts == attempt
-        assert ev.claim(run_id) is None  # a duplicate message while it runs: not an attempt
+    for attempt in range(1, cap + 1):
+        lease = kit.claim(EVAL_ENDPOINT, run_id)
+        assert lease is not None and lease.attempt == attempt
+        assert kit.claim(EVAL_ENDPOINT, run_id) is None  # a duplicate message: not an attempt
         _stale(db, run_id)
-        assert ev.sweep_stale_runs({"generate"}) == [run_id]
+        assert kit.requeue_stale({"generate"}) == {"evaluation run": [run_id]}
         run = _run(db, run_id)
-        assert run.status == "queued" and run.sent_at is not None  # re-sent, and marked
-    assert len(sent) == ev.MAX_ATTEMPTS
-    assert ev.run_endpoint(run_id) == {"status": "skipped"}
+        if attempt < cap:
+            assert run.status == "queued" and run.sent_at is not None  # re-sent, and marked
+    assert len(sent) == cap - 1
+    assert runner.run_endpoint(run_id) == {"status": "skipped"}
     run = _run(db, run_id)
     assert run.status == "failed" and run.finished_at is not None
-    assert run.attempts == ev.MAX_ATTEMPTS + 1
-    assert f"gave up after {ev.MAX_ATTEMPTS} attempts" in run.error
-    assert ev.claim(run_id) is None and _run(db, run_id).attempts == ev.MAX_ATTEMPTS + 1
+    assert run.attempts == cap
+    assert f"gave up after {cap} attempts" in run.error
+    assert kit.claim(EVAL_ENDPOINT, run_id) is None and _run(db, run_id).attempts == cap
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
 def test_a_finished_run_is_never_claimed(client, db, factories, status):
-    from service.evaluation import service as ev
 
     _owner, pid, vid = ready_version(client, db, factories, n=8)
     with FakeOpenAIServer(responder=reference_responder) as server:
@@ -208,8 +210,8 @@ def test_a_finished_run_is_never_claimed(client, db, factories, status):
         db.execute(update(EvalRun).where(EvalRun.id == run_id)
                    .values(status=status, heartbeat_at=None))
         db.commit()
-        assert ev.claim(run_id) is None
-        assert ev.run_endpoint(run_id) == {"status": "skipped"}
+        assert kit.claim(EVAL_ENDPOINT, run_id) is None
+        assert runner.run_endpoint(run_id) == {"status": "skipped"}
         assert server.chat_requests == 0
     run = _run(db, run_id)
     assert (run.status, run.attempts) == (status, 0)

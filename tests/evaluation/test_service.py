@@ -6,9 +6,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from service.core.db import utcnow
 from service.core.errors import Invalid
 from service.models import EvalPrediction, EvalRun, TrainingJob
 from tests.support.openai_server import Fail, FakeOpenAIServer, Reply, rate_limited
+from workers import jobs as kit
+from workers.evaluation import runner
 
 TOPICS = ["thyroid ultrasound", "low rank adapters", "quantized training", "vllm serving",
           "keyword extraction", "paired bootstrap", "dataset versions", "chat templates"]
@@ -136,7 +139,7 @@ def test_endpoint_run_survives_429_and_500_and_resume_never_duplicates(client, d
                                 "chat_template_kwargs": {"enable_thinking": False}}},
                             metrics=["exact_match", "char_f1", "keywords"])
         db.commit()
-        assert ev.run_endpoint(run.id)["status"] == "succeeded"
+        assert runner.run_endpoint(run.id)["status"] == "succeeded"
         db.expire_all()
         run = db.get(EvalRun, run.id)
         assert (run.status, run.total, run.done, run.failed) == ("succeeded", 8, 8, 0)
@@ -165,13 +168,13 @@ def test_endpoint_run_survives_429_and_500_and_resume_never_duplicates(client, d
         before = server.chat_requests
         sent = []
         monkeypatch.setattr(jobs, "send_now", lambda name, **kw: sent.append((name, kw)))
-        assert ev.sweep_stale_runs({"gpu"}) == []  # endpoint runs belong to generate workers
-        assert ev.sweep_stale_runs({"generate"}) == [run.id]
+        assert kit.requeue_stale({"gpu"}) == {}  # endpoint runs belong to generate workers
+        assert kit.requeue_stale({"generate"}) == {"evaluation run": [run.id]}
         assert sent == [("evaluation.endpoint_run", {"run_id": run.id})]
         db.expire_all()
         assert db.get(EvalRun, run.id).status == "queued"
-        assert ev.run_endpoint(run.id)["status"] == "succeeded"
-        assert ev.run_endpoint(run.id)["status"] == "skipped"  # a duplicate delivery
+        assert runner.run_endpoint(run.id)["status"] == "succeeded"
+        assert runner.run_endpoint(run.id)["status"] == "skipped"  # a duplicate delivery
         assert server.chat_requests - before == 3
     db.expire_all()
     run = db.get(EvalRun, run.id)
@@ -200,7 +203,7 @@ def test_items_that_fail_for_good_are_recorded_and_counted(client, db, factories
         run = ev.create_run(db, project_id=pid, dataset_version_id=vid, model_kind="endpoint",
                             provider_id=prov.id, enqueue=False)
         db.commit()
-        ev.run_endpoint(run.id)
+        runner.run_endpoint(run.id)
     db.expire_all()
     run = db.get(EvalRun, run.id)
     preds = list(db.scalars(select(EvalPrediction).where(EvalPrediction.run_id == run.id)))
@@ -213,6 +216,7 @@ def test_items_that_fail_for_good_are_recorded_and_counted(client, db, factories
 
 def test_lost_lease_stops_the_old_owner(client, db, factories):
     from service.evaluation import service as ev
+    from service.evaluation.jobs import EVAL_ENDPOINT
 
     _owner, pid, vid = ready_version(client, db, factories, n=8)
     with FakeOpenAIServer() as server:
@@ -220,15 +224,15 @@ def test_lost_lease_stops_the_old_owner(client, db, factories):
         run = ev.create_run(db, project_id=pid, dataset_version_id=vid, model_kind="endpoint",
                             provider_id=prov.id, enqueue=False)
         db.commit()
-    _, lease = ev.claim(run.id)
-    assert ev.claim(run.id) is None  # held, heartbeat fresh
+    lease = kit.claim(EVAL_ENDPOINT, run.id)
+    assert kit.claim(EVAL_ENDPOINT, run.id) is None  # held, heartbeat fresh
     assert lease.renew()
     db.expire_all()
-    db.get(EvalRun, run.id).heartbeat_at = lease.token - timedelta(hours=1)  # stale: taken over
+    db.get(EvalRun, run.id).heartbeat_at = utcnow() - timedelta(hours=1)  # stale: taken over
     db.commit()
-    _, lease2 = ev.claim(run.id)
+    lease2 = kit.claim(EVAL_ENDPOINT, run.id)
     assert not lease.renew() and lease.lost
-    assert ev.finish(run.id, lease)["status"] == "incomplete"
+    assert runner.finish(lease)["status"] == "incomplete"
     assert lease2.renew()
 
 

@@ -105,7 +105,7 @@ def test_endpoint_run_survives_errors_and_a_killed_worker(client, db, factories,
         assert total == 30
         w.purge()
         with w.running_worker("generate", name="eval-a", log_path=tmp_path / "a.log", **env) as proc:
-            w.client().send_task(ev.ENDPOINT_TASK, kwargs={"run_id": run_id}, queue="generate")
+            w.client().send_task("evaluation.endpoint_run", kwargs={"run_id": run_id}, queue="generate")
             w.wait_for(db, lambda: db.get(EvalRun, run_id).done >= 6, 60, "first predictions",
                   tmp_path / "a.log")
             os.killpg(proc.pid, signal.SIGKILL)

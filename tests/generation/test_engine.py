@@ -222,31 +222,39 @@ def test_sigkill_mid_job_then_new_worker_finishes_exactly_once(db, project, tmp_
 
 @pytest.mark.worker
 @needs_redis
-def test_max_concurrency_holds_across_two_worker_processes(db, project, tmp_path):
+def test_one_runner_per_job_and_max_concurrency_across_two_worker_processes(db, project, tmp_path):
+    """Two jobs on one provider, two worker processes, each job's message sent twice: each job
+    is held by exactly one runner (the duplicates are skipped), both run at once, and the
+    provider's concurrency limit holds across the processes."""
     from service.generation import service as gs
 
     owner, pid = project
     make_chunks(db, pid, 48)
     with FakeOpenAIServer(latency=0.25, responder=lambda r: "k") as server:
         prov = gs.create_provider(db, project_id=pid, data={"name": "p", "base_url": server.url,
-                                                             "model": "m", "max_concurrency": 8})
+                                                             "model": "m", "max_concurrency": 6})
         db.commit()
-        job_id = _create_job_without_sending(db, pid, prov.id, "keywords.en", workers=2)
+        job_a = _create_job_without_sending(db, pid, prov.id, "keywords.en")
+        job_b = _create_job_without_sending(db, pid, prov.id, "keywords.zh")
         w.purge()
         with w.running_worker("generate", name="c1", log_path=tmp_path / "c1.log"), \
                 w.running_worker("generate", name="c2", log_path=tmp_path / "c2.log"):
             app = w.client()
-            for _ in range(2):
+            for job_id in (job_a, job_b, job_a, job_b):
                 app.send_task("generation.run_job", kwargs={"job_id": job_id}, queue="generate")
             deadline = time.time() + 60
             while time.time() < deadline:
                 db.expire_all()
-                if db.get(GenerationJob, job_id).status == "succeeded":
+                if all(db.get(GenerationJob, j).status == "succeeded" for j in (job_a, job_b)):
                     break
                 time.sleep(0.2)
-        assert db.get(GenerationJob, job_id).done_units == 48
-        assert server.max_in_flight <= 8
-        assert server.max_in_flight >= 6  # both processes really ran in parallel
+        logs = (tmp_path / "c1.log").read_text() + (tmp_path / "c2.log").read_text()
+        for job_id in (job_a, job_b):
+            job = db.get(GenerationJob, job_id)
+            assert job.status == "succeeded" and job.done_units == 48, logs[-2000:]
+            assert job.attempts == 1  # the duplicate message found it held and did nothing
+        assert server.max_in_flight <= 6
+        assert server.max_in_flight >= 5  # the two jobs really ran at once
 
 
 def test_pause_resume_cancel(client, db, project):
@@ -261,7 +269,9 @@ def test_pause_resume_cancel(client, db, project):
         job_id = _create_job_without_sending(db, pid, prov.id, "keywords.en")
         base = f"/api/v1/projects/{pid}/generation-jobs/{job_id}"
         assert client.post(f"{base}/pause", headers=owner.headers).json()["status"] == "paused"
-        assert gs.run_job(job_id) == {"status": "paused"}  # a delivered task does no work
+        from workers.generation import runner
+
+        assert runner.run_job(job_id) == {"status": "skipped"}  # a delivered task does no work
         assert server.chat_requests == 0
         resumed = client.post(f"{base}/resume", headers=owner.headers)
         assert resumed.status_code == 200

@@ -11,6 +11,7 @@ from service.models import Sample, SampleRevision
 from service.review import bulk as review_bulk
 from tests.conftest import PG_URL
 from tests.support import worker as w
+from workers.review import runner as review_runner
 
 
 def url(t, path: str) -> str:
@@ -129,14 +130,14 @@ def test_job_skips_samples_changed_meanwhile(client, db, team, make_samples, low
     assert client.get(resp.json()["status_url"], headers=team.lead.headers).json()["status"] == "queued"
 
     monkeypatch.setattr(samples_service, "apply_bulk", _racing_apply(team, ids[2]))
-    result = review_bulk.run_job(resp.json()["job_id"])
+    result = review_runner.run_job(resp.json()["job_id"])
     assert (result["changed"], result["skipped"], result["processed"]) == (5, 1, 6)
     state = _state(db, ids)
     assert state[2][:2] == ("pending", ["theirs"])  # their edit stands
     assert all(s[:2] == ("accepted", ["checked"]) for k, s in enumerate(state) if k != 2)
     assert len(_revisions(db, ids)) == 5
     # a redelivered task is a no-op
-    assert review_bulk.run_job(resp.json()["job_id"])["changed"] == 5
+    assert review_runner.run_job(resp.json()["job_id"])["changed"] == 5
 
 
 def test_large_assignment_runs_as_job(client, db, team, make_samples, low_threshold):

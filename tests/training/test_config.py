@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from workers.training.config import (
+from service.training.config import (
     TrainingConfig,
     TrainingConfigError,
     describe_fields,
@@ -128,7 +128,7 @@ def test_valid_values_pass():
 
 def test_package_import_does_not_import_torch():
     code = (
-        "import sys, workers.training, workers.training.config; "
+        "import sys, workers.training, service.training.config; "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
-from workers.training.config import TrainingConfig
+from service.training.config import TrainingConfig
 from workers.training.models import SMOLLM2_NAME, resolve_base_model
 from workers.training.train import TrainingHooks, train
 

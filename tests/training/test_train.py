@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from workers.training.artifacts import merge_adapter, vllm_serve_commands
-from workers.training.config import TrainingConfig
+from service.training.config import TrainingConfig
 from workers.training.data import (
     IGNORE_INDEX,
     PaddingCollator,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -32,8 +32,29 @@ def _load(model: str):
     return tokenizer, lm
 
 
-def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[str, Any] | None = None
-         ) -> llm.LLMResult:
+def _stopping(should_stop: Callable[[], bool] | None) -> Any:
+    """A stopping criterion that ends ``generate`` between tokens once ``should_stop()`` (a
+    cancelled or lost job): cancel takes effect inside a sample, not after the batch."""
+    if should_stop is None:
+        return None
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
+class Stopped(Exception):
+    """Generation was stopped by ``should_stop`` (the job was cancelled or lost)."""
+
+
+def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[str, Any] | None = None,
+         should_stop: Callable[[], bool] | None = None) -> llm.LLMResult:
     import torch
 
     params = dict(params or {})
@@ -47,7 +68,10 @@ def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[s
         out = lm.generate(**ids, max_new_tokens=int(params.get("max_tokens", 128)),
                           do_sample=temperature > 0, temperature=temperature or None,
                           top_p=params.get("top_p") if temperature > 0 else None,
-                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                          stopping_criteria=_stopping(should_stop))
+    if should_stop is not None and should_stop():
+        raise Stopped("the job was cancelled or handed to another worker")
     prompt_len = ids["input_ids"].shape[1]
     completion = out[0][prompt_len:]
     text = tokenizer.decode(completion, skip_special_tokens=True)
@@ -60,10 +84,11 @@ def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[s
 
 def chat_parsed(model: str, messages: Sequence[Mapping[str, Any]], parser: str = "text", *,
                 parser_options: Mapping[str, Any] | None = None,
-                params: Mapping[str, Any] | None = None, max_repairs: int = 1) -> llm.ParsedResult:
+                params: Mapping[str, Any] | None = None, max_repairs: int = 1,
+                should_stop: Callable[[], bool] | None = None) -> llm.ParsedResult:
     conversation = [dict(m) for m in messages]
     for repairs in range(max_repairs + 1):
-        result = chat(model, conversation, params=params)
+        result = chat(model, conversation, params=params, should_stop=should_stop)
         try:
             value = parsers.parse(parser, result.content, **dict(parser_options or {}))
             return llm.ParsedResult(value=value, result=result, repairs=repairs)

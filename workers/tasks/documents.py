@@ -4,11 +4,12 @@ from celery import shared_task
 
 from service.core.db import session_scope
 from service.documents import service as documents_service
+from workers.documents import runner
 
 
 @shared_task(name="documents.parse", acks_late=True, soft_time_limit=900, time_limit=960)
 def parse(document_id: int) -> dict:
-    return documents_service.parse_and_chunk(document_id)
+    return runner.parse(document_id)
 
 
 @shared_task(name="documents.dedup", acks_late=True)

@@ -2,15 +2,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from service.generation import service as generation_service
+from workers.generation import runner
 
 
 @shared_task(name="generation.run_job", acks_late=True)
 def run_job(job_id: int) -> dict:
-    return generation_service.run_job(job_id)
-
-
-@shared_task(name="generation.sweep")
-def sweep() -> dict:
-    """Resume jobs whose worker vanished (also run periodically by every generate worker)."""
-    return generation_service.sweep_stale_jobs()
+    """One runner per job holds it under the job kit's lease (``workers/jobs.py``)."""
+    return runner.run_job(job_id)

@@ -8,7 +8,7 @@ everything that needs torch/transformers/peft is imported from its own module
 import the heavy libraries lazily where they can.
 """
 
-from workers.training.config import (
+from service.training.config import (
     TrainingConfig,
     TrainingConfigError,
     describe_fields,

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    from workers.training.config import TrainingConfig
+    from service.training.config import TrainingConfig
     from workers.training.models import make_tiny_model
     from workers.training.train import TrainingHooks, train
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from workers.training.config import TrainingConfig
+from service.training.config import TrainingConfig
 
 __all__ = [
     "TrainResult",

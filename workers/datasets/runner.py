@@ -1,0 +1,50 @@
+"""Dataset runners: a version's build and an export's write, each under the job kit's lease.
+
+A build (or an export) writes in one transaction and seals it with the lease (``Lease.seal``):
+a worker killed mid-build leaves nothing half-written and the row ``building`` with a stale
+heartbeat, which the sweeper re-queues (a retried build starts from scratch) or fails with the
+reason once its attempts are spent. The heartbeat thread keeps a long build's row alive.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from service.core.db import get_sessionmaker
+from service.datasets import export as datasets_export
+from service.datasets import service as datasets_service
+from service.datasets.jobs import BUILD, EXPORT
+from workers import jobs as kit
+
+
+def build_version(version_id: int) -> dict[str, Any]:
+    """Task body for ``datasets.build_version``."""
+    return kit.drive(BUILD, version_id, _build)
+
+
+def _build(lease: kit.Lease) -> dict[str, Any]:
+    with get_sessionmaker()() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            # one snapshot for every pass of the build
+            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        version = datasets_service.build_version(db, lease.row_id)
+        lease.seal(db)
+        counts = dict(version.counts or {})
+        db.commit()
+    return {"status": "ready", "counts": counts}
+
+
+def export_version(export_id: int) -> dict[str, Any]:
+    """Task body for ``datasets.export_version`` (also run in-process by the training runner)."""
+    return kit.drive(EXPORT, export_id, _export)
+
+
+def _export(lease: kit.Lease) -> dict[str, Any]:
+    def progress(pct: int) -> None:
+        lease.update(progress=max(0, min(100, pct)))
+        lease.check()  # a lost lease stops the write; the staging folder is removed
+
+    with get_sessionmaker()() as db:
+        datasets_export.write_export(db, lease.row_id, on_progress=progress)
+        lease.seal(db)
+        db.commit()
+    return {"status": "ready"}
