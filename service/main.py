@@ -7,13 +7,15 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.core import sanitize
 from service.core.config import get_settings
-from service.core.errors import AppError, Unauthorized, install_error_handlers
+from service.core.errors import AppError, RetryTransient, Unauthorized, install_error_handlers
+from service.core.limits import BodySizeLimit
 from service.core.logging import configure_logging, request_id_var
 from service.core.templating import render
 
@@ -53,7 +55,8 @@ def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(title="annotune", version="0.1.0", docs_url=None, redoc_url=None,
-                  openapi_url="/api/v1/openapi.json")  # /docs and /redoc: service/apidocs.py
+                  openapi_url="/api/v1/openapi.json",  # /docs and /redoc: service/apidocs.py
+                  dependencies=[Depends(sanitize.check_request)])  # one input sanitation layer
     install_error_handlers(app)
     json_http_error = app.exception_handlers[StarletteHTTPException]
 
@@ -107,6 +110,8 @@ def create_app() -> FastAPI:
         request_id_var.set("-")
         return response
 
+    app.add_middleware(RetryTransient)  # a database fault before COMMIT: the request once more
+    app.add_middleware(BodySizeLimit)  # outermost: 413 while the body streams in
     from service import apidocs
 
     app.mount(apidocs.ASSETS_URL, apidocs.assets(), name="docs-assets")

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_import_bytes: int = 2 * 1024 * 1024 * 1024
     # request bodies other than multipart uploads (JSON, forms); refused with 413 while streaming
     max_body_bytes: int = 16 * 1024 * 1024
+    # one multipart document upload request (several files); each file also max_upload_bytes
+    max_upload_request_bytes: int = 1024 * 1024 * 1024
     # SQLite: how long a writer waits for the write lock before "database is locked"
     sqlite_busy_timeout_seconds: float = 30.0
     # review queue: how long "next" reserves a pending sample for the annotator who asked

@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Text, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -170,12 +170,15 @@ def open_session(*, write: bool = True) -> Session:
 def commit(session: Session, attempts: int = 3) -> None:
     """``session.commit()``, retried when SQLite reports the database busy at COMMIT (the changes
     are still in the open transaction, so trying again is safe)."""
+    session.flush()  # a failure here is before COMMIT: nothing was committed
     for attempt in range(attempts):
         try:
             session.commit()
             return
-        except OperationalError as exc:
-            if not is_busy(exc) or attempt == attempts - 1 or not session.in_transaction():
+        except DBAPIError as exc:
+            busy = is_busy(exc) and attempt < attempts - 1 and session.in_transaction()
+            if not busy:
+                exc.at_commit = True  # type: ignore[attr-defined]  # outcome unknown: no replay
                 raise
             time.sleep(0.05 * (attempt + 1))
 

@@ -1,12 +1,20 @@
 """One JSON error shape for the whole API: ``{"error": {"code", "message", "details"}}``."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 1
+RETRY_MARK = "x-annotune-retryable"  # internal: set on a 503 the retry middleware may re-run
 
 
 class AppError(Exception):
@@ -92,6 +100,120 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
-                403: "forbidden"}.get(exc.status_code, "http_error")
+                403: "forbidden", 413: "too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        return database_error_response(request, exc)
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A database error that says nothing about the request: the connection dropped (a server
+    restart, ``pg_terminate_backend``), the server is unreachable, SQLite stayed busy."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+
+
+def database_error_response(request: Request, exc: DBAPIError) -> JSONResponse:
+    """503 with ``Retry-After`` for a transient fault; a value the database refused is the
+    client's (422, e.g. a string longer than its column), a constraint it broke a 409; the
+    input layer (service/core/sanitize.py) and the services catch these first, this is the
+    backstop."""
+    if is_transient(exc):
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                    str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if not getattr(exc, "at_commit", False):
+            headers[RETRY_MARK] = "1"  # nothing was committed: the whole request may run again
+        return JSONResponse(error_body("database_unavailable",
+                                       "the database is unavailable for a moment; retry"),
+                            status_code=503, headers=headers)
+    if isinstance(exc, DataError):
+        return JSONResponse(error_body("invalid_value", "a value in the request cannot be stored"),
+                            status_code=422)
+    if isinstance(exc, IntegrityError):
+        return JSONResponse(error_body("conflict", "the change conflicts with existing data"),
+                            status_code=409)
+    raise exc
+
+
+class RetryTransient:
+    """Runs a request once more when its first attempt ended in a transient database fault
+    before anything was committed (the 503 carries ``RETRY_MARK``): reads always, writes whose
+    body is small enough to replay (JSON, forms; never multipart uploads, which write files).
+    A second failure, or a fault at COMMIT (outcome unknown), reaches the client as the 503
+    with ``Retry-After``."""
+
+    def __init__(self, app: ASGIApp, max_replay_bytes: int = 16 * 1024 * 1024) -> None:
+        self.app = app
+        self.max_replay_bytes = max_replay_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if ctype.startswith(b"multipart/"):
+            await self.app(scope, receive, _strip_mark(send))
+            return
+        recorded: list[Message] = []
+        size = 0
+        replayable = True
+
+        async def recording_receive() -> Message:
+            nonlocal size, replayable
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                replayable = replayable and size <= self.max_replay_bytes
+                if replayable:
+                    recorded.append(message)
+            return message
+
+        held: dict[str, Any] = {}
+
+        async def holding_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                if RETRY_MARK.encode() in names and replayable:
+                    held["start"] = message
+                    return
+            if "start" in held:
+                return  # the body of the held 503
+            await send(message)
+
+        await self.app(scope, recording_receive, holding_send)
+        if "start" not in held:
+            return
+        complete = not recorded or not recorded[-1].get("more_body", False)
+        if not (replayable and complete):
+            await _send_held(send, held["start"])
+            return
+        log.info("retrying %s %s after a transient database fault", scope["method"], scope["path"])
+        replay = list(recorded) or [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def replay_receive() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.app(scope, replay_receive, _strip_mark(send))
+
+
+def _strip_mark(send: Send) -> Send:
+    async def strip(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [(k, v) for k, v in message.get("headers", [])
+                                              if k.lower() != RETRY_MARK.encode()]}
+        await send(message)
+    return strip
+
+
+async def _send_held(send: Send, start: Message) -> None:
+    body = orjson.dumps(error_body("database_unavailable",
+                                   "the database is unavailable for a moment; retry"))
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in
+               (RETRY_MARK.encode(), b"content-length")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+

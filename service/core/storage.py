@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from service.core.config import get_settings
 from service.core.errors import TooLarge
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,3 +58,39 @@ def store_stream(src: BinaryIO, *, area_name: str, max_bytes: int, suffix: str =
         tmp.unlink(missing_ok=True)
         raise
     return StoredFile(final, size, digest.hexdigest())
+
+
+# -- files removed with the rows that own them ---------------------------------------------------
+
+_REMOVE_KEY = "annotune_remove_after_commit"
+
+
+def remove_after_commit(db: Session, paths: Iterable[str | Path | None]) -> None:
+    """Delete these files or folders once ``db``'s transaction commits (kept if it rolls back).
+
+    Only paths inside the data folder are ever removed."""
+    db.info.setdefault(_REMOVE_KEY, []).extend(Path(p) for p in paths if p)
+
+
+@event.listens_for(Session, "after_commit")
+def _remove_committed(session: Session) -> None:
+    paths = session.info.pop(_REMOVE_KEY, None)
+    if not paths:
+        return
+    root = get_settings().data_dir.resolve()
+    for path in paths:
+        try:
+            target = path.resolve()
+            if not target.is_relative_to(root) or target == root:
+                continue
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove %s", path, exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_REMOVE_KEY, None)

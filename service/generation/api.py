@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from service.auth import audit
 from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
-from service.core.errors import Forbidden
+from service.core.errors import Conflict, Forbidden
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
@@ -57,6 +57,9 @@ def delete_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> Re
                                                   provider_id=provider_id), access)
     audit.record(db, "provider.delete", actor=access.user, project_id=p.project_id,
                  target=f"provider:{p.id}", details={"base_url": p.base_url})
+    if db.scalar(select(GenerationJob.id).where(GenerationJob.provider_id == p.id).limit(1)):
+        raise Conflict("generation jobs use this provider; it cannot be deleted",
+                       code="provider_in_use")
     db.delete(p)
     db.flush()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.samples.schemas import FilterSpec, SampleRead
+from service.samples.schemas import FilterSpec, Messages, SampleRead
 
 Decision = Literal["accepted", "rejected", "needs_changes"]
 
@@ -14,7 +14,7 @@ class DecisionCreate(BaseModel):
     decision: Decision
     version: int = Field(description="the sample version the reviewer started from")
     reason: str | None = Field(None, max_length=5000)
-    messages: list[dict[str, Any]] | None = Field(
+    messages: Messages | None = Field(
         None, description="the edited conversation, when the reviewer changed it")
 
 
@@ -48,7 +48,7 @@ class SkipResult(BaseModel):
 
 class AssignRequest(BaseModel):
     filter: FilterSpec = Field(default_factory=FilterSpec)
-    annotator_ids: list[int] = Field(default_factory=list)
+    annotator_ids: list[int] = Field(default_factory=list, max_length=1000)
     mode: Literal["round_robin", "count"] = "round_robin"
     count: int | None = Field(None, ge=1, le=1_000_000, description="samples per annotator")
     dry_run: bool = False
@@ -61,7 +61,7 @@ class ReviewSettingsRead(BaseModel):
 
 
 class ReviewSettingsUpdate(BaseModel):
-    reject_reasons: list[str] | None = None
+    reject_reasons: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=50)
     target_accepted: int | None = Field(None, ge=1)
     clear_target: bool = False
     review_overlap: int | None = Field(None, ge=1, le=10)

@@ -17,7 +17,7 @@ from sqlalchemy import and_, exists, func, not_, select
 from sqlalchemy.orm import Session
 
 from service.core.db import utcnow
-from service.core.errors import Conflict, Invalid
+from service.core.errors import Conflict, Forbidden, Invalid
 from service.models import Chunk, Document, Membership, Project, ReviewDecision, Role, Sample, User
 from service.review import agreement as agreement_mod
 from service.review import bulk as review_bulk
@@ -314,6 +314,26 @@ def reviewers(db: Session, *, project_id: int) -> list[tuple[User, str]]:
     return [(u, role) for u, role in rows if Role(role).at_least(Role.annotator)]
 
 
+def check_assignees(db: Session, *, project_id: int, user_ids: list[int],
+                    field: str = "body.annotator_ids") -> None:
+    """Samples are assigned only to members who can review (annotator and up): 422 otherwise."""
+    allowed = {u.id for u, _ in reviewers(db, project_id=project_id)}
+    strangers = [i for i in dict.fromkeys(user_ids) if i not in allowed]
+    if strangers:
+        raise Invalid(f"not annotators of this project: {strangers[:20]}",
+                      details=[{"field": field, "message": "members with role annotator or higher"}])
+
+
+def check_decider(sample: Sample, access: Any) -> None:
+    """A sample assigned to someone is decided by that annotator; a lead (or higher) may
+    override. Unassigned samples are anyone's (of annotator and up)."""
+    if sample.assignee_id is None or sample.assignee_id == access.user.id:
+        return
+    if access.at_least(Role.lead):
+        return
+    raise Forbidden("this sample is assigned to another annotator", code="assigned_to_other")
+
+
 def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.SampleFilter,
            annotator_ids: list[int], mode: str = "round_robin", count: int | None = None,
            dry_run: bool = False, batch: int = 1000) -> dict[str, Any]:
@@ -329,11 +349,7 @@ def assign(db: Session, *, project_id: int, actor_id: int, flt: samples_service.
     ids = list(dict.fromkeys(annotator_ids))
     if not ids:
         raise Invalid("choose at least one annotator", details=[{"field": "body.annotator_ids", "message": "required"}])
-    allowed = {u.id for u, _ in reviewers(db, project_id=project_id)}
-    strangers = [i for i in ids if i not in allowed]
-    if strangers:
-        raise Invalid(f"not annotators of this project: {strangers}",
-                      details=[{"field": "body.annotator_ids", "message": "members with role annotator or higher"}])
+    check_assignees(db, project_id=project_id, user_ids=ids)
     if mode == "count" and not count:
         raise Invalid("count is required in count mode", details=[{"field": "body.count", "message": ">= 1"}])
     cap = count * len(ids) if count else None

@@ -9,7 +9,8 @@ from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, Sess
 from service.core.errors import Invalid
 from service.core.pagination import CursorQ, LimitQ, Page
 from service.review import bulk as review_bulk
-from service.samples import imports, schemas
+from service.review import service as review_service
+from service.samples import imports, schemas, tokens
 from service.samples import service as samples_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["samples"])
@@ -86,6 +87,8 @@ def update_sample(sample_id: int, body: schemas.SampleUpdate, access: ProjectAnn
 @router.post("/samples/{sample_id}/status", response_model=schemas.SampleRead)
 def change_status(sample_id: int, body: schemas.StatusChange, access: ProjectAnnotator,
                   db: SessionDep, if_match: Annotated[str | None, Header()] = None):
+    review_service.check_decider(samples_service.get_sample(db, project_id=access.project.id,
+                                                            sample_id=sample_id), access)
     return samples_service.update_sample(
         db, project_id=access.project.id, sample_id=sample_id,
         expected_version=_expected_version(if_match, body.version), actor_id=access.user.id,
@@ -102,6 +105,9 @@ def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep,
                 response: Response) -> dict:
     """Change now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
     flt = samples_service.SampleFilter(**body.filter.model_dump())
+    if body.assignee_id is not None:
+        review_service.check_assignees(db, project_id=access.project.id,
+                                       user_ids=[body.assignee_id], field="body.assignee_id")
     matching = samples_service.count_samples(db, project_id=access.project.id, flt=flt)
     if body.dry_run:
         return {"matching": matching, "changed": 0, "dry_run": True}
@@ -112,8 +118,30 @@ def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep,
     return result
 
 
+TOKENIZER_HELP = ("simple, tiktoken:<encoding> (cl100k_base, o200k_base, ...) or a configured "
+                  "hf: name; unknown or unavailable names are a 422")
+
+
+def checked_tokenizer(name: str | None, field: str = "query.tokenizer") -> str | None:
+    """The API edge for tokenizer names: one that cannot be loaded here is the client's 422,
+    never a 500 (which names ``service/samples/tokens.py`` accepts is decided there)."""
+    if name is None:
+        return None
+    try:
+        tokens.get_tokenizer(name)
+    except Exception as exc:  # ValueError (unknown), TokenizerUnavailable, OSError, ...
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise Invalid(f"tokenizer {name[:100]!r} is not available: {message}",
+                      code="unknown_tokenizer",
+                      details=[{"field": field, "message": TOKENIZER_HELP}]) from exc
+    return name
+
+
 @router.get("/sample-stats")
-def sample_stats(access: ProjectViewer, db: SessionDep, tokenizer: str | None = None) -> dict:
+def sample_stats(access: ProjectViewer, db: SessionDep,
+                 tokenizer: Annotated[str | None, Query(max_length=500,
+                                                        description=TOKENIZER_HELP)] = None) -> dict:
+    tokenizer = checked_tokenizer(tokenizer)
     return {"status_counts": samples_service.status_counts(db, project_id=access.project.id),
             "tokens": samples_service.token_stats(db, project_id=access.project.id, tokenizer=tokenizer)}
 

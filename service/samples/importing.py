@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
+from service.core.sanitize import text_problem
 from service.samples.formats import (
     FORMATS,
     FormatError,
@@ -175,7 +176,22 @@ def _items(
         if isinstance(record, Issue):
             yield ImportItem(line, error=record)
         else:
-            yield from to_items(line, record)
+            for item in to_items(line, record):
+                yield _storable(item)
+
+
+def _storable(item: ImportItem) -> ImportItem:
+    """A record whose text the database cannot hold (NUL, lone surrogates) is reported on its
+    line like any other bad record, instead of failing the whole import at INSERT."""
+    for i, message in enumerate(item.messages or ()):
+        for key, value in message.items():
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem:
+                field = f"messages[{i}].{key}"
+                item.error = Issue("invalid_characters", f"{field}: {problem}", field)
+                item.messages = None
+                return item
+    return item
 
 
 # --- records into samples -----------------------------------------------------------------

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal["pending", "accepted", "rejected", "needs_changes"]
+# caps documented in the schema (the input layer in service/core/sanitize.py is the backstop)
+MAX_TAGS = 100
+MAX_MESSAGES = 1000
+MAX_FILTER_IDS = 100_000
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
+Messages = Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)]
 
 
 class Message(BaseModel):
@@ -14,17 +21,17 @@ class Message(BaseModel):
 
 
 class SampleCreate(BaseModel):
-    messages: list[dict[str, Any]]
-    tags: list[str] = Field(default_factory=list)
-    reasoning: str | None = None
+    messages: Messages
+    tags: Tags = Field(default_factory=list)
+    reasoning: str | None = Field(None, max_length=200_000)
     status: Status = "pending"
 
 
 class SampleUpdate(BaseModel):
     version: int | None = Field(None, description="the version the edit started from (or If-Match)")
-    messages: list[dict[str, Any]] | None = None
-    tags: list[str] | None = None
-    reasoning: str | None = None
+    messages: Messages | None = None
+    tags: Tags | None = None
+    reasoning: str | None = Field(None, max_length=200_000)
     comment: str | None = Field(None, max_length=5000)
 
 
@@ -75,25 +82,25 @@ class RevisionRead(BaseModel):
 
 class FilterSpec(BaseModel):
     status: list[Status] = Field(default_factory=list)
-    tag: str | None = None
+    tag: str | None = Field(None, max_length=200)
     document_id: int | None = None
     generation_job_id: int | None = None
     import_job_id: int | None = None
     assignee_id: int | None = None
     unassigned: bool = False
     reviewer_id: int | None = None
-    q: str | None = None
-    score_key: str | None = None
+    q: str | None = Field(None, max_length=1000)
+    score_key: str | None = Field(None, max_length=200)
     score_min: float | None = None
     score_max: float | None = None
-    ids: list[int] | None = None
+    ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
 
 
 class BulkAction(BaseModel):
     filter: FilterSpec
     status: Status | None = None
-    add_tags: list[str] = Field(default_factory=list)
-    remove_tags: list[str] = Field(default_factory=list)
+    add_tags: Tags = Field(default_factory=list)
+    remove_tags: Tags = Field(default_factory=list)
     assignee_id: int | None = None
     unassign: bool = False
     dry_run: bool = Field(False, description="only count what would change")
