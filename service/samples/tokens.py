@@ -3,8 +3,12 @@
 Tokenizer names:
 * ``"tiktoken:<encoding>"`` e.g. ``"tiktoken:cl100k_base"``: needs the encoding file (downloaded
   once, or found under ``TIKTOKEN_CACHE_DIR``); raises ``TokenizerUnavailable`` offline.
-* ``"hf:<path>"``: a local Hugging Face tokenizer folder, or ``<folder>/<file>.gguf``; loaded
-  lazily through ``transformers.AutoTokenizer`` with ``local_files_only``.
+* ``"hf:<name>"``: a local Hugging Face tokenizer that an operator listed by name in
+  ``ANNOTUNE_HF_TOKENIZERS`` (``{"qwen2.5": "/models/qwen2.5"}``: a folder, or
+  ``<folder>/<file>.gguf``). Never a path from the request: ``?tokenizer=hf:/etc`` is refused
+  (422), so a caller can neither probe the file system nor load torch into the API. A folder with
+  a ``tokenizer.json`` loads with ``tokenizers`` alone; others through
+  ``transformers.AutoTokenizer`` with ``local_files_only``.
 * ``"simple"``: deterministic and offline (see ``SimpleTokenizer``).
 
 ``get_tokenizer()`` with no name tries ``DEFAULT_TOKENIZER`` and falls back to ``"simple"``; an
@@ -19,6 +23,8 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
+
+from service.core.errors import Invalid
 
 DEFAULT_TOKENIZER = "tiktoken:cl100k_base"
 FALLBACK_TOKENIZER = "simple"
@@ -35,6 +41,22 @@ class Tokenizer(Protocol):
 
 class TokenizerUnavailable(RuntimeError):
     """The named tokenizer cannot be loaded here (missing package, file or network)."""
+
+
+class UnknownTokenizer(ValueError, Invalid):
+    """A name that is not a tokenizer name at all (a 422 through the API)."""
+
+    def __init__(self, message: str) -> None:
+        Invalid.__init__(self, message, code="unknown_tokenizer",
+                         details=[{"field": "query.tokenizer", "message": message}])
+
+
+class TokenizerNotAllowed(TokenizerUnavailable, Invalid):
+    """An ``hf:`` name that the operator did not list (a 422 through the API)."""
+
+    def __init__(self, message: str) -> None:
+        Invalid.__init__(self, message, code="tokenizer_not_allowed",
+                         details=[{"field": "query.tokenizer", "message": message}])
 
 
 class SimpleTokenizer:
@@ -63,7 +85,24 @@ class _EncodeTokenizer:
 
 def get_tokenizer(name: str | None = None) -> Tokenizer:
     """Return the tokenizer called ``name`` (cached); ``None`` means the default with fallback."""
-    return _default() if name is None else _load(name)
+    if name is None:
+        return _default()
+    kind, _, arg = name.partition(":")
+    if kind == "hf" and arg:
+        return _load_hf(name, _hf_path(arg))
+    return _load(name)
+
+
+def _hf_path(arg: str) -> str:
+    from service.core.config import get_settings
+
+    listed = get_settings().hf_tokenizers
+    if arg not in listed:
+        names = ", ".join(f"hf:{n}" for n in sorted(listed)) or "none are configured"
+        raise TokenizerNotAllowed(
+            f"hf: tokenizers are loaded by name from ANNOTUNE_HF_TOKENIZERS, never by path "
+            f"({names})")
+    return listed[arg]
 
 
 @functools.cache
@@ -82,10 +121,8 @@ def _load(name: str) -> Tokenizer:
     kind, _, arg = name.partition(":")
     if kind == "tiktoken" and arg:
         return _load_tiktoken(name, arg)
-    if kind == "hf" and arg:
-        return _load_hf(name, arg)
-    raise ValueError(
-        f"unknown tokenizer {name!r}: use 'simple', 'tiktoken:<encoding>' or 'hf:<local path>'"
+    raise UnknownTokenizer(
+        f"unknown tokenizer {name[:100]!r}: use 'simple', 'tiktoken:<encoding>' or 'hf:<name>'"
     )
 
 
@@ -99,7 +136,18 @@ def _load_tiktoken(name: str, encoding: str) -> Tokenizer:
     return _EncodeTokenizer(name, functools.partial(enc.encode, disallowed_special=()))
 
 
+@functools.cache
 def _load_hf(name: str, path: str) -> Tokenizer:
+    fast = os.path.join(path, "tokenizer.json")
+    if os.path.isfile(fast):  # no transformers (so no torch) needed
+        try:
+            from tokenizers import Tokenizer as RawTokenizer
+
+            raw = RawTokenizer.from_file(fast)
+        except ImportError:
+            pass
+        else:
+            return _EncodeTokenizer(name, lambda text: raw.encode(text, add_special_tokens=False).ids)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if path.endswith(".gguf"):
         path, kwargs["gguf_file"] = os.path.split(path)

@@ -58,7 +58,7 @@ def test_unknown_and_unavailable_names() -> None:
 
 
 @pytest.mark.ml
-def test_local_hf_tokenizer(tmp_path: Path) -> None:
+def test_local_hf_tokenizer(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -68,8 +68,11 @@ def test_local_hf_tokenizer(tmp_path: Path) -> None:
     PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="[UNK]", bos_token="[UNK]"
     ).save_pretrained(tmp_path)
-    tok = get_tokenizer(f"hf:{tmp_path}")
-    assert tok.name == f"hf:{tmp_path}"
+    from service.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "hf_tokenizers", {"tiny": str(tmp_path)})
+    tok = get_tokenizer("hf:tiny")  # by the operator's name, never by path
+    assert tok.name == "hf:tiny"
     assert tok.count("hello world again") == 3  # no special tokens added
 
 
