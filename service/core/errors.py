@@ -157,6 +157,7 @@ class RetryTransient:
         if ctype.startswith(b"multipart/"):
             await self.app(scope, receive, _strip_mark(send))
             return
+        retry_scope = {**scope, "state": dict(scope.get("state") or {})}  # before the 1st run
         recorded: list[Message] = []
         size = 0
         replayable = True
@@ -196,7 +197,8 @@ class RetryTransient:
         async def replay_receive() -> Message:
             return replay.pop(0) if replay else await receive()
 
-        await self.app(scope, replay_receive, _strip_mark(send))
+        # a fresh request.state: nothing cached by the first attempt (its session is gone)
+        await self.app(retry_scope, replay_receive, _strip_mark(send))
 
 
 def _strip_mark(send: Send) -> Send:
