@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import typer
 
@@ -136,16 +137,23 @@ def up(host: str | None = None, port: int | None = None,
        admin_email: str | None = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_EMAIL"),
        admin_password: str | None = typer.Option(None, envvar="ANNOTUNE_FIRST_ADMIN_PASSWORD"),
        worker_concurrency: int = 2) -> None:
-    """Start everything on this machine: migrations, first admin, one worker, the web app."""
+    """Start everything on this machine: migrations, first admin, two supervised workers (one for
+    parsing, imports, builds, exports and endpoint generation; one for heavy local work), the web
+    app."""
     settings = _settings()
     typer.echo(f"data dir: {settings.data_dir.resolve()}")
     typer.echo(f"database: {settings.resolved_database_url.split('@')[-1]}")
     typer.echo(f"broker:   {settings.resolved_broker_url}")
     migrate("head")
     _ensure_admin(admin_email, admin_password)
-    worker_proc = subprocess.Popen(_worker_argv("ingest,generate,gpu", worker_concurrency, "prefork"),
-                                   start_new_session=True, preexec_fn=_die_with_parent)
-    (settings.data_dir / "worker.pid").write_text(str(worker_proc.pid))
+    # two workers, so heavy local work (the in-worker model, training, local evaluation) on
+    # ``gpu`` never holds up parsing, imports, builds and exports on ``ingest``/``generate``;
+    # a supervisor restarts one that exits (a broker restart it could not ride out, a crash)
+    supervisor = _Supervisor(settings.data_dir, [
+        ("worker", _worker_argv("ingest,generate", worker_concurrency, "prefork")),
+        ("worker-gpu", _worker_argv("gpu", 1, "prefork")),
+    ])
+    supervisor.start()
 
     def _terminate(signum, _frame):  # uvicorn re-raises SIGTERM after its shutdown: clean up
         raise SystemExit(128 + signum)
@@ -156,16 +164,68 @@ def up(host: str | None = None, port: int | None = None,
     try:
         api(host=host, port=port, reload=False)
     finally:
-        typer.echo("stopping worker…")
-        try:
-            os.killpg(worker_proc.pid, signal.SIGTERM)
-            deadline = time.time() + 20
-            while worker_proc.poll() is None and time.time() < deadline:
+        typer.echo("stopping workers…")
+        supervisor.stop()
+
+
+class _Supervisor:
+    """Keeps the worker processes of ``annotune up`` running: one that exits is started again
+    after a back-off (1 s, doubling to 30 s, reset after a minute of uptime). Each worker's pid
+    is in ``<data dir>/<name>.pid``."""
+
+    def __init__(self, data_dir: Path, workers: list[tuple[str, list[str]]]):
+        import threading
+
+        self.data_dir, self.workers = data_dir, workers
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="annotune-supervisor",
+                                        daemon=True)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
+        self.procs[name] = proc
+        (self.data_dir / f"{name}.pid").write_text(str(proc.pid))
+
+    def start(self) -> None:
+        for name, argv in self.workers:
+            self._spawn(name, argv)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        delay = dict.fromkeys(self.procs, 1.0)
+        started = dict.fromkeys(self.procs, time.monotonic())
+        while not self._stop.wait(1.0):
+            for name, argv in self.workers:
+                proc = self.procs[name]
+                if proc.poll() is None:
+                    if time.monotonic() - started[name] > 60:
+                        delay[name] = 1.0
+                    continue
+                typer.echo(f"{name} exited with {proc.returncode}; restarting in "
+                           f"{delay[name]:.0f} s", err=True)
+                if self._stop.wait(delay[name]):
+                    return
+                delay[name] = min(30.0, delay[name] * 2)
+                started[name] = time.monotonic()
+                self._spawn(name, argv)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        for proc in self.procs.values():
+            while proc.poll() is None and time.time() < deadline:
                 time.sleep(0.2)
-            if worker_proc.poll() is None:
-                os.killpg(worker_proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 if __name__ == "__main__":

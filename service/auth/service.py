@@ -10,7 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import audit, ratelimit
-from service.core import security
+from service.core import deps, security
 from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
@@ -277,3 +277,7 @@ def user_from_request(db: Session, request: Request) -> User | None:
             raise Forbidden("missing or invalid CSRF token", code="csrf_failed")
     user = db.get(User, ws.user_id)
     return user if user and user.is_active else None
+
+
+# the request dependencies in service.core.deps resolve through this domain
+deps.provide("authenticate", user_from_request)

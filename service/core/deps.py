@@ -7,7 +7,7 @@ unsafe ones, ``admin`` (besides ``is_admin``) for admin routes.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -43,13 +43,28 @@ def get_db(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def _authenticate(request: Request, db: Session) -> User | None:
-    from service.auth import service as auth_service
+# The domains behind these dependencies plug themselves in when imported (``core`` imports no
+# domain): ``service.auth.service`` resolves the caller, ``service.projects.service`` their role.
+_providers: dict[str, Callable[..., Any]] = {}
 
+
+def provide(name: str, fn: Callable[..., Any]) -> None:
+    """Register ``fn`` as ``name`` (``authenticate`` or ``role_of``)."""
+    _providers[name] = fn
+
+
+def _provider(name: str) -> Callable[..., Any]:
+    fn = _providers.get(name)
+    if fn is None:
+        raise RuntimeError(f"no {name!r} provider registered (import its domain's service)")
+    return fn
+
+
+def _authenticate(request: Request, db: Session) -> User | None:
     cached = getattr(request.state, "user", None)
     if cached is not None:
         return cached
-    user = auth_service.user_from_request(db, request)
+    user = _provider("authenticate")(db, request)
     request.state.user = user
     if user is not None:
         request.state.who = (user.email, user.is_admin)
@@ -139,11 +154,9 @@ class Access:
 def project_access(min_role: Role) -> Any:
     def dependency(project_id: int, request: Request, db: SessionDep,
                    _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> Access:
-        from service.projects import service as projects_service
-
         user = current_user(request, db)
         project = db.get(Project, project_id)
-        role = projects_service.role_of(db, project_id=project_id, user=user) if project else None
+        role = _provider("role_of")(db, project_id=project_id, user=user) if project else None
         if project is None or role is None:
             raise NotFound("project not found", code="project_not_found")
         request.state.nav_project = (project.id, project.name)

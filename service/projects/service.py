@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import audit
 from service.auth import service as auth_service
-from service.core import storage
+from service.core import deps, storage
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
 from service.models import Membership, Project, Role, User
@@ -151,3 +151,7 @@ def remove_member(db: Session, *, project_id: int, user_id: int, actor: User | N
     db.flush()
     audit.record(db, "member.remove", actor=actor, project_id=project_id,
                  target=f"user:{user_id}", details={"role": membership.role})
+
+
+# the request dependencies in service.core.deps resolve through this domain
+deps.provide("role_of", role_of)
