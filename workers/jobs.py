@@ -203,7 +203,7 @@ class Lease:
         held = self._held() if allow_cancelled else and_(self._held(),
                                                           m.cancel_requested.is_(false()))
         done = db.execute(update(m).where(held).values(heartbeat_at=utcnow(), **values)
-                          .execution_options(synchronize_session=False)).rowcount
+                          .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
         if not done:
             raise LeaseLost(f"{self.kind.label} {self.row_id}")
 
@@ -212,7 +212,7 @@ class Lease:
         with get_sessionmaker()() as db:
             m = self.model
             done = db.execute(update(m).where(self._held()).values(heartbeat_at=utcnow(), **values)
-                              .execution_options(synchronize_session=False)).rowcount
+                              .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
             db.commit()
         if not done:
             self.lost = True
@@ -226,10 +226,10 @@ class Lease:
                         lease_token=None, **values)
                 .execution_options(synchronize_session=False))
         if db is not None:
-            done = db.execute(stmt).rowcount
+            done = db.execute(stmt).rowcount  # type: ignore[attr-defined]
         else:
             with get_sessionmaker()() as own:
-                done = own.execute(stmt).rowcount
+                done = own.execute(stmt).rowcount  # type: ignore[attr-defined]
                 own.commit()
         self._stop.set()
         if not done:
@@ -244,7 +244,7 @@ class Lease:
         done = db.execute(update(m).where(m.id == self.row_id, m.lease_token == self.token)
                           .values(lease_token=None, finished_at=utcnow(), heartbeat_at=utcnow(),
                                   **values)
-                          .execution_options(synchronize_session=False)).rowcount
+                          .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
         self._stop.set()
         if not done:
             self.lost = True
@@ -373,7 +373,7 @@ def requeue_stale(queues: set[str]) -> dict[str, list[Any]]:
             with maker() as db:
                 taken = db.execute(update(m).where(m.id == row_id, m.status == kind.running,
                                                    token_cond).values(**values)
-                                   .execution_options(synchronize_session=False)).rowcount
+                                   .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
                 db.commit()
             if not taken:
                 continue
@@ -425,7 +425,7 @@ def resend_undelivered(queues: set[str]) -> dict[str, list[Any]]:
             with maker() as db:
                 taken = db.execute(update(m).where(m.id == row_id, m.status == kind.queued,
                                                    m.sent_at.is_(None)).values(sent_at=stamp)
-                                   .execution_options(synchronize_session=False)).rowcount
+                                   .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
                 db.commit()
             if not taken:
                 continue

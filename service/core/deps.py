@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -63,8 +63,8 @@ def _provider(name: str) -> Callable[..., Any]:
 def _authenticate(request: Request, db: Session) -> User | None:
     cached = getattr(request.state, "user", None)
     if cached is not None:
-        return cached
-    user = _provider("authenticate")(db, request)
+        return cast(User, cached)
+    user: User | None = _provider("authenticate")(db, request)
     request.state.user = user
     if user is not None:
         request.state.who = (user.email, user.is_admin)
@@ -162,8 +162,9 @@ def project_access(min_role: Role) -> Any:
         request.state.nav_project = (project.id, project.name)
         if not role.at_least(min_role):
             raise Forbidden(f"requires role {min_role.value} or higher in this project")
-        request.state.access = Access(project=project, user=user, role=role)
-        return request.state.access
+        access = Access(project=project, user=user, role=role)
+        request.state.access = access
+        return access
 
     dependency.access = f"project:{min_role.value}"  # type: ignore[attr-defined]
     dependency.min_role = min_role  # type: ignore[attr-defined]

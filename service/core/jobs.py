@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
@@ -91,7 +91,7 @@ def configure_celery(app: Celery, settings: Settings) -> Celery:
     conf: dict[str, Any] = {
         "broker_url": broker,
         "result_backend": settings.result_backend or None,
-        "task_queues": [Queue(q) for q in QUEUES],
+        "task_queues": [Queue(q) for q in QUEUES],  # type: ignore[no-untyped-call]
         "task_default_queue": "ingest",
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -39,7 +39,8 @@ def fmix32(values: np.ndarray) -> np.ndarray:
     values = values * np.uint32(0x85EBCA6B)
     values = values ^ (values >> np.uint32(13))
     values = values * np.uint32(0xC2B2AE35)
-    return values ^ (values >> np.uint32(16))
+    out: np.ndarray = values ^ (values >> np.uint32(16))
+    return out
 
 
 def _polynomial(codes: np.ndarray, size: int, count: int) -> np.ndarray:
@@ -100,7 +101,7 @@ def signatures(texts: list[str], *, num_perm: int, size: int, seed: int) -> np.n
     empty = np.uint32(0xFFFFFFFF)
     out = np.full(len(texts) * num_perm, empty, dtype=np.uint32)
     np.minimum.at(out, text_of * num_perm + bins, values)
-    out = out.reshape(len(texts), num_perm)
+    out = out.reshape(len(texts), num_perm)  # type: ignore[assignment]
     rows = np.flatnonzero((out == empty).any(axis=1))
     if len(rows):
         out[rows] = _densify(out[rows], empty)
@@ -170,4 +171,5 @@ class BandIndex:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of paired signature rows (fraction of equal values)."""
-    return (a == b).mean(axis=1)
+    out: np.ndarray = (a == b).mean(axis=1)
+    return out

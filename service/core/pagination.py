@@ -26,21 +26,23 @@ def encode_cursor(value: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str) -> dict[str, Any]:
+    invalid = Invalid("invalid cursor",
+                      details=[{"field": "query.cursor", "message": "not a cursor"}])
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(value, dict):
-            raise ValueError
-        return value
     except ValueError as exc:
-        raise Invalid("invalid cursor", details=[{"field": "query.cursor", "message": "not a cursor"}]) from exc
+        raise invalid from exc
+    if not isinstance(value, dict):
+        raise invalid
+    return value
 
 
 LimitQ = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
 CursorQ = Annotated[str | None, Query(description="opaque cursor from a previous page's next_cursor")]
 
 
-def paginate(db: Session, stmt: Select, id_col: InstrumentedAttribute, *, limit: int,
+def paginate(db: Session, stmt: Select[Any], id_col: InstrumentedAttribute[Any], *, limit: int,
              cursor: str | None, descending: bool = False) -> tuple[list[Any], str | None]:
     """Page ``stmt`` (selecting ORM entities) ordered by a unique integer column."""
     if cursor:

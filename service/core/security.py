@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -60,7 +61,7 @@ def constant_time_equals(a: str, b: str) -> bool:
 
 # -- secrets at rest (provider API keys) -------------------------------------------------------
 
-def _fernet():
+def _fernet() -> Any:
     import base64
 
     from cryptography.fernet import Fernet
@@ -72,8 +73,8 @@ def _fernet():
 
 
 def encrypt_secret(value: str) -> str:
-    return _fernet().encrypt(value.encode()).decode()
+    return str(_fernet().encrypt(value.encode()).decode())
 
 
 def decrypt_secret(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode()
+    return str(_fernet().decrypt(token.encode()).decode())
