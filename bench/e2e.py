@@ -56,7 +56,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOTUNE_")}
     env.update(ANNOTUNE_DATA_DIR=str(data / "data"), ANNOTUNE_PORT=str(args.port),
                ANNOTUNE_FIRST_ADMIN_EMAIL="admin@example.com", ANNOTUNE_FIRST_ADMIN_PASSWORD="admin-pass-1")
-    log = open(data / "up.log", "wb")
+    log = open(data / "up.log", "wb")  # noqa: SIM115 - held for the process's lifetime
     up = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], cwd=ROOT, env=env,
                           stdout=log, stderr=subprocess.STDOUT)
     t0 = time.time()

@@ -51,7 +51,7 @@ get_settings.cache_clear()
 (_TMP / "data").mkdir(parents=True, exist_ok=True)
 
 # eager mode runs tasks in this process through the worker's app (the API never imports it)
-import workers.celery_app  # noqa: E402,F401
+import workers.celery_app  # noqa: F401
 
 pytest_plugins = ["tests.support.factories"]
 

@@ -26,6 +26,7 @@ def test_app_and_every_route_module_import_without_torch():
         "assert not heavy, heavy\n"
         "print(len(app.state.routers))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.strip()) >= 10

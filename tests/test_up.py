@@ -30,7 +30,7 @@ def embedded(tmp_path):
     env.update({"ANNOTUNE_DATA_DIR": str(tmp_path / "data"), "ANNOTUNE_PORT": str(port),
                 "ANNOTUNE_FIRST_ADMIN_EMAIL": "admin@example.com",
                 "ANNOTUNE_FIRST_ADMIN_PASSWORD": "admin-password-1"})
-    log = open(tmp_path / "up.log", "wb")
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed in the fixture's finally
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], cwd=tmp_path, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -81,8 +81,9 @@ def test_up_serves_logs_in_creates_project_adds_annotator_and_runs_tasks(embedde
     # a task sent through the embedded (server-less) broker is run by the worker beside the API
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOTUNE_")}
     env["ANNOTUNE_DATA_DIR"] = str(tmp_path / "data")
-    subprocess.run([sys.executable, "-c", "from service.core.jobs import send_now; "
-                    "send_now('system.ping', payload='embedded-check')"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-c", ("from service.core.jobs import send_now; "
+                                           "send_now('system.ping', payload='embedded-check')")],
+                   cwd=ROOT, env=env, check=True)
     deadline = time.time() + 120  # generous: CI machines are busy
     while time.time() < deadline and not re.search(r"Task system\.ping\[[^\]]+\] succeeded",
                                                    (tmp_path / "up.log").read_text()):

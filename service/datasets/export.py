@@ -113,7 +113,7 @@ def _prefetched(fetch: Callable[[], list[Any]], depth: int = 2) -> Iterator[Any]
                     break
                 q.put([row[0] for row in rows])
             q.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             q.put(exc)
 
     worker = threading.Thread(target=produce, name="export-prefetch", daemon=True)

@@ -10,8 +10,8 @@ from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import TooLarge
 from service.core.pagination import CursorQ, LimitQ, Page
 from service.documents import schemas
-from service.documents.jobs import DEDUP
 from service.documents import service as documents_service
+from service.documents.jobs import DEDUP
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["documents"])
 

@@ -180,7 +180,7 @@ def _create_job_without_sending(db, pid, provider_id, template_name, workers=1):
 def test_sigkill_mid_job_then_new_worker_finishes_exactly_once(db, project, tmp_path):
     from service.generation import service as gs
 
-    owner, pid = project
+    _owner, pid = project
     make_chunks(db, pid, 30)
     env = {"ANNOTUNE_GENERATION_LEASE_SECONDS": "3", "ANNOTUNE_JOB_STALE_SECONDS": "2"}
     with FakeOpenAIServer(latency=0.3, responder=lambda r: "关键词") as server:
@@ -228,7 +228,7 @@ def test_one_runner_per_job_and_max_concurrency_across_two_worker_processes(db, 
     provider's concurrency limit holds across the processes."""
     from service.generation import service as gs
 
-    owner, pid = project
+    _owner, pid = project
     make_chunks(db, pid, 48)
     with FakeOpenAIServer(latency=0.25, responder=lambda r: "k") as server:
         prov = gs.create_provider(db, project_id=pid, data={"name": "p", "base_url": server.url,

@@ -22,7 +22,7 @@ def redis_available() -> bool:
 
     try:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means: no Redis
         return False
 
 
@@ -55,7 +55,7 @@ def purge(queues: tuple[str, ...] = ("ingest", "generate", "gpu")) -> None:
 def running_worker(queues: str = "ingest,generate,gpu", concurrency: int = 1, name: str = "w1",
                    pool: str = "prefork", log_path: Path | None = None, **env: str):
     log_path = log_path or Path(os.environ.get("ANNOTUNE_DATA_DIR", "/tmp")) / f"worker-{name}.log"
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - closed when the worker stops
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues,
          "-c", str(concurrency), "--pool", pool, "-n", f"{name}@%h", "--loglevel", "INFO",

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from workers.training.artifacts import merge_adapter, vllm_serve_commands
 from service.training.config import TrainingConfig
+from workers.training.artifacts import merge_adapter, vllm_serve_commands
 from workers.training.data import (
     IGNORE_INDEX,
     PaddingCollator,
