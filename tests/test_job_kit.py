@@ -45,10 +45,10 @@ def _samples(db, job_id: int) -> int:
                      .where(Sample.generation_job_id == job_id))
 
 
-def _custom_template(db, project_id: int) -> int:
+def _custom_template(db, project_id: int, name: str = "echo") -> int:
     from service.generation import service as gs
 
-    t = gs.create_template(db, project_id=project_id, name="echo", kind="custom", lang="en",
+    t = gs.create_template(db, project_id=project_id, name=name, kind="custom", lang="en",
                            text="Write about: {{ text }}", parser={"kind": "text"}, actor_id=None)
     db.commit()
     return t.id
@@ -200,3 +200,32 @@ def test_layers_service_never_imports_workers_and_core_imports_no_domain():
                     for d in DOMAINS):
                 offenders.append(f"{rel}: {module}")
     assert offenders == []
+
+
+def test_a_queued_job_says_what_it_waits_for(client, db, factories, monkeypatch):
+    from service.core import jobs
+    from service.generation import service as gs
+
+    sent = []
+    monkeypatch.setattr(jobs, "send_now", lambda name, **kw: sent.append((name, kw)))
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "wait"}, headers=owner.headers).json()["id"]
+    make_chunks(db, pid, 2)
+    remote = gs.create_provider(db, project_id=pid, data={"name": "r", "base_url":
+                                                           "http://127.0.0.1:9/v1", "model": "m"})
+    local = gs.create_provider(db, project_id=pid, data={"name": "l", "kind": "local",
+                                                          "model": "smollm2-135m-instruct"})
+    db.commit()
+    waits = {}
+    for prov in (remote, local):
+        tid = _custom_template(db, pid, name=f"echo-{prov.kind}")
+        r = client.post(f"/api/v1/projects/{pid}/generation-jobs", headers=owner.headers,
+                        json={"template_id": tid, "provider_id": prov.id})
+        assert r.status_code in (200, 201), r.text
+        job = client.get(f"/api/v1/projects/{pid}/generation-jobs/{r.json()['id']}",
+                         headers=owner.headers).json()
+        assert job["status"] == "queued" and job["sent_at"] and job["attempts"] == 0
+        waits[prov.kind] = job["waiting"]
+    assert waits == {"openai": "waiting for a free worker on the 'generate' queue",
+                     "local": "waiting for a free worker on the 'gpu' queue"}
+    assert [name for name, _ in sent] == ["generation.run_job"] * 2

@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import Celery
 from kombu.entity import Queue
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
@@ -257,15 +259,6 @@ def _forget_on_root_end(session: Session, transaction: Any) -> None:
         session.info.pop(_ROLLED_BACK_KEY, None)
 
 
-def waiting_reason(kind: JobKind, row: Any) -> str | None:
-    """Why a queued row is not running yet, for its page and API (None when not waiting)."""
-    if row.status != kind.queued:
-        return None
-    if row.sent_at is None:
-        return "not yet handed to the broker (the workers re-send it)"
-    return f"waiting for a free worker on the {row.queue or kind.queue!r} queue"
-
-
 def is_dead(kind: JobKind, row: Any) -> bool:
     """A running row whose runner stopped heart-beating (the sweeper will re-queue it): a
     retried request may start a fresh attempt instead of returning it."""
@@ -280,3 +273,32 @@ def is_dead(kind: JobKind, row: Any) -> bool:
 
 
 PING = Task("system.ping", "ingest")
+
+
+class JobLifecycleRead(BaseModel):
+    """The lifecycle fields every job's API shape carries (``JobMixin``), and why a queued job
+    is not running yet (``waiting``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    default_queue: ClassVar[str] = "ingest"
+    queued_word: ClassVar[str] = "queued"
+
+    status: str
+    attempts: int = 0
+    worker: str | None = None
+    queue: str | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    sent_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def waiting(self) -> str | None:
+        if self.status != self.queued_word:
+            return None
+        if self.sent_at is None:
+            return "not yet handed to the broker (the workers re-send it)"
+        return f"waiting for a free worker on the {self.queue or self.default_queue!r} queue"

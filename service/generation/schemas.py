@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.core.jobs import JobLifecycleRead
 
 
 class ProviderCreate(BaseModel):
@@ -92,8 +94,8 @@ class JobCreate(BaseModel):
     workers: int = Field(1, ge=1, le=16, description="parallel runners (across worker processes)")
 
 
-class JobRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class JobRead(JobLifecycleRead):
+    default_queue: ClassVar[str] = "generate"
     id: int
     project_id: int
     kind: str
@@ -109,10 +111,7 @@ class JobRead(BaseModel):
     retried: int
     prompt_tokens: int
     completion_tokens: int
-    error: str | None
     created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
 
 
 class UnitRead(BaseModel):

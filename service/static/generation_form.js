@@ -16,7 +16,8 @@ const errorText = (res) => window.annotune.errorText(res);
 function paint(row, j) {
   row.dataset.status = j.status;
   if (j.started_at) row.dataset.started = j.started_at;
-  row.querySelector(".st").textContent = j.status;
+  // a queued job says why it is not running yet (no free worker on its queue, or not yet sent)
+  row.querySelector(".st").textContent = j.waiting ? `${j.status} (${j.waiting})` : j.status;
   row.querySelector(".done").textContent = `${j.done_units} / ${j.total_units}`;
   row.querySelector(".failed").textContent = j.failed_units;
   row.querySelector(".retried").textContent = j.retried;
