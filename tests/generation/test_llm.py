@@ -11,7 +11,7 @@ import traceback
 
 import pytest
 
-from service.generation import llm, parsers
+from service.generation import llm, llm_http, parsers
 from service.generation.llm import LLMError, ProviderSettings, chat
 from service.generation.parsers import ParseFailure
 from tests.support.openai_server import (
@@ -170,10 +170,10 @@ def test_backoff_full_jitter_and_retry_after():
         assert max(delays) > ceiling * 0.8  # full jitter spans the range
     assert llm.backoff_delay(1, settings, retry_after=5.0) >= 5.0
     assert llm.backoff_delay(1, settings, retry_after=600.0) <= 30.0  # capped
-    assert llm._retry_after({"retry-after-ms": "250"}) == 0.25
-    assert llm._retry_after({"retry-after": "3"}) == 3.0
-    assert llm._retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-    assert llm._retry_after({}) is None
+    assert llm_http._retry_after({"retry-after-ms": "250"}) == 0.25
+    assert llm_http._retry_after({"retry-after": "3"}) == 3.0
+    assert llm_http._retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert llm_http._retry_after({}) is None
 
 
 def test_limiter_held_only_during_requests(server):

@@ -1,0 +1,137 @@
+"""What an LLM call takes and gives: ``ProviderSettings``, ``LLMResult``, ``ParsedResult`` and
+``LLMError``. See ``llm.py`` for the calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+__all__ = [
+    "LLMError",
+    "LLMResult",
+    "ParsedResult",
+    "ProviderSettings",
+]
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Where and how to call a model. Built from an ``LLMProvider`` row by the caller."""
+
+    base_url: str
+    """OpenAI-compatible base URL, e.g. ``http://vllm:8000/v1``."""
+    model: str
+    api_key: SecretStr | None = field(default=None, repr=False)
+    """Given as ``str`` or ``SecretStr``; stored as ``SecretStr``. ``None``: the server needs none."""
+    timeout: float = 60.0
+    """Seconds per attempt (connect + read)."""
+    max_retries: int = 4
+    """Retries after the first attempt (so at most ``1 + max_retries`` requests)."""
+    default_params: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling parameters for every call (temperature, max_tokens, ...); ``params`` override."""
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    """Merged into every request body, e.g. ``{"chat_template_kwargs": {"enable_thinking": False}}``."""
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+    """A longer ``Retry-After`` is capped to this many seconds."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            object.__setattr__(self, "api_key", SecretStr(self.api_key))
+        if not self.base_url:
+            raise ValueError("base_url is required")
+        if not self.model:
+            raise ValueError("model is required")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if self.backoff_base < 0 or self.backoff_max < 0:
+            raise ValueError("backoff must be >= 0")
+
+    @property
+    def display_url(self) -> str:
+        """The base URL without any user:password part, for messages and logs."""
+        parts = urlsplit(self.base_url)
+        if parts.username or parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            parts = parts._replace(netloc=host)
+        return urlunsplit(parts)
+
+    def secret_values(self) -> list[str]:
+        """Strings that must never reach a message or log line."""
+        values = []
+        if self.api_key is not None and self.api_key.get_secret_value():
+            values.append(self.api_key.get_secret_value())
+        parts = urlsplit(self.base_url)
+        if parts.password:
+            values.append(parts.password)
+        return values
+
+
+@dataclass
+class LLMResult:
+    content: str
+    """The answer, with reasoning removed and surrounding whitespace stripped."""
+    reasoning: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    """Duration of the successful request."""
+    attempts: int
+    raw: dict[str, Any] = field(repr=False)
+    """The completion as the server sent it (``model_dump()``)."""
+    finish_reason: str | None = None
+    model: str | None = None
+    elapsed_s: float = 0.0
+    """Wall time of the whole call: all attempts, backoff sleeps and limiter waits."""
+
+
+@dataclass
+class ParsedResult:
+    value: Any
+    result: LLMResult
+    repairs: int
+    """How many repair rounds were needed (0: the first answer parsed)."""
+
+
+class LLMError(Exception):
+    """A call that failed for good. The message never contains the API key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        kind: str = "error",
+        retryable: bool = False,
+        attempts: int = 0,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.kind = kind
+        """``rate_limit``, ``server``, ``client``, ``auth``, ``timeout``, ``connection``,
+        ``bad_response``."""
+        self.retryable = retryable
+        self.attempts = attempts
+
+    def __reduce__(self):
+        return (
+            _rebuild_error,
+            (self.message, self.status_code, self.kind, self.retryable, self.attempts),
+        )
+
+
+def _rebuild_error(message, status_code, kind, retryable, attempts):  # pickle helper
+    return LLMError(
+        message, status_code=status_code, kind=kind, retryable=retryable, attempts=attempts
+    )
