@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core import sanitize
 from service.core.config import get_settings
+from service.core.deps import sqlite_write_gate
 from service.core.errors import AppError, RetryTransient, Unauthorized, install_error_handlers
 from service.core.limits import BodySizeLimit
 from service.core.logging import configure_logging, request_id_var
@@ -68,7 +69,8 @@ def create_app() -> FastAPI:
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(title="annotune", version="0.1.0", docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json",  # /docs and /redoc: service/apidocs.py
-                  dependencies=[Depends(sanitize.check_request)])  # one input sanitation layer
+                  dependencies=[Depends(sanitize.check_request),  # one input sanitation layer
+                                Depends(sqlite_write_gate, scope="function")])
     install_error_handlers(app)
     json_http_error = app.exception_handlers[StarletteHTTPException]
 

@@ -1,6 +1,8 @@
 """Engine, sessions and the declarative ``Base`` shared by every model."""
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +33,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-class CanonicalJSON(TypeDecorator):
+class CanonicalJSON(TypeDecorator[Any]):
     """JSON kept as the exact text ``orjson.dumps`` writes (compact, keys in written order, UTF-8).
 
     For frozen data whose bytes matter: the database stores and returns the text untouched (no
@@ -49,7 +51,7 @@ class CanonicalJSON(TypeDecorator):
         return None if value is None else orjson.loads(value)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
 
     impl = DateTime(timezone=True)
@@ -90,10 +92,26 @@ class Base(DeclarativeBase):
 # concurrent uploads were lost.
 SQLITE_BEGIN = "annotune_sqlite_begin"  # execution option: "IMMEDIATE" (else: at the first write)
 _PENDING_BEGIN = "annotune_pending_begin"
+_HOLDS_WRITER = "annotune_holds_writer"
 _READS = ("SELECT", "WITH", "PRAGMA", "EXPLAIN")
 
 
 def _sqlite_transactions(engine: Engine, busy_timeout_ms: int) -> None:
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE: SQLite's busy handler
+    # polls with growing sleeps, which under many concurrent writers starves some of them past
+    # the timeout; a lock hands the database over in turn. Other processes still wait in the
+    # busy handler.
+    writer = threading.Lock()
+
+    def _acquire(record_info: dict[str, Any]) -> None:
+        if not writer.acquire(timeout=busy_timeout_ms / 1000):
+            raise sqlite3.OperationalError("database is locked")
+        record_info[_HOLDS_WRITER] = True
+
+    def _release(record_info: dict[str, Any]) -> None:
+        if record_info.pop(_HOLDS_WRITER, False):
+            writer.release()
+
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see above)
@@ -119,12 +137,24 @@ def _sqlite_transactions(engine: Engine, busy_timeout_ms: int) -> None:
         if mode != "IMMEDIATE" and head.startswith(_READS):
             return  # a read on its own: no transaction, no lock
         del conn.info[_PENDING_BEGIN]
-        cursor.connection.execute("BEGIN IMMEDIATE")
+        _acquire(conn.info)
+        try:
+            cursor.connection.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _end(conn: Any) -> None:
         conn.info.pop(_PENDING_BEGIN, None)
+        _release(conn.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    @event.listens_for(engine.pool, "invalidate")
+    def _returned(_dbapi_conn: Any, record: Any, *_args: Any) -> None:
+        if record is not None:
+            _release(record.info)
 
 
 def make_engine(url: str) -> Engine:
@@ -133,6 +163,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False,
                                   "timeout": settings.sqlite_busy_timeout_seconds}
+        # writers wait for the lock holding a connection: room for every request thread
+        # (uvicorn runs sync routes on 40 threads) plus a worker, so none times out on the pool
+        kwargs.update(pool_size=10, max_overflow=50, pool_timeout=settings.sqlite_busy_timeout_seconds * 2)
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
     engine = create_engine(url, **kwargs)

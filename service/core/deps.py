@@ -7,13 +7,15 @@ unsafe ones, ``admin`` (besides ``is_admin``) for admin routes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from service.core.config import get_settings
 from service.core.db import session_scope
 from service.core.errors import Forbidden, NotFound, Unauthorized
 from service.models import Project, Role, User
@@ -28,16 +30,37 @@ def writes_db(endpoint: Any) -> Any:
     return endpoint
 
 
+def request_writes(request: Request) -> bool:
+    """Unsafe methods, and routes marked ``writes_db``, write; the others only read."""
+    route = request.scope.get("route")
+    return (request.method not in SAFE_METHODS
+            or getattr(getattr(route, "endpoint", None), "writes_db", False))
+
+
 def get_db(request: Request) -> Iterator[Session]:
     """The request's unit of work: committed when the handler returns, rolled back on error.
 
-    Unsafe methods (and routes marked ``writes_db``) write; the others only read, so on SQLite
-    they take no write lock."""
-    route = request.scope.get("route")
-    write = (request.method not in SAFE_METHODS
-             or getattr(getattr(route, "endpoint", None), "writes_db", False))
-    with session_scope(write=write) as session:
+    A request that only reads takes no write lock on SQLite (see ``request_writes``)."""
+    with session_scope(write=request_writes(request)) as session:
         yield session
+
+
+_write_gates: dict[int, asyncio.Semaphore] = {}
+
+
+async def sqlite_write_gate(request: Request) -> AsyncIterator[None]:
+    """App-wide: on SQLite, writing requests enter the thread pool one at a time.
+
+    SQLite has one writer. Writers that waited for it inside the pool's threads (40) could fill
+    every thread while the one holding the lock needed a thread for its next step: all of them
+    then timed out together. Waiting here, in the event loop, costs no thread."""
+    if not get_settings().is_sqlite or not request_writes(request):
+        yield
+        return
+    loop = id(asyncio.get_running_loop())
+    gate = _write_gates.setdefault(loop, asyncio.Semaphore(1))
+    async with gate:
+        yield
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -107,6 +108,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         return database_error_response(request, exc)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free for %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("database_busy", "the database is busy; retry"),
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def is_transient(exc: DBAPIError) -> bool:

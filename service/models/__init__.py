@@ -6,7 +6,7 @@ from service.models.evaluation import EvalPrediction, EvalRun
 from service.models.generation import GenerationJob, GenerationUnit, LLMProvider, PromptTemplate
 from service.models.invitation import Invitation
 from service.models.project import ROLE_RANK, Membership, Project, Role
-from service.models.review import BulkJob, ReviewDecision
+from service.models.review import BulkJob, ReviewDecision, ReviewLease
 from service.models.sample import ImportJob, Sample, SampleRevision, SampleStatus
 from service.models.training import JobEvent, TrainingJob
 from service.models.user import ApiToken, RateCounter, User, WebSession
@@ -35,6 +35,7 @@ __all__ = [
     "PromptTemplate",
     "RateCounter",
     "ReviewDecision",
+    "ReviewLease",
     "Role",
     "Sample",
     "SampleRevision",

@@ -46,3 +46,17 @@ class BulkJob(JobMixin, Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     state: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewLease(Base):
+    """A short reservation of a pending sample by the annotator that ``next`` handed it to, so
+    concurrent annotators on a shared queue get different samples. It lapses at ``expires_at``
+    (the annotator left) and is dropped when the sample is decided or skipped."""
+
+    __tablename__ = "review_leases"
+    __table_args__ = (Index("ix_review_leases_project_id_expires_at", "project_id", "expires_at"),)
+
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from service.core.config import get_settings
-from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
+from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
 from service.review import bulk as review_bulk
 from service.review import schemas
 from service.review import service as review_service
@@ -54,6 +54,7 @@ def set_skip_cookie(response: Response, project_id: int, ids: list[int]) -> None
 
 
 @router.get("/next", response_model=schemas.NextSample)
+@writes_db  # leases the sample it hands out
 def next_sample(request: Request, access: ProjectAnnotator, db: SessionDep,
                 sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
     overlap = review_service.review_settings(access.project).review_overlap
@@ -81,6 +82,7 @@ def skip(sample_id: int, request: Request, response: Response, access: ProjectAn
     samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
     ids = [i for i in skipped_ids(request, access.project.id) if i != sample_id] + [sample_id]
     set_skip_cookie(response, access.project.id, ids)
+    review_service.release_lease(db, sample_id=sample_id, user_id=access.user.id)
     overlap = review_service.review_settings(access.project).review_overlap
     nxt = review_service.next_sample(db, project_id=access.project.id, user_id=access.user.id,
                                      overlap=overlap, skip_ids=ids, exclude_ids=[sample_id],

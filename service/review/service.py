@@ -13,12 +13,25 @@ from typing import Any
 
 import orjson
 from markupsafe import Markup, escape
-from sqlalchemy import and_, exists, func, not_, select
+from sqlalchemy import and_, delete, exists, func, not_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Forbidden, Invalid
-from service.models import Chunk, Document, Membership, Project, ReviewDecision, Role, Sample, User
+from service.models import (
+    Chunk,
+    Document,
+    Membership,
+    Project,
+    ReviewDecision,
+    ReviewLease,
+    Role,
+    Sample,
+    User,
+)
 from service.review import agreement as agreement_mod
 from service.review import bulk as review_bulk
 from service.samples import service as samples_service
@@ -108,16 +121,43 @@ def _queue_clauses(db: Session, *, project_id: int, user_id: int, overlap: int) 
 
 def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
                 skip_ids: list[int] | None = None, exclude_ids: list[int] | None = None,
-                sort: str | None = None) -> Sample | None:
+                sort: str | None = None, lease_seconds: int | None = None) -> Sample | None:
     """The next pending sample for ``user_id``: assigned to them first, then unassigned.
 
     Within each group samples come in ``sort`` order (``id`` by default; see
     ``samples_service.SORTS``). Skipped samples are passed over while anything else is left;
     then they come back. ``exclude_ids`` are never returned (e.g. the sample just skipped).
     No counting.
+
+    Single review shares the queue through leases: the sample handed out is reserved for
+    ``lease_seconds`` (``review_lease_seconds``; an annotator holds one lease per project, so asking
+    again moves it), samples another annotator holds a live lease on are passed over, and on PostgreSQL rows being handed to someone else right now are skipped
+    (``FOR UPDATE SKIP LOCKED``). The lease is taken with a conditional upsert, so two callers
+    racing for one sample (SQLite, or a stale read) cannot both get it: the loser tries the next.
     """
+    if overlap > 1:  # double review: every reviewer sees every sample; no leases
+        return _pick(db, project_id=project_id, user_id=user_id, overlap=overlap,
+                     skip_ids=skip_ids, exclude_ids=exclude_ids, sort=sort, now=None)
+    ttl = timedelta(seconds=lease_seconds or get_settings().review_lease_seconds)
+    now = utcnow()
+    lost: list[int] = []
+    for _ in range(20):
+        found = _pick(db, project_id=project_id, user_id=user_id, overlap=overlap,
+                      skip_ids=skip_ids, exclude_ids=[*(exclude_ids or []), *lost], sort=sort,
+                      now=now)
+        if found is None or _take_lease(db, sample=found, user_id=user_id, now=now, ttl=ttl):
+            return found
+        lost.append(found.id)
+    return None
+
+
+def _pick(db: Session, *, project_id: int, user_id: int, overlap: int, skip_ids: list[int] | None,
+          exclude_ids: list[int] | None, sort: str | None, now: Any) -> Sample | None:
     order = samples_service.sort_order(samples_service.check_sort(sort))
     base = _queue_clauses(db, project_id=project_id, user_id=user_id, overlap=overlap)
+    if now is not None:
+        base.append(~exists().where(ReviewLease.sample_id == Sample.id,
+                                    ReviewLease.user_id != user_id, ReviewLease.expires_at > now))
     skip = list(dict.fromkeys((skip_ids or []) + (exclude_ids or [])))
     attempts = [skip, list(exclude_ids or [])] if skip else [[]]
     for avoid in attempts:
@@ -125,10 +165,39 @@ def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
             stmt = select(Sample).where(and_(*base), who)
             if avoid:
                 stmt = stmt.where(Sample.id.not_in(avoid))
-            found = db.scalar(stmt.order_by(*order).limit(1))
+            stmt = stmt.order_by(*order).limit(1)
+            if now is not None:
+                stmt = stmt.with_for_update(of=Sample, skip_locked=True)
+            found = db.scalar(stmt)
             if found is not None:
                 return found
     return None
+
+
+def _take_lease(db: Session, *, sample: Sample, user_id: int, now: Any, ttl: timedelta) -> bool:
+    """Lease ``sample`` to ``user_id`` unless someone else holds a live lease on it."""
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(ReviewLease).values(sample_id=sample.id, project_id=sample.project_id,
+                                      user_id=user_id, expires_at=now + ttl)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ReviewLease.sample_id],
+        set_={"user_id": stmt.excluded.user_id, "expires_at": stmt.excluded.expires_at},
+        where=(ReviewLease.expires_at <= now) | (ReviewLease.user_id == user_id),
+    ).returning(ReviewLease.sample_id)
+    if db.execute(stmt).first() is None:
+        return False
+    db.execute(delete(ReviewLease).where(ReviewLease.user_id == user_id,
+                                         ReviewLease.project_id == sample.project_id,
+                                         ReviewLease.sample_id != sample.id))
+    return True
+
+
+def release_lease(db: Session, *, sample_id: int, user_id: int | None = None) -> None:
+    """Drop the lease on a sample (decided: anyone's; skipped: the skipper's)."""
+    stmt = delete(ReviewLease).where(ReviewLease.sample_id == sample_id)
+    if user_id is not None:
+        stmt = stmt.where(ReviewLease.user_id == user_id)
+    db.execute(stmt)
 
 
 def _quote_spans(text: str, answers: list[str], min_len: int = MIN_QUOTE) -> list[tuple[int, int]]:
@@ -239,6 +308,7 @@ def decide(db: Session, *, project: Project, sample_id: int, reviewer_id: int, d
             reject_reason=reason if decision == "rejected" else None, comment=reason)
         _record(db, sample=sample, reviewer_id=reviewer_id, decision=decision, reason=reason,
                 messages=sample.messages, version=sample.version)
+        release_lease(db, sample_id=sample_id)
         return {"sample": sample, "resolved": True, "flagged": False, "decisions": 1}
 
     # double review: serialise the deciders of one sample (row lock; SQLite serialises anyway)
