@@ -21,6 +21,7 @@ Usage (the same object may be shared by many threads)::
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -28,6 +29,8 @@ import threading
 import time
 import uuid
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LimiterTimeout", "LocalSemaphore", "RedisSemaphore"]
 
@@ -144,9 +147,17 @@ class RedisSemaphore:
         return max(1, int(self.lease_seconds * 1000))
 
     def try_acquire(self) -> str | None:
-        """One atomic attempt: a token when a slot was free, else ``None``."""
+        """One atomic attempt: a token when a slot was free, else ``None``. Redis unreachable
+        (restarting) counts as no free slot: callers keep polling with back-off until it is
+        back or their timeout passes, rather than failing the work."""
+        import redis
+
         token = self._prefix + uuid.uuid4().hex
-        acquired, _ = self._acquire(keys=[self.key], args=[token, self.limit, self._lease_ms])
+        try:
+            acquired, _ = self._acquire(keys=[self.key], args=[token, self.limit, self._lease_ms])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("limiter %s: Redis unreachable (%s); waiting for it", self.key, exc)
+            return None
         return token if int(acquired) == 1 else None
 
     def acquire(self, *, blocking: bool = True, timeout: float | None = None) -> str | None:
@@ -174,8 +185,16 @@ class RedisSemaphore:
             delay = min(self.poll_max, delay * 2)
 
     def release(self, token: str) -> bool:
-        """Give the slot back; ``False`` if the lease had already expired (and was reclaimed)."""
-        return bool(self.redis.zrem(self.key, token))
+        """Give the slot back; ``False`` if the lease had already expired (and was reclaimed), or
+        Redis is unreachable (the slot's lease then expires on its own)."""
+        import redis
+
+        try:
+            return bool(self.redis.zrem(self.key, token))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("limiter %s: could not release a slot (%s); its lease expires", self.key,
+                        exc)
+            return False
 
     def renew(self, token: str, lease_seconds: float | None = None) -> bool:
         """Extend a held slot's lease from now; ``False`` if it expired meanwhile."""

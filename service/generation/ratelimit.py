@@ -37,18 +37,28 @@ class RateLimiter:
 
     def _incr(self, kind: str, index: int, amount: int) -> int:
         if self.redis is not None:
+            import redis
+
             name = f"{self.key}:{kind}:{index}"
-            pipe = self.redis.pipeline()
-            pipe.incrby(name, amount)
-            pipe.expire(name, int(self.window * 2) + 1)
-            return int(pipe.execute()[0])
+            try:
+                pipe = self.redis.pipeline()
+                pipe.incrby(name, amount)
+                pipe.expire(name, int(self.window * 2) + 1)
+                return int(pipe.execute()[0])
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # Redis restarting: count in this process until it is back
         with self._lock:
             self._local[(kind, index)] += amount
             return self._local[(kind, index)]
 
     def _get(self, kind: str, index: int) -> int:
         if self.redis is not None:
-            return int(self.redis.get(f"{self.key}:{kind}:{index}") or 0)
+            import redis
+
+            try:
+                return int(self.redis.get(f"{self.key}:{kind}:{index}") or 0)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
         with self._lock:
             return self._local.get((kind, index), 0)
 
