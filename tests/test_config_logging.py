@@ -16,7 +16,7 @@ def test_production_refuses_the_default_secret():
     for secret in (DEFAULT_SECRET, ""):
         with pytest.raises(ValueError, match="ANNOTUNE_SECRET_KEY"):
             Settings(environment="production", secret_key=secret)
-    Settings(environment="production", secret_key="a-real-random-secret-value-123")
+    Settings(environment="production", secret_key="a-real-random-secret-value-of-32-bytes-or-more")
     Settings(environment="development")  # fine for local use
 
 

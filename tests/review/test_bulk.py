@@ -137,7 +137,8 @@ def test_job_skips_samples_changed_meanwhile(client, db, team, make_samples, low
     assert all(s[:2] == ("accepted", ["checked"]) for k, s in enumerate(state) if k != 2)
     assert len(_revisions(db, ids)) == 5
     # a redelivered task is a no-op
-    assert review_runner.run_job(resp.json()["job_id"])["changed"] == 5
+    assert review_runner.run_job(resp.json()["job_id"]) == {"status": "skipped"}
+    assert client.get(resp.json()["status_url"], headers=team.lead.headers).json()["changed"] == 5
 
 
 def test_large_assignment_runs_as_job(client, db, team, make_samples, low_threshold):
