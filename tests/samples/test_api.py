@@ -158,6 +158,23 @@ def test_import_skip_imports_eight_and_reports_two(client, db, setup):
     assert len(listed["items"]) == 5 and listed["next_cursor"]
 
 
+def test_import_larger_than_a_batch_commits_once_with_its_counts(client, db, setup):
+    """2,500 lines span three write batches: on SQLite too (one writer) nothing waits on the
+    import's own open transaction, and the file lands whole."""
+    owner, _, pid = setup
+    lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                               {"role": "assistant", "content": f"a{i}"}]})
+                       for i in range(2500))
+    resp = client.post(f"/api/v1/projects/{pid}/imports", headers=owner.headers,
+                       files={"file": ("big.jsonl", io.BytesIO(lines.encode()))},
+                       data={"mode": "strict"})
+    assert resp.status_code == 202, resp.text
+    job = client.get(f"/api/v1/projects/{pid}/imports/{resp.json()['id']}",
+                     headers=owner.headers).json()
+    assert (job["status"], job["imported"], job["lines_read"]) == ("succeeded", 2500, 2500)
+    assert db.scalar(select(func.count()).select_from(Sample)) == 2500
+
+
 def test_import_course_keyword_file_with_mapping(client, db, setup):
     owner, _, pid = setup
     rows = [{"conversation": [
