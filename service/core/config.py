@@ -57,11 +57,11 @@ class Settings(BaseSettings):
     session_cookie_secure: bool | None = None
     session_max_age_seconds: int = 14 * 24 * 3600
 
-    login_rate_limit: int = Field(10, description="failed logins per window per email+IP")
+    login_rate_limit: int = Field(default=10, description="failed logins per window per email+IP")
     login_rate_limit_per_address: int = Field(
-        50, description="failed logins per window from one client address, across all emails")
+        default=50, description="failed logins per window from one client address, across all emails")
     login_rate_limit_per_email: int = Field(
-        50, description="failed logins per window for one email, across all addresses")
+        default=50, description="failed logins per window for one email, across all addresses")
     login_rate_window_seconds: int = 300
 
     # provider/evaluation URLs may reach these internal addresses (see service/core/egress.py):

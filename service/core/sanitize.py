@@ -155,9 +155,9 @@ async def check_request(request: Request) -> None:
         check_value(value, "body")
     elif ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()  # FastAPI has parsed it already for form routes: cached
-        for name, value in form.multi_items():
+        for name, item in form.multi_items():
             check_text(name, f"body.{name}")
-            if isinstance(value, UploadFile):
-                check_text(value.filename or "", f"body.{name}.filename")
-            elif isinstance(value, str):
-                check_text(value, f"body.{name}")
+            if isinstance(item, UploadFile):
+                check_text(item.filename or "", f"body.{name}.filename")
+            elif isinstance(item, str):
+                check_text(item, f"body.{name}")
