@@ -5,6 +5,14 @@ from service.models.document import Chunk, Document
 from service.models.evaluation import EvalPrediction, EvalRun
 from service.models.generation import GenerationJob, GenerationUnit, LLMProvider, PromptTemplate
 from service.models.invitation import Invitation
+from service.models.preference import (
+    PreferenceCandidate,
+    PreferenceDecision,
+    PreferenceGenerationJob,
+    PreferenceItem,
+    PreferenceVersion,
+    PreferenceVersionItem,
+)
 from service.models.project import ROLE_RANK, Membership, Project, Role
 from service.models.review import BulkJob, ReviewDecision, ReviewLease
 from service.models.sample import ImportJob, Sample, SampleRevision, SampleStatus
@@ -31,6 +39,12 @@ __all__ = [
     "JobEvent",
     "LLMProvider",
     "Membership",
+    "PreferenceCandidate",
+    "PreferenceDecision",
+    "PreferenceGenerationJob",
+    "PreferenceItem",
+    "PreferenceVersion",
+    "PreferenceVersionItem",
     "Project",
     "PromptTemplate",
     "RateCounter",

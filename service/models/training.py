@@ -15,9 +15,12 @@ class TrainingJob(JobMixin, Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
-    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="RESTRICT"))
+    # SFT methods train on a dataset version, preference methods (dpo|orpo|kto) on a preference one
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id", ondelete="RESTRICT"))
+    preference_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("preference_versions.id", ondelete="RESTRICT"))
     base_model: Mapped[str] = mapped_column(String(500))
-    method: Mapped[str] = mapped_column(String(10))  # qlora|lora
+    method: Mapped[str] = mapped_column(String(10))  # qlora|lora|dpo|orpo|kto
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     use_validation: Mapped[bool] = mapped_column(Boolean, default=True)
     suffix: Mapped[str | None] = mapped_column(String(64))
