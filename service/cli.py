@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -96,6 +97,41 @@ def token_create(email: str, name: str = typer.Option("cli", help="a label for t
             raise typer.Exit(2)
         _token, secret = auth_service.create_token(db, user=user, name=name)
     typer.echo(secret)
+
+
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(help="the archive to write (.tar.gz)")]) -> None:
+    """Back up the database and the data folder into one archive (a consistent snapshot)."""
+    from service.core import backup as backup_mod
+    from service.core.db import get_engine
+
+    _settings()
+    try:
+        manifest = backup_mod.backup(get_engine(), path)
+    except backup_mod.BackupError as exc:
+        typer.echo(f"backup failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    rows = sum(manifest["tables"].values())
+    files = sum(1 for m in manifest["members"] if m.startswith("files/"))
+    typer.echo(f"wrote {path}: {rows} rows in {len(manifest['tables'])} tables, {files} files, "
+               f"schema {manifest['revision']}")
+
+
+@app.command()
+def restore(path: Annotated[Path, typer.Argument(help="an archive written by `annotune backup`")]
+            ) -> None:
+    """Restore a backup into an empty database and the data folder (same secret key)."""
+    from service.core import backup as backup_mod
+    from service.core.db import get_engine
+
+    _settings()
+    try:
+        manifest = backup_mod.restore(get_engine(), path)
+    except backup_mod.BackupError as exc:
+        typer.echo(f"restore failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"restored {sum(manifest['tables'].values())} rows and the data folder from "
+               f"{path} (schema {manifest['revision']})")
 
 
 @app.command()
