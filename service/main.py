@@ -41,7 +41,8 @@ def _routers() -> list:
                    "service.documents.pages", "service.datasets.api", "service.datasets.pages",
                    "service.generation.api", "service.generation.pages", "service.training.api",
                    "service.training.pages", "service.evaluation.api", "service.evaluation.pages",
-                   "service.users.api", "service.users.pages"):
+                   "service.users.api", "service.users.pages", "service.preferences.api",
+                   "service.preferences.pages"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

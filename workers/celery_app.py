@@ -21,6 +21,7 @@ TASK_MODULES = [
     "workers.tasks.generation",
     "workers.tasks.training",
     "workers.tasks.evaluation",
+    "workers.tasks.preferences",
 ]
 
 

@@ -55,6 +55,7 @@ DECLARATIONS = (
     "service.generation.jobs",
     "service.training.jobs",
     "service.evaluation.jobs",
+    "service.preferences.jobs",
 )
 
 # a queued row whose message never reached the broker is re-sent once it is this old (seconds):

@@ -1,0 +1,1 @@
+"""Preference data: comparison items, pairwise review, preference versions and their exports."""

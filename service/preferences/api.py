@@ -1,0 +1,157 @@
+"""REST for preference data: comparison items, pairwise decisions and adjudication, agreement,
+candidate generation jobs, preference versions and their exports."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import FileResponse
+
+from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
+from service.core.pagination import CursorQ, LimitQ, Page
+from service.preferences import export as preferences_export
+from service.preferences import review as preferences_review
+from service.preferences import schemas
+from service.preferences import service as preferences_service
+from service.preferences import versions as preferences_versions
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["preferences"])
+NOT_FOUND = {404: {"description": "not found in this project"}}
+
+
+@router.post("/preference-items", response_model=schemas.ItemRead,
+             status_code=status.HTTP_201_CREATED)
+def create_item(body: schemas.ItemCreate, access: ProjectLead, db: SessionDep):
+    """A comparison item: a prompt, its source chunk and (optionally) its candidates."""
+    item = preferences_service.create_item(
+        db, project_id=access.project.id, prompt=[m.model_dump() for m in body.prompt],
+        candidates=[c.model_dump() for c in body.candidates], chunk_id=body.chunk_id,
+        actor_id=access.user.id)
+    return preferences_service.item_read(db, item)
+
+
+@router.post("/preference-items/import", response_model=schemas.ImportResult)
+def import_items(body: schemas.ItemImport, access: ProjectLead, db: SessionDep):
+    """Decided pairs (TRL's ``prompt``/``chosen``/``rejected``) or items to review
+    (``prompt``/``candidates``); bad records are reported by index."""
+    return preferences_service.import_items(db, project_id=access.project.id,
+                                            records=body.records, actor_id=access.user.id)
+
+
+@router.post("/preference-items/from-samples", response_model=list[schemas.ItemRead])
+def items_from_samples(body: schemas.FromSamples, access: ProjectLead, db: SessionDep):
+    """Items from accepted SFT samples (their answer is candidate 0; a generation job drafts
+    the rival, e.g. from a trained model)."""
+    items = preferences_service.items_from_samples(
+        db, project_id=access.project.id, sample_ids=body.sample_ids, limit=body.limit,
+        actor_id=access.user.id)
+    return [preferences_service.item_read(db, i) for i in items]
+
+
+@router.get("/preference-items", response_model=Page[schemas.ItemRead])
+def list_items(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
+               status_: Annotated[str | None, Query(alias="status", max_length=20)] = None):
+    items, nxt = preferences_service.list_items(db, project_id=access.project.id, status=status_,
+                                                limit=limit, cursor=cursor)
+    return {"items": [preferences_service.item_read(db, i) for i in items], "next_cursor": nxt}
+
+
+@router.get("/preference-items/{item_id}", response_model=schemas.ItemRead, responses=NOT_FOUND)
+def get_item(item_id: int, access: ProjectViewer, db: SessionDep):
+    item = preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
+    return preferences_service.item_read(db, item)
+
+
+@router.get("/preference-items/{item_id}/decisions", response_model=list[schemas.DecisionRead],
+            responses=NOT_FOUND)
+def item_decisions(item_id: int, access: ProjectLead, db: SessionDep):
+    """Every annotator's decision on the item (leads: for adjudication)."""
+    preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
+    return preferences_service.decisions_of(db, item_id)
+
+
+@router.post("/preference-items/{item_id}/decision", response_model=schemas.ItemRead,
+             responses=NOT_FOUND)
+def decide(item_id: int, body: schemas.DecisionCreate, access: ProjectAnnotator, db: SessionDep):
+    """This annotator's pairwise decision (a later one replaces it)."""
+    item = preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
+    preferences_review.decide(db, project=access.project, item=item, annotator_id=access.user.id,
+                              **body.model_dump())
+    return preferences_service.item_read(db, item)
+
+
+@router.post("/preference-items/{item_id}/adjudicate", response_model=schemas.ItemRead,
+             responses=NOT_FOUND)
+def adjudicate(item_id: int, body: schemas.DecisionCreate, access: ProjectLead, db: SessionDep):
+    """A lead's final decision on an item."""
+    item = preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
+    preferences_review.adjudicate(db, item=item, lead_id=access.user.id, **body.model_dump())
+    return preferences_service.item_read(db, item)
+
+
+@router.get("/preference-review/next", response_model=schemas.ItemRead | None)
+def next_item(access: ProjectAnnotator, db: SessionDep):
+    """The next item waiting for this annotator's decision (null when none is left)."""
+    item = preferences_review.next_item(db, project_id=access.project.id,
+                                        annotator_id=access.user.id)
+    return preferences_service.item_read(db, item) if item else None
+
+
+@router.get("/preference-review/agreement", response_model=schemas.AgreementRead)
+def agreement(access: ProjectViewer, db: SessionDep):
+    """Cohen's kappa between annotators on the items they both decided."""
+    return preferences_review.agreement(db, project_id=access.project.id)
+
+
+@router.post("/preference-generation-jobs", response_model=schemas.GenerationRead,
+             status_code=status.HTTP_201_CREATED)
+def create_generation_job(body: schemas.GenerationCreate, access: ProjectLead, db: SessionDep):
+    """Draft the missing candidates of items: candidate ``i`` from ``sources[i]``."""
+    return preferences_service.create_generation_job(
+        db, project_id=access.project.id, sources=[s.model_dump() for s in body.sources],
+        item_ids=body.item_ids, actor_id=access.user.id)
+
+
+@router.get("/preference-generation-jobs/{job_id}", response_model=schemas.GenerationRead,
+            responses=NOT_FOUND)
+def get_generation_job(job_id: int, access: ProjectViewer, db: SessionDep):
+    return preferences_service.get_generation_job(db, project_id=access.project.id, job_id=job_id)
+
+
+@router.post("/preference-versions", response_model=schemas.VersionRead,
+             status_code=status.HTTP_201_CREATED)
+def create_version(body: schemas.VersionCreate, access: ProjectLead, db: SessionDep):
+    """Freeze the resolved items into a new version (built by a task after commit)."""
+    return preferences_versions.create_version(
+        db, project_id=access.project.id, name=body.name, split=body.split.model_dump(),
+        seed=body.seed, include_both_bad=body.include_both_bad, actor_id=access.user.id)
+
+
+@router.get("/preference-versions", response_model=Page[schemas.VersionRead])
+def list_versions(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    items, nxt = preferences_versions.list_versions(db, project_id=access.project.id, limit=limit,
+                                                    cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/preference-versions/{version_id}", response_model=schemas.VersionRead,
+            responses=NOT_FOUND)
+def get_version(version_id: int, access: ProjectViewer, db: SessionDep):
+    return preferences_versions.get_version(db, project_id=access.project.id, version_id=version_id)
+
+
+@router.post("/preference-versions/{version_id}/exports/{fmt}", response_model=schemas.ExportRead,
+             responses=NOT_FOUND)
+def write_export(version_id: int, fmt: str, access: ProjectLead, db: SessionDep):
+    """Write the export (``sharegpt``, ``alpaca``, ``trl`` or ``kto``): the same bytes each time."""
+    version = preferences_versions.get_version(db, project_id=access.project.id,
+                                               version_id=version_id)
+    return preferences_export.write_export(db, version, fmt)
+
+
+@router.get("/preference-versions/{version_id}/exports/{fmt}/{name}", responses=NOT_FOUND)
+def download_export_file(version_id: int, fmt: str, name: str, access: ProjectViewer,
+                         db: SessionDep) -> FileResponse:
+    version = preferences_versions.get_version(db, project_id=access.project.id,
+                                               version_id=version_id)
+    return FileResponse(preferences_export.file_path(version, fmt, name), filename=name)
