@@ -208,6 +208,19 @@ class Lease:
         if not done:
             raise LeaseLost(f"{self.kind.label} {self.row_id}")
 
+    def fence(self, db: Session) -> None:
+        """In the runner's transaction: check the lease is held and no cancel was asked, and
+        hold the row with a *shared* lock (PostgreSQL ``FOR SHARE``) until the transaction
+        ends, so a cancel or a re-queue (an ``UPDATE`` of the row) waits for this write and
+        every write after it sees the new state. Unlike :meth:`guard`, concurrent writers of
+        one job do not queue on each other. Raises :class:`LeaseLost` (roll back)."""
+        m = self.model
+        stmt = select(m.id).where(self._held(), m.cancel_requested.is_(false()))
+        if db.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=True)
+        if db.execute(stmt).first() is None:
+            raise LeaseLost(f"{self.kind.label} {self.row_id}")
+
     def update(self, **values: Any) -> bool:
         """A short transaction of its own: update the held row (progress); False if not held."""
         with get_sessionmaker()() as db:

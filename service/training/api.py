@@ -8,9 +8,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
-from service.core.errors import NotFound
+from service.core.errors import Invalid, NotFound
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.models import TrainingJob
+from service.training import preference as preference_training
 from service.training import schemas
 from service.training import service as training_service
 
@@ -19,6 +20,17 @@ router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["training"])
 
 @router.post("/training-jobs", response_model=schemas.TrainingJobRead, status_code=status.HTTP_201_CREATED)
 def create_training_job(body: schemas.TrainingJobCreate, access: ProjectLead, db: SessionDep):
+    """SFT (qlora, lora) on a dataset version, or DPO/ORPO/KTO on a preference version."""
+    if body.method in preference_training.PREFERENCE_METHODS:
+        return preference_training.create_job(
+            db, project_id=access.project.id, preference_version_id=body.preference_version_id,
+            base_model=body.base_model, method=body.method, hyperparameters=body.hyperparameters,
+            use_validation=body.use_validation, suffix=body.suffix,
+            evaluate_after=body.evaluate_after, merge_after=body.merge_after,
+            actor_id=access.user.id)
+    if body.dataset_version_id is None:
+        raise Invalid(f"{body.method} trains on a dataset version", details=[
+            {"field": "body.dataset_version_id", "message": "required"}])
     return training_service.create_job(
         db, project_id=access.project.id, dataset_version_id=body.dataset_version_id,
         base_model=body.base_model, method=body.method, hyperparameters=body.hyperparameters,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.core.db import get_sessionmaker
@@ -43,6 +44,8 @@ from workers import jobs as kit
 
 log = logging.getLogger(__name__)
 MAX_UNIT_ATTEMPTS = 3
+# how often the job row's counters are recounted from its units while the job runs
+PROGRESS_SECONDS = 1.0
 
 
 @dataclass
@@ -57,6 +60,18 @@ class Context:
     template: PromptTemplate
     answer_t: PromptTemplate | None
     limiter: AbstractContextManager[Any]
+    retried: int = 0  # retries since the last progress flush (units and HTTP calls)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_retries(self, n: int) -> None:
+        if n > 0:
+            with self.lock:
+                self.retried += n
+
+    def take_retries(self) -> int:
+        with self.lock:
+            n, self.retried = self.retried, 0
+        return n
 
 
 class UnitFailed(Exception):
@@ -92,10 +107,16 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
                   limiter=provider_limiter(provider), **ctx_values)
     threads = 1 if provider.kind == "local" else max(1, provider.max_concurrency)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gen{job_id}") as pool:
-        for future in [pool.submit(_work, ctx) for _ in range(threads)]:
+        futures = [pool.submit(_work, ctx) for _ in range(threads)]
+        while True:  # the job's counters follow the units once a second, not per unit
+            done, running = wait(futures, timeout=PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
+            _flush_progress(ctx)
+            if not running or any(f.exception() for f in done):
+                break
+        for future in futures:
             future.result()
     lease.check()  # paused, cancelled or lost while the last units ran: not ours to close
-    return _close(lease)
+    return _close(ctx)
 
 
 def _recover_units(db: Any, job_id: int) -> None:
@@ -116,8 +137,19 @@ def _recover_units(db: Any, job_id: int) -> None:
         done_units=counts.get("done", 0), failed_units=counts.get("failed", 0)))
 
 
-def _claim_unit(ctx: Context) -> tuple[int, int] | None:
-    """One pending unit for this thread: ``(unit id, attempt)``, or None when none is left."""
+@dataclass
+class Claimed:
+    """A unit this thread holds, with what running it needs (read in the claim's session)."""
+
+    id: int
+    attempt: int
+    key: str
+    target: int | None  # judge units: the sample under judgement
+    chunk: Chunk | None
+
+
+def _claim_unit(ctx: Context) -> Claimed | None:
+    """One pending unit for this thread, or None when none is left (one short transaction)."""
     with get_sessionmaker()() as db:
         sub = (select(GenerationUnit.id).where(GenerationUnit.job_id == ctx.job_id,
                                                GenerationUnit.status == "pending")
@@ -127,10 +159,19 @@ def _claim_unit(ctx: Context) -> tuple[int, int] | None:
         row = db.execute(update(GenerationUnit).where(GenerationUnit.id == sub.scalar_subquery(),
                                                       GenerationUnit.status == "pending")
                          .values(status="running", attempts=GenerationUnit.attempts + 1)
-                         .returning(GenerationUnit.id, GenerationUnit.attempts)
+                         .returning(GenerationUnit.id, GenerationUnit.attempts,
+                                    GenerationUnit.key, GenerationUnit.sample_id,
+                                    GenerationUnit.chunk_id)
                          .execution_options(synchronize_session=False)).first()
+        if row is None:
+            db.commit()
+            return None
+        chunk = db.get(Chunk, row.chunk_id) if row.chunk_id else None
         db.commit()
-    return (int(row[0]), int(row[1])) if row is not None else None
+        if chunk is not None:
+            db.expunge(chunk)
+    return Claimed(id=int(row.id), attempt=int(row.attempts), key=row.key, target=row.sample_id,
+                   chunk=chunk)
 
 
 def _work(ctx: Context) -> None:
@@ -140,7 +181,7 @@ def _work(ctx: Context) -> None:
         if claimed is None:
             return
         try:
-            _run_unit(ctx, *claimed)
+            _run_unit(ctx, claimed)
         except kit.LeaseLost:
             return
 
@@ -230,12 +271,9 @@ _UNIT_ERRORS = (llm.LLMError, parsers.ParseFailure, formats.FormatError, Invalid
                 TypeError, ValueError)
 
 
-def _run_unit(ctx: Context, unit_id: int, attempt: int) -> None:
-    with get_sessionmaker()() as db:
-        unit = db.get(GenerationUnit, unit_id)
-        chunk = db.get(Chunk, unit.chunk_id) if unit.chunk_id else None
-        key, target = unit.key, unit.sample_id
-        db.expunge_all()
+def _run_unit(ctx: Context, claimed: Claimed) -> None:
+    unit_id, attempt, key, target, chunk = (claimed.id, claimed.attempt, claimed.key,
+                                            claimed.target, claimed.chunk)
     started = time.perf_counter()
     if ctx.template.kind == "judge":
         try:
@@ -271,53 +309,60 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
                    prompt_tokens: int, completion_tokens: int, latency_ms: int,
                    attempt: int) -> None:
     """The unit's samples, its done mark and the job's counters: one fenced transaction."""
-    provider, template = ctx.provider, ctx.template
     with get_sessionmaker()() as db:
         try:
+            # the samples and their revisions in two statements, then the unit's done mark
+            # (which must still be ours), then the fenced counters: one transaction
+            ids: list[int] = []
+            if convs:
+                ids = list(db.scalars(insert(Sample).returning(Sample.id,
+                                                                sort_by_parameter_order=True),
+                                      [_sample_row(ctx, key, i, chunk, msgs, reasoning,
+                                                   prompt_tokens, completion_tokens)
+                                       for i, (msgs, reasoning) in enumerate(convs)]))
+                db.execute(insert(SampleRevision), [
+                    {"sample_id": sid, "version": 1, "action": "create",
+                     "messages_before": None, "messages_after": msgs, "status_before": None,
+                     "status_after": "pending", "actor_id": None,
+                     "comment": f"generated by job {ctx.job_id}"}
+                    for sid, (msgs, _) in zip(ids, convs, strict=True)])
             if not db.execute(update(GenerationUnit).where(
                     GenerationUnit.id == unit_id, GenerationUnit.status == "running")
                     .values(status="done", raw_output=raw, error=None,
                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                            latency_ms=latency_ms, leased_until=None)).rowcount:
+                            latency_ms=latency_ms, leased_until=None,
+                            sample_id=ids[0] if ids else None)).rowcount:
+                db.rollback()
                 return
-            first_sample = None
-            for i, (msgs, reasoning) in enumerate(convs):
-                sample = Sample(
-                    project_id=ctx.project_id, messages=msgs, content_hash=content_hash(msgs),
-                    status="pending", source="generation", unit_key=f"{key}#{i}",
-                    chunk_id=chunk.id if chunk else None,
-                    document_id=chunk.document_id if chunk else None,
-                    generation_job_id=ctx.job_id,
-                    reasoning=reasoning if provider.keep_reasoning else None,
-                    provenance={"generation": {
-                        "job_id": ctx.job_id, "unit": key, "template_id": template.id,
-                        "template": template.name, "template_version": template.version,
-                        "provider_id": provider.id, "model": provider.model,
-                        "params": ctx.params.get("sampling", {}),
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens}},
-                    tags=[], scores={}, version=1)
-                db.add(sample)
-                db.flush()
-                db.add(SampleRevision(sample_id=sample.id, version=1, action="create",
-                                      messages_before=None, messages_after=msgs,
-                                      status_before=None, status_after="pending", actor_id=None,
-                                      comment=f"generated by job {ctx.job_id}"))
-                first_sample = first_sample or sample.id
-            db.execute(update(GenerationUnit).where(GenerationUnit.id == unit_id)
-                       .values(sample_id=first_sample))
-            ctx.lease.guard(db, done_units=GenerationJob.done_units + 1,
-                            prompt_tokens=GenerationJob.prompt_tokens + prompt_tokens,
-                            completion_tokens=GenerationJob.completion_tokens + completion_tokens,
-                            retried=GenerationJob.retried + max(0, attempt - 1)
-                            + max(0, res.result.attempts - 1))
+            ctx.lease.fence(db)
             db.commit()
+            ctx.count_retries(max(0, res.result.attempts - 1))
         except IntegrityError:  # the unit's samples exist already: never a second copy
             db.rollback()
             log.warning("unit %s already produced its samples", key)
         except kit.LeaseLost:
             db.rollback()
             raise
+
+
+def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
+                msgs: list[dict[str, str]], reasoning: str | None, prompt_tokens: int,
+                completion_tokens: int) -> dict[str, Any]:
+    provider, template = ctx.provider, ctx.template
+    return {
+        "project_id": ctx.project_id, "messages": msgs, "content_hash": content_hash(msgs),
+        "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
+        "chunk_id": chunk.id if chunk else None,
+        "document_id": chunk.document_id if chunk else None,
+        "generation_job_id": ctx.job_id,
+        "reasoning": reasoning if provider.keep_reasoning else None,
+        "provenance": {"generation": {
+            "job_id": ctx.job_id, "unit": key, "template_id": template.id,
+            "template": template.name, "template_version": template.version,
+            "provider_id": provider.id, "model": provider.model,
+            "params": ctx.params.get("sampling", {}), "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens}},
+        "tags": [], "scores": {}, "version": 1}
 
 
 def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
@@ -331,12 +376,12 @@ def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
         if not changed:
             return
         try:
-            ctx.lease.guard(db, failed_units=GenerationJob.failed_units + (1 if final else 0),
-                            retried=GenerationJob.retried + (0 if final else 1))
+            ctx.lease.fence(db)
         except kit.LeaseLost:
             db.rollback()
             raise
         db.commit()
+    ctx.count_retries(0 if final else 1)
 
 
 def _judge(ctx: Context, target_id: int | None) -> tuple[int, str, llm.ParsedResult]:
@@ -374,20 +419,35 @@ def _write_judgement(ctx: Context, unit_id: int, target_id: int, score: int, rat
                          "judge_model": ctx.provider.model,
                          "judge_template": f"{ctx.template.name} v{ctx.template.version}"}
         try:
-            ctx.lease.guard(db, done_units=GenerationJob.done_units + 1,
-                            prompt_tokens=GenerationJob.prompt_tokens
-                            + (res.result.prompt_tokens or 0),
-                            completion_tokens=GenerationJob.completion_tokens
-                            + (res.result.completion_tokens or 0))
+            ctx.lease.fence(db)
         except kit.LeaseLost:
             db.rollback()
             raise
         db.commit()
 
 
-def _close(lease: kit.Lease) -> dict[str, Any]:
+def _counters(db: Any, job_id: int) -> dict[str, Any]:
+    """The job row's counters recounted from its units (so they always equal the rows)."""
+    rows = db.execute(select(GenerationUnit.status, func.count(),
+                             func.coalesce(func.sum(GenerationUnit.prompt_tokens), 0),
+                             func.coalesce(func.sum(GenerationUnit.completion_tokens), 0))
+                      .where(GenerationUnit.job_id == job_id)
+                      .group_by(GenerationUnit.status)).all()
+    by_status = {status: n for status, n, _, _ in rows}
+    return {"done_units": by_status.get("done", 0), "failed_units": by_status.get("failed", 0),
+            "prompt_tokens": sum(int(p) for _, _, p, _ in rows),
+            "completion_tokens": sum(int(c) for _, _, _, c in rows)}
+
+
+def _flush_progress(ctx: Context) -> None:
+    with get_sessionmaker()() as db:
+        values = _counters(db, ctx.job_id)
+    ctx.lease.update(retried=GenerationJob.retried + ctx.take_retries(), **values)
+
+
+def _close(ctx: Context) -> dict[str, Any]:
     """Every unit is done or failed: close the job with counters recounted from the units."""
-    job_id = lease.row_id
+    lease, job_id = ctx.lease, ctx.job_id
     with get_sessionmaker()() as db:
         counts = dict(db.execute(select(GenerationUnit.status, func.count()).where(
             GenerationUnit.job_id == job_id).group_by(GenerationUnit.status)).all())
@@ -402,7 +462,8 @@ def _close(lease: kit.Lease) -> dict[str, Any]:
         else:
             status = "succeeded"
             error = (f"{failed} unit(s) failed; first error: {first_error}" if failed else None)
-        lease.finish(status, db, error=error[:4000] if error else None, done_units=done,
-                     failed_units=failed)
+        lease.finish(status, db, error=error[:4000] if error else None,
+                     retried=GenerationJob.retried + ctx.take_retries(),
+                     **_counters(db, job_id))
         db.commit()
     return {"status": status, "done": done, "failed": failed}
