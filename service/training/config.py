@@ -322,15 +322,17 @@ def _check_modules(value: Any) -> tuple[Any, str | None]:
     return names, None
 
 
-def validate_hyperparameters(data: dict[str, Any]) -> list[tuple[str, str]]:
+def validate_hyperparameters(data: dict[str, Any], cls: type[TrainingConfig] | None = None
+                             ) -> list[tuple[str, str]]:
     """Check a hyperparameter dict without building anything heavy.
 
-    Returns every problem as ``(field, message)``; an empty list means ``TrainingConfig.from_dict``
-    will accept it. Missing fields take their defaults.
+    Returns every problem as ``(field, message)``; an empty list means ``cls.from_dict``
+    (``TrainingConfig`` unless given: a subclass such as the preference methods' config) will
+    accept it. Missing fields take their defaults.
     """
     if not isinstance(data, dict):
         return [("hyperparameters", "must be an object")]
-    fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    fields = {f.name: f for f in dataclasses.fields(cls or TrainingConfig)}
     errors: list[tuple[str, str]] = []
     for name in data:
         if name not in fields:

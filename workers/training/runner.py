@@ -9,6 +9,7 @@ it, the next runner resumes from the newest complete checkpoint, and after
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from service.models import DatasetExport, DatasetVersion, TrainingJob
 from service.training import service as training_service
 from service.training.config import TrainingConfig
 from service.training.jobs import TRAINING
+from service.training.preference import PREFERENCE_METHODS, PreferenceConfig
 from workers import jobs as kit
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,12 @@ class DBHooks:
             db.commit()
 
     def on_log(self, step: int, epoch: float, loss: float | None, learning_rate: float | None,
-               grad_norm: float | None, tokens_per_s: float | None, memory: Any) -> None:
+               grad_norm: float | None, tokens_per_s: float | None, memory: Any,
+               rewards: dict[str, float] | None = None) -> None:
         data = {"epoch": epoch, "learning_rate": learning_rate, "grad_norm": grad_norm,
                 "tokens_per_s": tokens_per_s, "memory": memory}
+        if rewards:  # preference methods: reward margin, accuracy, chosen/rejected rewards
+            data["rewards"] = rewards
         self._write(lambda db: training_service.add_event(
             db, self.job_id, "info", f"step {step} loss {loss}", kind="metrics", step=step,
             loss=loss, data=data), step=step)
@@ -129,12 +134,20 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
 
 
 def _train(lease: kit.Lease, job: TrainingJob, train: Any) -> dict[str, Any]:
-    folder = ensure_openai_export(job.dataset_version_id)
+    settings = {**job.hyperparameters, "base_model": job.base_model, "method": job.method}
+    if job.method in PREFERENCE_METHODS:  # DPO/ORPO/KTO on a preference version's export
+        from workers.training import preference
+
+        folder = preference.ensure_export(job)
+        config: TrainingConfig = PreferenceConfig.from_dict(settings)
+        train = functools.partial(preference.train_preference,
+                                  init_adapter=preference.sft_adapter(job))
+    else:
+        folder = ensure_openai_export(job.dataset_version_id)
+        config = TrainingConfig.from_dict(settings)
     train_file, eval_file = folder / "train.jsonl", folder / "validation.jsonl"
     manifest = folder / "manifest.json"
     manifest_sha = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-    config = TrainingConfig.from_dict({**job.hyperparameters, "base_model": job.base_model,
-                                       "method": job.method})
     name = f"annotune-{job.id}" + (f"-{job.suffix}" if job.suffix else "")
     out_dir = training_service.training_dir(job)
     result = train(config, train_file=train_file,
@@ -142,6 +155,7 @@ def _train(lease: kit.Lease, job: TrainingJob, train: Any) -> dict[str, Any]:
                    output_dir=out_dir, callbacks=DBHooks(lease),
                    model_cache_dir=get_settings().local_model_cache,
                    dataset_manifest={"dataset_version_id": job.dataset_version_id,
+                                     "preference_version_id": job.preference_version_id,
                                      "manifest_sha256": manifest_sha,
                                      "manifest": json.loads(manifest.read_text())
                                      if manifest.is_file() else None},

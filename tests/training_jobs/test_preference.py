@@ -1,0 +1,132 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.training_jobs.test_api)
+"""Preference training jobs (DPO, ORPO, KTO) through REST: the same runner, lifecycle, events
+and cancel as SFT jobs; the reward margin on the training pairs rises; a run can start from an
+SFT job's adapter."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.models import TrainingJob
+from tests.support import worker as w
+from tests.training_jobs.test_api import HP, _wait, no_eager_send, ready_version, tiny_model  # noqa: F401
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.ml]
+
+
+def preference_version(client, db, factories, n: int = 16):
+    from service.models import Project
+    from service.preferences import review as preferences_review
+    from service.preferences import service as preferences_service
+
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "dpo"}, headers=owner.headers).json()["id"]
+    project = db.get(Project, pid)
+    for i in range(n):
+        item = preferences_service.create_item(
+            db, project_id=pid, prompt=[{"role": "user", "content": f"Keywords of text {i}?"}],
+            candidates=[{"content": f"LoRA;adapter;{i}"}, {"content": "I cannot help with that."}])
+        good, bad = preferences_service.candidates_of(db, item.id)
+        preferences_review.decide(db, project=project, item=item, annotator_id=owner.user_id,
+                                  outcome="preferred", chosen_id=good.id, rejected_id=bad.id)
+    db.commit()
+    v = client.post(f"/api/v1/projects/{pid}/preference-versions", headers=owner.headers,
+                    json={"seed": 1, "split": {"train": 1.0, "validation": 0.0, "test": 0.0}}).json()
+    v = client.get(f"/api/v1/projects/{pid}/preference-versions/{v['id']}", headers=owner.headers).json()
+    assert v["status"] == "ready" and v["counts"]["train"] == n, v
+    return owner, pid, v["id"]
+
+
+DPO_HP = {"learning_rate": 0.01, "batch_size": 4, "gradient_accumulation": 1, "max_seq_length": 64,
+          "lora_r": 8, "logging_steps": 1, "save_steps": 1000}
+
+
+def _create(client, owner, pid, vid, model, method="dpo", **hp):
+    return client.post(f"/api/v1/projects/{pid}/training-jobs", headers=owner.headers, json={
+        "preference_version_id": vid, "base_model": str(model), "method": method,
+        "hyperparameters": {**DPO_HP, **hp}})
+
+
+def test_validation_names_the_field(client, db, factories, tiny_model):
+    owner, pid, vid = preference_version(client, db, factories, n=2)
+    url = f"/api/v1/projects/{pid}/training-jobs"
+    no_version = client.post(url, headers=owner.headers, json={"method": "dpo", "base_model": str(tiny_model)})
+    assert no_version.status_code == 422
+    assert no_version.json()["error"]["details"][0]["field"] == "body.preference_version_id"
+    bad_beta = _create(client, owner, pid, vid, tiny_model, beta=-1)
+    assert bad_beta.status_code == 422
+    assert bad_beta.json()["error"]["details"][0]["field"] == "body.hyperparameters.beta"
+    bad_sft = _create(client, owner, pid, vid, tiny_model, sft_job_id=12345)
+    assert bad_sft.json()["error"]["details"][0]["field"] == "body.hyperparameters.sft_job_id"
+    sft_without_version = client.post(url, headers=owner.headers, json={"method": "lora",
+                                                                       "base_model": str(tiny_model)})
+    assert sft_without_version.json()["error"]["details"][0]["field"] == "body.dataset_version_id"
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not w.redis_available(), reason="no Redis")
+def test_dpo_job_through_worker_margin_rises_and_cancel_within_a_step(
+        client, db, factories, tiny_model, no_eager_send, tmp_path):
+    owner, pid, vid = preference_version(client, db, factories)
+    w.purge()
+    with w.running_worker("gpu", name="gpu-dpo", log_path=tmp_path / "gpu.log"):
+        resp = _create(client, owner, pid, vid, tiny_model, max_steps=8)
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["preference_version_id"] == vid and resp.json()["dataset_version_id"] is None
+        job = _wait(db, resp.json()["id"], ("succeeded", "failed"))
+        assert job.status == "succeeded", (job.error, (tmp_path / "gpu.log").read_text()[-3000:])
+        events = client.get(f"/api/v1/projects/{pid}/training-jobs/{job.id}/events",
+                            headers=owner.headers).json()["items"]
+        metrics = [e for e in events if e["kind"] == "metrics"]
+        margins = [e["data"]["rewards"]["margins"] for e in metrics]
+        assert [e["step"] for e in metrics] == list(range(1, 9)), [e["message"] for e in events]
+        assert margins[-1] > margins[0] + 1.0 and metrics[-1]["loss"] < metrics[0]["loss"], margins
+        assert job.artifacts["data"]["reward_margin"]["last"] == margins[-1]
+        assert job.artifacts["adapter_dir"] and job.total_steps == 8
+
+        long = _create(client, owner, pid, vid, tiny_model, max_steps=400).json()["id"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            db.expire_all()
+            if db.get(TrainingJob, long).step >= 2:
+                break
+            time.sleep(0.2)
+        cancel = client.post(f"/api/v1/projects/{pid}/training-jobs/{long}/cancel", headers=owner.headers)
+        assert cancel.status_code == 200 and cancel.json()["cancel_requested"]
+        at_cancel = cancel.json()["step"]
+        job = _wait(db, long, ("cancelled", "failed", "succeeded"), timeout=60)
+    assert job.status == "cancelled", job.error
+    assert job.step - at_cancel <= 2 and job.step < 400
+
+
+@pytest.mark.parametrize("method", ["orpo", "kto"])
+def test_orpo_and_kto_jobs_run(client, db, factories, tiny_model, method):
+    owner, pid, vid = preference_version(client, db, factories, n=8)
+    resp = _create(client, owner, pid, vid, tiny_model, method=method, max_steps=3)  # eager: runs now
+    assert resp.status_code == 201, resp.text
+    job = db.get(TrainingJob, resp.json()["id"])
+    assert job.status == "succeeded", job.error
+    assert job.artifacts["data"]["reward_margin"] is not None
+
+
+def test_dpo_from_an_sft_adapter(client, db, factories, tiny_model):
+    owner, pid, dvid = ready_version(client, db, factories, n=8)
+    sft = client.post(f"/api/v1/projects/{pid}/training-jobs", headers=owner.headers, json={
+        "dataset_version_id": dvid, "base_model": str(tiny_model), "method": "lora",
+        "hyperparameters": {**HP, "max_steps": 2}}).json()
+    assert db.get(TrainingJob, sft["id"]).status == "succeeded"
+    _, _, vid = preference_version(client, db, factories, n=4)
+    # the SFT job belongs to another project: refused
+    other = _create(client, owner, pid, vid, tiny_model, sft_job_id=sft["id"])
+    assert other.status_code == 422
+    from service.models import PreferenceVersion
+
+    db.get(PreferenceVersion, vid).project_id = pid  # move the version next to the SFT job
+    db.commit()
+    resp = _create(client, owner, pid, vid, tiny_model, sft_job_id=sft["id"], max_steps=2)
+    assert resp.status_code == 201, resp.text
+    job = db.get(TrainingJob, resp.json()["id"])
+    assert job.status == "succeeded", job.error
+    assert job.artifacts["data"]["init_adapter"] == db.get(TrainingJob, sft["id"]).artifacts["adapter_dir"]
