@@ -18,6 +18,24 @@ token_app = typer.Typer(help="API tokens", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"annotune {version('annotune')}")
+        except PackageNotFoundError:  # a source checkout that was never installed
+            typer.echo("annotune (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit")]
+          = False) -> None:
+    """annotune: documents → reviewed datasets → QLoRA → evaluation."""
+
+
 def _settings():
     from service.core.config import get_settings
 
@@ -97,6 +115,48 @@ def token_create(email: str, name: str = typer.Option("cli", help="a label for t
             raise typer.Exit(2)
         _token, secret = auth_service.create_token(db, user=user, name=name)
     typer.echo(secret)
+
+
+@token_app.command("list")
+def token_list(email: str) -> None:
+    """List a user's API tokens (never their secrets): id, prefix, name, scopes, state."""
+    from service.auth import service as auth_service
+    from service.core.db import session_scope
+
+    _settings()
+    with session_scope() as db:
+        user = auth_service.get_user_by_email(db, email)
+        if user is None:
+            typer.echo(f"no user {email}", err=True)
+            raise typer.Exit(2)
+        typer.echo("id\tprefix\tname\tscopes\tcreated\tlast used\tstate")
+        for t in auth_service.list_tokens(db, user=user):
+            state = ("revoked" if t.revoked_at else
+                     f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "active")
+            used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+            typer.echo(f"{t.id}\t{t.prefix}\t{t.name}\t{','.join(t.scopes)}\t"
+                       f"{t.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
+
+
+@token_app.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="the token's id or prefix")]) -> None:
+    """Revoke an API token (by id, or by the prefix shown in `token list`): it stops working."""
+    from sqlalchemy import select
+
+    from service.auth import service as auth_service
+    from service.core.db import session_scope
+    from service.models import ApiToken
+
+    _settings()
+    with session_scope() as db:
+        where = ApiToken.id == int(token) if token.isdigit() else ApiToken.prefix == token
+        row = db.scalars(select(ApiToken).where(where)).first()
+        if row is None:
+            typer.echo(f"no token {token}", err=True)
+            raise typer.Exit(2)
+        already = row.revoked_at is not None
+        auth_service.revoke_token(db, user=row.user, token_id=row.id)
+        typer.echo(f"token {row.id} ({row.prefix}) {'was already revoked' if already else 'revoked'}")
 
 
 @app.command()
