@@ -1,4 +1,4 @@
-"""Swagger UI at /docs and ReDoc at /redoc, from assets served by the app itself (the
+"""Swagger UI at /docs and ReDoc at /redoc (and the OpenAPI document at /openapi.json too), from assets served by the app itself (the
 ``fastapi-offline`` package ships them), so the API reference works with no network. The pages
 load their start-up code from /static/apidocs.js: no inline script."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service.core.deps import Public
@@ -37,3 +37,9 @@ def swagger_ui(request: Request, _: Public) -> HTMLResponse:
 def redoc(request: Request, _: Public) -> HTMLResponse:
     """ReDoc: the REST API reference."""
     return _page(request, "redoc")
+
+
+@router.get("/openapi.json")
+def openapi_document(request: Request, _: Public) -> JSONResponse:
+    """The OpenAPI document at the conventional address (it also lives at /api/v1/openapi.json)."""
+    return JSONResponse(request.app.openapi())

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from service.core.db import get_engine
@@ -11,12 +14,24 @@ from service.core.jobs import client_app
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(description="per dependency (database, broker): 'ok' or "
+                                               "'error: <kind>'", examples=[{"database": "ok",
+                                                                             "broker": "ok"}])
+
+
+@router.get("/healthz", response_model=Health)
 def healthz(_: Public) -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a dependency is down"}})
 def readyz(_: Public) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.core import sanitize
+from service.core import openapi, sanitize
 from service.core.config import get_settings
 from service.core.deps import sqlite_write_gate
 from service.core.errors import AppError, RetryTransient, Unauthorized, install_error_handlers
@@ -73,6 +73,7 @@ def create_app() -> FastAPI:
                   dependencies=[Depends(sanitize.check_request),  # one input sanitation layer
                                 Depends(sqlite_write_gate, scope="function")])
     install_error_handlers(app)
+    openapi.install(app)  # the error envelope, the bearer scheme: service/core/openapi.py
     json_http_error = app.exception_handlers[StarletteHTTPException]
 
     def wants_json(request: Request) -> bool:

@@ -8,6 +8,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -67,6 +68,28 @@ class TooLarge(AppError):
 class RateLimited(AppError):
     status_code = 429
     code = "rate_limited"
+
+
+class ErrorDetail(BaseModel):
+    """One problem with the request: usually the field (``body.name``, ``query.limit``) and why."""
+
+    model_config = ConfigDict(extra="allow")
+    field: str | None = None
+    message: str | None = None
+    type: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")  # some errors add context (``limit_bytes``, ...)
+    code: str = Field(description="stable machine-readable error code", examples=["not_found"])
+    message: str = Field(description="what went wrong, for people")
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error the API sends (4xx and 5xx), built by ``error_body``."""
+
+    error: ErrorInfo
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None,

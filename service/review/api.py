@@ -129,12 +129,12 @@ def agreement(access: ProjectViewer, db: SessionDep) -> dict:
     return review_service.agreement(db, project_id=access.project.id)
 
 
-@router.get("/throughput")
+@router.get("/throughput", response_model=schemas.ThroughputRead)
 def throughput(access: ProjectViewer, db: SessionDep, days: int = 14) -> dict:
     return review_service.throughput(db, project_id=access.project.id, days=max(1, min(days, 365)))
 
 
-@router.get("/progress")
+@router.get("/progress", response_model=schemas.ProgressRead)
 def progress(access: ProjectViewer, db: SessionDep) -> dict:
     return review_service.progress(db, project=access.project)
 

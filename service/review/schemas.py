@@ -65,3 +65,24 @@ class ReviewSettingsUpdate(BaseModel):
     target_accepted: int | None = Field(None, ge=1)
     clear_target: bool = False
     review_overlap: int | None = Field(None, ge=1, le=10)
+
+
+class ReviewerThroughput(BaseModel):
+    reviewer_id: int
+    email: str | None
+    per_day: dict[str, int] = Field(description="decisions per day (YYYY-MM-DD)")
+    total: int
+    per_active_day: float
+
+
+class ThroughputRead(BaseModel):
+    days: list[str] = Field(description="the days with any decision, oldest first")
+    reviewers: list[ReviewerThroughput]
+
+
+class ProgressRead(BaseModel):
+    counts: dict[str, int] = Field(description="samples per status")
+    total: int
+    target_accepted: int | None
+    accepted: int
+    percent: float | None = Field(description="accepted of the target, capped at 100")
