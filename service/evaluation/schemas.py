@@ -28,7 +28,9 @@ class EvalRunCreate(BaseModel):
     split: Literal["train", "validation", "test"] = "test"
     model_kind: Literal["base", "adapter", "endpoint"] = Field(..., description=(
         "base: base_model as is; adapter: the adapter of a succeeded training job on its base; "
-        "endpoint: an OpenAI-compatible provider (provider_id)"))
+        "endpoint: a provider (provider_id): an OpenAI-compatible endpoint, or a local provider, "
+        "which runs in the gpu worker and is stored as the local run it stands for (a training "
+        "job's registered model: model_kind=adapter of that job; else its model as a base)"))
     base_model: str | None = Field(None, max_length=500, description=(
         "for model_kind=base: smollm2-135m-instruct, a local model folder or a .gguf file"))
     training_job_id: int | None = Field(None, description="for model_kind=adapter")

@@ -109,11 +109,12 @@ def score(prediction: str, reference: str, spec: dict[str, dict[str, Any]]) -> d
 # -- runs (API side) -----------------------------------------------------------------------------
 
 def model_label(run: EvalRun) -> str:
-    if run.model_kind == "adapter":
-        return f"{run.base_model} + adapter (training job #{run.training_job_id})"
     if run.model_kind == "endpoint":
         return f"{run.base_model} @ provider #{run.provider_id}"
-    return str(run.base_model)
+    via = f" (local provider #{run.provider_id})" if run.provider_id else ""
+    if run.model_kind == "adapter":
+        return f"{run.base_model} + adapter (training job #{run.training_job_id}){via}"
+    return f"{run.base_model}{via}"
 
 
 def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_kind: str,
@@ -121,7 +122,10 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
                training_job_id: int | None = None, provider_id: int | None = None,
                generation: dict[str, Any] | None = None, metrics: list[str] | None = None,
                metric_options: dict[str, Any] | None = None, actor_id: int | None = None,
-               enqueue: bool = True) -> EvalRun:
+               enqueue: bool = True, _provider_id: int | None = None) -> EvalRun:
+    """A queued run. ``model_kind=endpoint`` with a local provider becomes the local run that
+    model stands for (a fine-tuned provider: its training job's adapter; else its model as a
+    base), keeping the ``provider_id``."""
     from service.training import service as training_service  # no torch: plain functions
 
     version = db.get(DatasetVersion, dataset_version_id)
@@ -140,14 +144,14 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
         if not base_model or not base_model.strip():
             raise _invalid("body.base_model", "base_model is required for model_kind=base")
         base_model = base_model.strip()
-        problem = training_service.check_base_model(base_model)
+        problem = training_service.check_base_model(base_model, adapter_ok=_provider_id is not None)
         if problem:
             raise _invalid("body.base_model", problem)
         if training_job_id is not None:  # a baseline run kept with the job it is the base of
             job = db.get(TrainingJob, training_job_id)
             if job is None or job.project_id != project_id:
                 raise _invalid("body.training_job_id", "training job not found in this project")
-        provider_id = None
+        provider_id = _provider_id
     elif model_kind == "adapter":
         if training_job_id is None:
             raise _invalid("body.training_job_id", "training_job_id is required for model_kind=adapter")
@@ -157,7 +161,7 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
         if job.status != "succeeded" or not (job.artifacts or {}).get("adapter_dir"):
             raise _invalid("body.training_job_id",
                            f"training job is {job.status}; only a succeeded job has an adapter")
-        base_model, provider_id = job.base_model, None
+        base_model, provider_id = job.base_model, _provider_id
     elif model_kind == "endpoint":
         from service.generation import service as generation_service
 
@@ -167,9 +171,12 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
             provider = generation_service.get_provider(db, project_id=project_id, provider_id=provider_id)
         except NotFound as exc:
             raise _invalid("body.provider_id", "provider not found in this project") from exc
-        if provider.kind != "openai":
-            raise _invalid("body.provider_id", "a local provider runs in the worker: evaluate it "
-                                               "with model_kind=base and its model path")
+        if provider.kind == "local":  # runs in the gpu worker, as the local kinds do
+            return create_run(
+                db, project_id=project_id, dataset_version_id=dataset_version_id, split=split,
+                name=name, generation=generation, metrics=metrics, metric_options=metric_options,
+                actor_id=actor_id, enqueue=enqueue, _provider_id=provider.id,
+                **_local_provider_model(db, project_id, provider))
         base_model, training_job_id = provider.model, None
     else:
         raise _invalid("body.model_kind", f"model_kind must be one of {', '.join(MODEL_KINDS)}")
@@ -197,6 +204,15 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
     if enqueue:
         jobs.enqueue(db, kind_for(run), run)
     return run
+
+
+def _local_provider_model(db: Session, project_id: int, provider: Any) -> dict[str, Any]:
+    if provider.training_job_id is not None:
+        job = db.get(TrainingJob, provider.training_job_id)
+        if job is None or job.project_id != project_id:
+            raise _invalid("body.provider_id", "the training job of this provider is gone")
+        return {"model_kind": "adapter", "training_job_id": job.id}
+    return {"model_kind": "base", "base_model": provider.model}
 
 
 def get_run(db: Session, *, project_id: int, run_id: int) -> EvalRun:

@@ -51,6 +51,9 @@ class ProviderRead(BaseModel):
     default_params: dict[str, Any]
     extra_body: dict[str, Any]
     keep_reasoning: bool
+    training_job_id: int | None = Field(None, description=(
+        "set when the provider is a training job's fine-tuned model "
+        "(POST /training-jobs/{id}/provider)"))
     created_at: datetime
 
 

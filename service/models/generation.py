@@ -29,6 +29,10 @@ class LLMProvider(Base):
     default_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     extra_body: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     keep_reasoning: Mapped[bool] = mapped_column(Boolean, default=True)
+    # a local provider registered from a succeeded training job: its model is the job's merged
+    # folder or adapter (round two: the fine-tuned model drafts and is evaluated)
+    training_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid, NotFound
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.generation.schemas import ProviderRead
 from service.models import TrainingJob
 from service.training import preference as preference_training
 from service.training import schemas
@@ -54,6 +55,22 @@ def get_training_job(job_id: int, access: ProjectViewer, db: SessionDep):
 def cancel_training_job(job_id: int, access: ProjectLead, db: SessionDep):
     job = training_service.get_job(db, project_id=access.project.id, job_id=job_id)
     return training_service.cancel_job(db, job)
+
+
+@router.post("/training-jobs/{job_id}/provider", response_model=ProviderRead,
+             status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the job was registered before: the same provider"},
+                        409: {"description": "the job has not succeeded (no model yet)"}})
+def register_training_provider(job_id: int, access: ProjectLead, db: SessionDep,
+                               response: Response):
+    """Register the job's fine-tuned model (merged folder, else base + adapter) as a local
+    provider of the project: generation jobs draft with it (in the worker, ``gpu`` queue) and
+    evaluation runs with ``model_kind=endpoint`` score it. Idempotent."""
+    job = training_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    provider, created = training_service.register_provider(db, job, actor=access.user)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ProviderRead.model_validate(provider)
 
 
 @router.get("/training-jobs/{job_id}/events", response_model=schemas.EventsPage)

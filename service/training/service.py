@@ -13,7 +13,8 @@ from service.core import jobs
 from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
-from service.models import DatasetVersion, JobEvent, TrainingJob
+from service.generation import service as generation_service
+from service.models import DatasetVersion, JobEvent, LLMProvider, TrainingJob, User
 from service.training.config import validate_hyperparameters
 from service.training.jobs import TRAINING
 
@@ -27,9 +28,10 @@ def training_dir(job: TrainingJob) -> Path:
     return (get_settings().data_dir / "training" / f"{job.id}-{stamp}").resolve()
 
 
-def check_base_model(name: str) -> str | None:
+def check_base_model(name: str, *, adapter_ok: bool = False) -> str | None:
     """Why the workers could not load ``name``, or None. Local paths are checked on this host,
-    which shares the data folder with the workers in both deployment shapes."""
+    which shares the data folder with the workers in both deployment shapes. ``adapter_ok``: a
+    LoRA adapter folder (base + adapter, for generation and evaluation, not training) will do."""
     name = name.strip()
     if name.lower() in BUILTIN_MODELS:
         return None
@@ -38,6 +40,8 @@ def check_base_model(name: str) -> str | None:
         return None if path.is_file() else f"GGUF file not found: {name}"
     if name.startswith(("/", "./", "../", "~")):
         if path.is_dir() and (path / "config.json").is_file():
+            return None
+        if adapter_ok and path.is_dir() and (path / "adapter_config.json").is_file():
             return None
         return f"not a model folder (no config.json): {name}"
     if get_settings().allow_hub_models:
@@ -96,6 +100,37 @@ def cancel_job(db: Session, job: TrainingJob) -> TrainingJob:
     add_event(db, job.id, "info", "cancellation requested", kind="message")
     db.flush()
     return job
+
+
+def model_path(job: TrainingJob) -> str:
+    """Where the job's fine-tuned model is: the merged folder when one was written, else the
+    adapter folder (which names its base in ``adapter_config.json``)."""
+    artifacts = job.artifacts or {}
+    if job.status != "succeeded" or not artifacts.get("adapter_dir"):
+        raise Conflict(f"training job is {job.status}; only a succeeded job has a model",
+                       code="bad_state")
+    return str(artifacts.get("merged_dir") or artifacts["adapter_dir"])
+
+
+def register_provider(db: Session, job: TrainingJob, *, actor: User | None = None
+                      ) -> tuple[LLMProvider, bool]:
+    """The job's fine-tuned model as a local provider of its project, in the worker on ``gpu``
+    (``(provider, created)``; asking again returns the same provider). Generation jobs draft
+    with it and evaluation runs score it (``model_kind=endpoint``) like any other provider."""
+    path = model_path(job)
+    existing = db.scalar(select(LLMProvider).where(LLMProvider.project_id == job.project_id,
+                                                   LLMProvider.training_job_id == job.id)
+                         .order_by(LLMProvider.id).limit(1))
+    if existing is not None:
+        return existing, False
+    label = (job.artifacts or {}).get("name") or f"annotune-{job.id}"
+    provider = generation_service.create_provider(db, project_id=job.project_id, actor=actor, data={
+        "name": f"{label} (fine-tuned {job.base_model}, training job #{job.id})"[:200],
+        "kind": "local", "base_url": "", "model": path, "max_concurrency": 1, "timeout_s": 600,
+        "default_params": {"max_tokens": 256}, "extra_body": {}, "training_job_id": job.id})
+    add_event(db, job.id, "info", f"registered as provider #{provider.id}", kind="message",
+              data={"provider_id": provider.id, "model": path})
+    return provider, True
 
 
 def add_event(db: Session, job_id: int, level: str, message: str, *, kind: str = "message",

@@ -43,8 +43,14 @@ _current: LocalModel | None = None
 
 def load(base_model: str, adapter_dir: str | None = None, *,
          cache_dir: str | Path | None = None) -> LocalModel:
-    """Load ``base_model`` (name, folder or .gguf, as training resolves it) and its adapter."""
+    """Load ``base_model`` (name, folder or .gguf, as training resolves it) and its adapter.
+    A ``base_model`` that is itself an adapter folder (a local provider's fine-tuned model)
+    loads its base with that adapter."""
     global _current
+    from workers.training.models import load_tokenizer, resolve_base_model, split_adapter
+
+    if adapter_dir is None:
+        base_model, adapter_dir = split_adapter(base_model)
     key = (base_model, adapter_dir)
     with _lock:
         if _current is not None and _current.key == key:
@@ -52,8 +58,6 @@ def load(base_model: str, adapter_dir: str | None = None, *,
         unload_locked()
         import torch
         from transformers import AutoModelForCausalLM
-
-        from workers.training.models import load_tokenizer, resolve_base_model
 
         resolved = resolve_base_model(base_model, cache_dir=cache_dir)
         tokenizer = load_tokenizer(resolved.path)

