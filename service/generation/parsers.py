@@ -135,12 +135,25 @@ def parse_json(raw: str, *, schema: Mapping[str, Any] | None = None) -> Any:
 
 
 def parse_regex(
-    raw: str, *, pattern: str | re.Pattern[str], flags: int = 0, all_matches: bool = False
-) -> dict[str, str | None] | list[dict[str, str | None]]:
-    """Named groups of the first match (``all_matches=True``: of every match, at least one)."""
+    raw: str, *, pattern: str | re.Pattern[str], flags: int = 0, all_matches: bool = False,
+    group: str | None = None,
+) -> Any:
+    """Named groups of the first match (``all_matches=True``: of every match, at least one).
+
+    ``group``: just that group's text, stripped (a list of them with ``all_matches``), e.g. the
+    keyword line of an answer that may open with "Keywords:"; an empty group is a failure.
+    """
     regex = re.compile(pattern, flags) if isinstance(pattern, str) else pattern
     if not regex.groupindex:
         raise ValueError("regex parser needs a pattern with named groups (?P<name>...)")
+    if group is not None:
+        if group not in regex.groupindex:
+            raise ValueError(f"regex parser: the pattern has no group named {group!r}")
+        found = parse_regex(raw, pattern=regex, all_matches=all_matches)
+        values = [(m.get(group) or "").strip() for m in (found if all_matches else [found])]
+        if not all(values):
+            raise ParseFailure(f"the {group!r} part of the output is empty", raw)
+        return values if all_matches else values[0]
     if all_matches:
         found = [m.groupdict() for m in regex.finditer(raw)]
         if not found:

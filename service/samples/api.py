@@ -60,9 +60,12 @@ def list_samples(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, curs
 
 @router.post("/samples", response_model=schemas.SampleRead, status_code=status.HTTP_201_CREATED)
 def create_sample(body: schemas.SampleCreate, access: ProjectLead, db: SessionDep):
+    document_id, chunk_id = samples_service.check_source(
+        db, project_id=access.project.id, document_id=body.document_id, chunk_id=body.chunk_id)
     return samples_service.create_sample(db, project_id=access.project.id, messages=body.messages,
                                          actor_id=access.user.id, tags=body.tags,
-                                         reasoning=body.reasoning, status=body.status)
+                                         reasoning=body.reasoning, status=body.status,
+                                         document_id=document_id, chunk_id=chunk_id)
 
 
 @router.get("/samples/{sample_id}", response_model=schemas.SampleRead)

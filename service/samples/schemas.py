@@ -25,6 +25,10 @@ class SampleCreate(BaseModel):
     tags: Tags = Field(default_factory=list)
     reasoning: str | None = Field(None, max_length=200_000)
     status: Status = "pending"
+    document_id: int | None = Field(None, description=(
+        "the document of this project the sample comes from (kept for document-stratified "
+        "splits and leakage checks)"))
+    chunk_id: int | None = Field(None, description="its chunk; implies the document")
 
 
 class SampleUpdate(BaseModel):

@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import decode_cursor, encode_cursor
-from service.models import Sample, SampleRevision, SampleStatus
+from service.models import Chunk, Document, Sample, SampleRevision, SampleStatus
 from service.samples import formats
 from service.samples import tokens as tokens_mod
 
@@ -80,6 +80,27 @@ def create_sample(db: Session, *, project_id: int, messages: Any, actor_id: int 
     db.add(_revision(sample, action="create", actor_id=actor_id, before=None, status_before=None))
     db.flush()
     return sample
+
+
+def check_source(db: Session, *, project_id: int, document_id: int | None,
+                 chunk_id: int | None) -> tuple[int | None, int | None]:
+    """``(document_id, chunk_id)`` of a sample's source, both of this project (a chunk names
+    its document; a document given with it must be that one)."""
+    if chunk_id is not None:
+        chunk = db.get(Chunk, chunk_id)
+        if chunk is None or chunk.project_id != project_id:
+            raise Invalid("chunk not found in this project",
+                          details=[{"field": "body.chunk_id", "message": "unknown chunk"}])
+        if document_id is not None and document_id != chunk.document_id:
+            raise Invalid("the chunk belongs to another document", details=[
+                {"field": "body.document_id", "message": f"the chunk is in {chunk.document_id}"}])
+        return chunk.document_id, chunk.id
+    if document_id is not None:
+        doc = db.get(Document, document_id)
+        if doc is None or doc.project_id != project_id:
+            raise Invalid("document not found in this project",
+                          details=[{"field": "body.document_id", "message": "unknown document"}])
+    return document_id, None
 
 
 def get_sample(db: Session, *, project_id: int, sample_id: int) -> Sample:

@@ -186,3 +186,26 @@ def test_json_roundtrip_in_chatter(value, before, fenced, ascii_only):
     body = json.dumps(value, ensure_ascii=ascii_only)
     raw = before + (f"```json\n{body}\n```" if fenced else body) + "\nDone."
     assert parse("json", raw) == value
+
+
+# --- regex: one group as the answer ------------------------------------------------------------
+
+KEYWORD_LINE = r"^\s*(?:keywords?|关键词)?\s*[:：]?\s*(?P<keywords>[^\n]+)"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Keywords: rice; straw return\nThese are the main topics.", "rice; straw return"),
+    ("关键词：水稻;秸秆还田", "水稻;秸秆还田"),
+    ("  rice, maize  ", "rice, maize"),
+])
+def test_regex_group_is_the_answer(raw, expected):
+    assert parse("regex", raw, pattern=KEYWORD_LINE, flags=2, group="keywords") == expected
+
+
+def test_regex_group_failures():
+    with pytest.raises(ParseFailure):
+        parse("regex", "Keywords:   ", pattern=r"Keywords:(?P<k>[^\n]*)", group="k")
+    with pytest.raises(ValueError, match="no group named"):
+        parse("regex", "x", pattern=r"(?P<a>x)", group="b")
+    assert parse("regex", "a=1 a=2", pattern=r"a=(?P<v>\d)", all_matches=True,
+                 group="v") == ["1", "2"]
