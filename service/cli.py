@@ -324,5 +324,14 @@ class _Supervisor:
                     pass
 
 
+def _rest_commands() -> None:
+    # login, docs upload, generate, dataset freeze/export, train, eval, compare, serve (REST)
+    from service import cli_rest
+
+    cli_rest.register(app)
+
+
+_rest_commands()
+
 if __name__ == "__main__":
     app()
