@@ -243,6 +243,11 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
                params: dict[str, Any] | None = None, actor_id: int | None = None,
                workers: int = 1) -> GenerationJob:
     template = get_template(db, project_id=project_id, template_id=template_id)
+    if template.kind == "answer":  # it answers a question; alone it has no question to answer
+        raise Invalid("an answer template is a second stage: start a question job and name it "
+                      "as params.answer_template_id",
+                      details=[{"field": "body.template_id",
+                                "message": "a first-stage template (not kind 'answer')"}])
     provider = get_provider(db, project_id=project_id, provider_id=provider_id)
     params = dict(params or {})
     if template.kind == "question":

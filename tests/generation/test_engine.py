@@ -323,3 +323,21 @@ def test_builtin_local_provider_is_offered_and_only_admins_edit_it(client, db, p
     assert client.delete(url, headers=owner.headers).status_code == 403
     admin = factories.make_actor(db, is_admin=True)
     assert client.patch(url, json={"max_concurrency": 2}, headers=admin.headers).status_code == 200
+
+
+def test_an_answer_template_cannot_start_a_job(client, db, project):
+    """``answer`` is the second stage of a question job: alone it would draft samples whose
+    question is empty."""
+    from service.generation import service as gs
+
+    owner, pid = project
+    make_chunks(db, pid, 2)
+    prov = gs.create_provider(db, project_id=pid, data={"name": "p", "base_url":
+                                                         "http://127.0.0.1:9/v1", "model": "m"})
+    db.commit()
+    tid = _template_id(client, owner, pid, "answer.en")
+    r = client.post(f"/api/v1/projects/{pid}/generation-jobs", headers=owner.headers,
+                    json={"template_id": tid, "provider_id": prov.id})
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["field"] == "body.template_id"
+    assert db.scalar(select(func.count()).select_from(GenerationJob)) == 0
