@@ -9,6 +9,7 @@ from service.core.config import get_settings
 from service.core.deps import AdminUser, CurrentUser, SessionDep
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.models import User
+from service.users import passwords
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -33,6 +34,7 @@ def create_token(body: schemas.TokenCreate, request: Request, user: CurrentUser,
 def change_password(body: schemas.PasswordChange, request: Request, user: CurrentUser,
                     db: SessionDep) -> dict:
     """Change your own password: every other browser session of yours ends (this one stays)."""
+    passwords.check_password(body.new_password, email=user.email, field="body.new_password")
     keep = request.cookies.get(get_settings().session_cookie_name)
     revoked = auth_service.change_password(db, user=user, current_password=body.current_password,
                                            new_password=body.new_password, keep_sid=keep,
@@ -58,6 +60,7 @@ def list_users(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ
 
 @router.post("/users", response_model=schemas.UserRead, status_code=status.HTTP_201_CREATED)
 def create_user(body: schemas.UserCreate, admin: AdminUser, db: SessionDep) -> User:
+    passwords.check_password(body.password, email=body.email, field="body.password")
     user = auth_service.create_user(db, email=body.email, password=body.password,
                                     name=body.name, is_admin=body.is_admin)
     audit.record(db, "user.create", actor=admin, target=f"user:{user.id}",
@@ -76,6 +79,8 @@ def update_user(user_id: int, body: schemas.UserUpdate, admin: AdminUser, db: Se
     sessions and, unless ``revoke_tokens`` is false, revokes their API tokens."""
     user = auth_service.get_user(db, user_id)
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("password") is not None:
+        passwords.check_password(changes["password"], email=user.email, field="body.password")
     revoke = changes.pop("revoke_tokens", True)
     return auth_service.update_user(db, actor=admin, user=user, changes=changes,
                                     revoke_api_tokens=revoke)

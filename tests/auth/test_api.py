@@ -63,3 +63,20 @@ def test_validation_errors_name_the_field(client, db, factories):
     assert bad_json.status_code == 422
     assert client.get("/api/v1/users/999999", headers=admin.headers).status_code == 404
     assert client.get("/api/v1/users?cursor=@@@", headers=admin.headers).status_code == 422
+
+
+def test_the_rest_api_applies_the_password_policy(client, db, factories):
+    """The same policy as the CLI and the invitation page (service/users/passwords.py)."""
+    admin = factories.make_actor(db, is_admin=True)
+    for weak in ("eight-ch", "password123", "anna@example.com"):
+        resp = client.post("/api/v1/users", headers=admin.headers,
+                           json={"email": "anna@example.com", "password": weak})
+        assert resp.status_code == 422, weak
+        assert resp.json()["error"]["code"] == "weak_password"
+        assert resp.json()["error"]["details"][0]["field"] == "body.password"
+    made = client.post("/api/v1/users", headers=admin.headers,
+                       json={"email": "anna@example.com", "password": "a long passphrase"})
+    assert made.status_code == 201
+    reset = client.patch(f"/api/v1/users/{made.json()['id']}", headers=admin.headers,
+                         json={"password": "password123"})
+    assert reset.status_code == 422 and reset.json()["error"]["code"] == "weak_password"
