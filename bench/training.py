@@ -15,6 +15,14 @@ Throughput is non-padding tokens per second, measured three ways:
     .venv/bin/python -m bench.training                          # SmolLM2-135M if installed, else tiny
     .venv/bin/python -m bench.training --model tiny --steps 20
     .venv/bin/python -m bench.training --method qlora --batch-size 4 --seq-len 256
+    .venv/bin/python -m bench.training --lengths spread --packing auto,off   # packing vs padding
+
+``--lengths spread`` draws each conversation's length from a log-normal (median ``--seq-len``/4,
+clipped to ``--seq-len``; see :func:`spread_lengths`) instead of filling every row, and
+``--packing`` lists the annotune variants to run against the bare padded script (``auto`` packs
+where the model allows it, ``off`` buckets by length): bare, variants, variants reversed, bare.
+With ``--steps`` x ``--batch-size`` = ``--rows`` every runner sees each sample once, so all see the
+same tokens.
 
 Results are appended under ``## Training`` in docs/benchmarks.md (``--no-docs`` to skip).
 """
@@ -45,8 +53,18 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-def write_dataset(path: Path, rows: int, seq_len: int) -> Path:
-    """Conversations long enough to fill about ``seq_len`` tokens (truncated there)."""
+def spread_lengths(rows: int, seq_len: int, seed: int = 0) -> list[int]:
+    """Answer lengths (words ~ tokens) of a typical chat SFT export: log-normal, median seq_len/4,
+    sigma 0.8 (a few short answers, a long tail), clipped to [8, seq_len]."""
+    import random
+
+    rng = random.Random(seed)
+    return [max(8, min(seq_len, int(rng.lognormvariate(0, 0.8) * seq_len / 4))) for _ in range(rows)]
+
+
+def write_dataset(path: Path, rows: int, seq_len: int, lengths: list[int] | None = None) -> Path:
+    """Conversations long enough to fill about ``seq_len`` tokens (truncated there), or with
+    answers of ``lengths[i]`` words."""
     words = [
         "annotators",
         "review",
@@ -61,7 +79,8 @@ def write_dataset(path: Path, rows: int, seq_len: int) -> Path:
     ]
     lines = []
     for i in range(rows):
-        answer = " ".join(words[(i + k) % len(words)] for k in range(seq_len))
+        n = lengths[i] if lengths else seq_len
+        answer = " ".join(words[(i + k) % len(words)] for k in range(n))
         lines.append(
             json.dumps(
                 {
@@ -175,7 +194,9 @@ def run_bare(model_path: str, data_file: Path, args, out_dir: Path, steps: int) 
     }
 
 
-def run_annotune(base_model: str, data_file: Path, args, out_dir: Path, cache_dir: Path) -> dict:
+def run_annotune(
+    base_model: str, data_file: Path, args, out_dir: Path, cache_dir: Path, packing: str = "off"
+) -> dict:
     from service.training.config import TrainingConfig
     from workers.training.train import train
 
@@ -197,6 +218,7 @@ def run_annotune(base_model: str, data_file: Path, args, out_dir: Path, cache_di
         save_steps=10_000,
         optim="adamw_torch",
         device="cpu",
+        packing=packing,
     )
     result = train(config, train_file=data_file, output_dir=out_dir, model_cache_dir=cache_dir)
     # per-step time from the loss curve (logging_steps=1): tokens in the step / its tokens/s
@@ -214,12 +236,17 @@ def run_annotune(base_model: str, data_file: Path, args, out_dir: Path, cache_di
         "tokens_per_cpu_s": result.tokens_processed / result.runtime_cpu_s,
         "reported_tokens_per_s": result.tokens_per_s,
         "total_s": result.total_s,
+        "mode": result.packing["mode"],
     }
 
 
 def _mean(runs: list[dict]) -> dict:
     """Per-run averages; tokens/s is total tokens / total time; step times pooled (median, best)."""
-    out = {key: sum(r[key] for r in runs) / len(runs) for key in runs[0] if key != "step_s"}
+    out = {
+        key: sum(r[key] for r in runs) / len(runs)
+        for key in runs[0]
+        if key not in ("step_s", "mode")
+    }
     out["tokens"] = int(out["tokens"])
     steps = sorted(t for r in runs for t in r["step_s"])
     tokens_per_step = sum(r["tokens"] for r in runs) / len(steps)
@@ -272,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument(
+        "--lengths", choices=["full", "spread"], default="full",
+        help="full: every conversation fills --seq-len; spread: log-normal lengths (see spread_lengths)",
+    )
+    parser.add_argument(
+        "--packing", default="off",
+        help="comma-separated annotune variants (TrainingConfig.packing: auto, on, off) to run",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="rounds of bare, annotune, annotune, bare"
     )
     parser.add_argument(
@@ -281,12 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         "--no-docs", action="store_true", help="do not append to docs/benchmarks.md"
     )
     args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.packing.split(",") if v.strip()]
+    if not variants or any(v not in ("auto", "on", "off") for v in variants):
+        parser.error("--packing: a comma-separated list of auto, on, off")
 
     import torch
 
     from workers.training.models import default_cache_dir, make_tiny_model, resolve_base_model
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    runs: dict[str, list[dict]] = {"bare": [], **{v: [] for v in variants}}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         tmp_path = Path(tmp)
         if args.model == "tiny":
@@ -300,93 +339,115 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model_path = resolve_base_model(base_model, cache_dir=cache_dir).path
         print(f"model: {base_model} -> {model_path} ({time.perf_counter() - t0:.1f}s)", flush=True)
-        data_file = write_dataset(tmp_path / "train.jsonl", args.rows, args.seq_len)
+        lengths = spread_lengths(args.rows, args.seq_len) if args.lengths == "spread" else None
+        data_file = write_dataset(tmp_path / "train.jsonl", args.rows, args.seq_len, lengths)
 
         run_bare(model_path, data_file, args, tmp_path / "warmup", steps=1)  # untimed warm-up
-        bare_runs, our_runs = [], []
-        for round_ in range(args.rounds):  # A B B A: cancels drift (other load, thermal, caches)
-            for who in ("bare", "ours", "ours", "bare"):
-                out = tmp_path / f"{who}-{round_}-{len(bare_runs) + len(our_runs)}"
+        # A B B A (A B C C B A with two variants): cancels drift (other load, thermal, caches)
+        order = ["bare", *variants, *reversed(variants), "bare"]
+        for round_ in range(args.rounds):
+            for who in order:
+                out = tmp_path / f"{who}-{round_}-{sum(len(r) for r in runs.values())}"
                 if who == "bare":
                     r = run_bare(model_path, data_file, args, out, steps=args.steps)
-                    bare_runs.append(r)
                 else:
-                    r = run_annotune(base_model, data_file, args, out, cache_dir)
-                    our_runs.append(r)
+                    r = run_annotune(base_model, data_file, args, out, cache_dir, packing=who)
+                runs[who].append(r)
                 print(
-                    f"  {who}: {r['tokens']} tokens in {r['runtime_s']:.2f}s = {r['tokens_per_s']:.1f} tokens/s; "
+                    f"  {_label(who, r)}: {r['tokens']} tokens in {r['runtime_s']:.2f}s = {r['tokens_per_s']:.1f} tokens/s; "
                     f"{r['cpu_s']:.2f} CPU-s = {r['tokens_per_cpu_s']:.1f} tokens/CPU-s (load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-    bare = _mean(bare_runs)
-    ours = _mean(our_runs)
-    print(
-        f"bare transformers+peft: {bare['tokens']} tokens in {bare['runtime_s']:.2f}s = {bare['tokens_per_s']:.1f} tokens/s"
-    )
-    print(
-        f"workers.training.train: {ours['tokens']} tokens in {ours['runtime_s']:.2f}s = {ours['tokens_per_s']:.1f} tokens/s "
-        f"(reported, steps only: {ours['reported_tokens_per_s']:.1f}; whole call {ours['total_s']:.1f}s)"
-    )
-    for label, r in (("bare", bare), ("annotune", ours)):
+    means = {who: _mean(rs) for who, rs in runs.items()}
+    labels = {who: _label(who, rs[0]) for who, rs in runs.items()}
+    bare = means["bare"]
+    for who, r in means.items():
         print(
-            f"{label}: median step {r['step_median_s']:.2f}s = {r['median_tokens_per_s']:.1f} tokens/s, "
-            f"best step {r['step_best_s']:.2f}s = {r['best_tokens_per_s']:.1f} tokens/s ({r['steps']} steps)"
+            f"{labels[who]}: median step {r['step_median_s']:.2f}s = {r['median_tokens_per_s']:.1f} tokens/s, "
+            f"best step {r['step_best_s']:.2f}s = {r['best_tokens_per_s']:.1f} tokens/s ({r['steps']} steps); "
+            f"whole runs {r['tokens_per_s']:.1f} tokens/s"
         )
-    ratio = ours["tokens_per_s"] / bare["tokens_per_s"]
-    cpu_ratio = ours["tokens_per_cpu_s"] / bare["tokens_per_cpu_s"]
-    median_ratio = ours["median_tokens_per_s"] / bare["median_tokens_per_s"]
-    best_ratio = ours["best_tokens_per_s"] / bare["best_tokens_per_s"]
+    ratios = {}
+    for who in variants:
+        r = means[who]
+        ratios[who] = tuple(
+            r[key] / bare[key]
+            for key in ("best_tokens_per_s", "median_tokens_per_s", "tokens_per_s", "tokens_per_cpu_s")
+        )
     load = os.getloadavg()
-    print(
-        f"ratio annotune/bare: {best_ratio:.3f} (best step), {median_ratio:.3f} (median step), "
-        f"{ratio:.3f} (whole runs, wall clock), {cpu_ratio:.3f} (CPU time); load average {load[0]:.1f}"
-    )
+    for who, (best, median, whole, cpu) in ratios.items():
+        print(
+            f"ratio {labels[who]} / bare: {best:.3f} (best step), {median:.3f} (median step), "
+            f"{whole:.3f} (whole runs, wall clock), {cpu:.3f} (CPU time); load average {load[0]:.1f}"
+        )
 
     if not args.no_docs:
         command = "python -m bench.training " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
         )
+        spread = ""
+        if lengths:
+            spread = (
+                f" Lengths: log-normal answers (spread_lengths), {min(lengths)}-{max(lengths)} words, "
+                f"median {statistics.median(lengths):.0f}, mean {statistics.mean(lengths):.0f}."
+            )
+        table = [
+            (
+                "| runner | tokens/s, median step | tokens/s, best step | tokens per run "
+                "| train_runtime per run (s) | tokens/s, whole runs | CPU-s per run | tokens/CPU-s |"
+            ),
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for who, r in means.items():
+            table.append(
+                f"| {labels[who]} | {r['median_tokens_per_s']:.1f} | {r['best_tokens_per_s']:.1f} | {r['tokens']} "
+                f"| {r['runtime_s']:.2f} | {r['tokens_per_s']:.1f} | {r['cpu_s']:.2f} | {r['tokens_per_cpu_s']:.1f} |"
+            )
+        summary = [
+            f"Ratio {labels[who]} / bare: **{best:.3f}** by best step, {median:.3f} by median step, "
+            f"{whole:.3f} by whole-run wall clock, {cpu:.3f} by CPU time."
+            for who, (best, median, whole, cpu) in ratios.items()
+        ]
         entry = "\n".join(
             [
                 (
                     f"### {time.strftime('%Y-%m-%d %H:%M')}: {args.model}, {args.method}, {args.steps} steps x batch "
-                    f"{args.batch_size} x seq {args.seq_len}, LoRA r={args.lora_r} on q/k/v/o, "
-                    f"{2 * args.rounds} runs each (ABBA order), means"
+                    f"{args.batch_size} x seq {args.seq_len} ({args.lengths} lengths), LoRA r={args.lora_r} on "
+                    f"q/k/v/o, {2 * args.rounds} runs each ({''.join(chr(65 + order.index(w)) for w in order)} "
+                    "order), means"
                 ),
                 "",
-                f"{os.cpu_count()} CPUs, no GPU; Python {platform.python_version()}, torch {torch.__version__}.",
+                f"{os.cpu_count()} CPUs, no GPU; Python {platform.python_version()}, torch {torch.__version__}.{spread}",
                 "",
                 "```",
                 command.strip(),
                 "```",
                 "",
-                (
-                    "| runner | tokens/s, median step | tokens/s, best step | tokens per run "
-                    "| train_runtime per run (s) | tokens/s, whole runs | CPU-s per run | tokens/CPU-s |"
-                ),
-                "| --- | --- | --- | --- | --- | --- | --- | --- |",
-                (
-                    f"| bare transformers + peft | {bare['median_tokens_per_s']:.1f} | {bare['best_tokens_per_s']:.1f} | {bare['tokens']} | {bare['runtime_s']:.2f} | {bare['tokens_per_s']:.1f} "
-                    f"| {bare['cpu_s']:.2f} | {bare['tokens_per_cpu_s']:.1f} |"
-                ),
-                (
-                    f"| workers.training.train | {ours['median_tokens_per_s']:.1f} | {ours['best_tokens_per_s']:.1f} | {ours['tokens']} | {ours['runtime_s']:.2f} | {ours['tokens_per_s']:.1f} "
-                    f"| {ours['cpu_s']:.2f} | {ours['tokens_per_cpu_s']:.1f} |"
-                ),
+                *table,
+                "",
+                " ".join(summary),
                 "",
                 (
-                    f"Ratio annotune / bare: **{best_ratio:.3f}** by best step, {median_ratio:.3f} by median step, "
-                    f"{ratio:.3f} by whole-run wall clock, {cpu_ratio:.3f} by CPU time (load average "
-                    f"{load[0]:.1f} at the end; other processes share these 2 CPUs, so whole-run numbers are "
-                    "noisy; the best step is the one that ran undisturbed). annotune's own report (training steps only, "
-                    f"eval and checkpoint excluded): {ours['reported_tokens_per_s']:.1f} tokens/s; its whole call "
-                    f"(model load, tokenization, training, export): {ours['total_s']:.1f} s."
+                    f"Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (1/5/15 min); other "
+                    "processes share these CPUs, so whole-run numbers are noisy; the best step is the one that ran "
+                    "undisturbed. tokens = non-padding tokens. "
+                    + " ".join(
+                        f"{labels[w]}: own report (training steps only) {means[w]['reported_tokens_per_s']:.1f} "
+                        f"tokens/s, whole call {means[w]['total_s']:.1f} s."
+                        for w in variants
+                    )
                 ),
             ]
         )
         append_docs(entry)
         print(f"appended to {DOCS}")
     return 0
+
+
+def _label(who: str, run: dict) -> str:
+    if who == "bare":
+        return "bare transformers + peft (padded)"
+    return f"workers.training.train, packing={who} ({run['mode']})"
 
 
 if __name__ == "__main__":

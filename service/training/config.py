@@ -17,6 +17,7 @@ __all__ = [
     "LR_SCHEDULERS",
     "METHODS",
     "OPTIMIZERS",
+    "PACKING_MODES",
     "TrainingConfig",
     "TrainingConfigError",
     "describe_fields",
@@ -44,6 +45,7 @@ OPTIMIZERS = (
     "adafactor",
     "sgd",
 )
+PACKING_MODES = ("auto", "on", "off")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -209,6 +211,19 @@ class TrainingConfig:
             "`adamw_torch` and the fallback is reported.",
             kind="str",
             choices=OPTIMIZERS,
+        ),
+    )
+    packing: str = field(
+        default="auto",
+        metadata=_meta(
+            "How a micro-batch's sequences are put together. `auto`: padding-free packing (all the "
+            "batch's sequences in one row, positions restarting per sequence, no attention across "
+            "them) when a check on the loaded model confirms its attention keeps packed sequences "
+            "apart, else padded batches of similar lengths; `on`: packing, and the run fails where "
+            "that check does not pass; `off`: padded batches of similar lengths. The choice made is "
+            "reported as an event and in training_config.json.",
+            kind="str",
+            choices=PACKING_MODES,
         ),
     )
     device: str = field(

@@ -23,7 +23,7 @@ from workers.training.data import (
     load_messages_jsonl,
     tokenize_conversation,
 )
-from workers.training.models import build_tiny_tokenizer, make_tiny_model
+from workers.training.models import build_tiny_tokenizer
 from workers.training.train import TrainingHooks, resolve_optimizer, train
 
 pytestmark = [pytest.mark.ml, pytest.mark.nodb]
@@ -56,11 +56,6 @@ class RecordingHooks(TrainingHooks):
 
     def logs(self) -> list[tuple]:
         return [c for c in self.calls if c[0] == "log"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

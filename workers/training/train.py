@@ -66,7 +66,8 @@ class TrainingHooks:
     - ``on_log``: every ``logging_steps`` optimizer steps (and the first and last step).
     - ``on_event(level, message, data)``: ``level`` is ``info``/``warning``; ``data["kind"]`` is
       one of, in order: ``started``, ``model_resolved``, ``fallback`` (any number, each also in
-      ``TrainResult.fallbacks``), ``data_loaded``, ``model_loaded``, ``resumed`` (only when
+      ``TrainResult.fallbacks``), ``data_loaded``, ``model_loaded``, ``packing`` (how batches are
+      formed: ``data["mode"]`` packed / bucketed / padded, also ``TrainResult.packing``), ``resumed`` (only when
       resuming), ``train_begin`` (carries ``max_steps`` and ``start_step``: use it for progress),
       then ``evaluated`` / ``cancel_requested`` during training, and ``finished`` last.
     - ``should_cancel()``: polled after every micro-batch (throttle a database lookup yourself);
@@ -122,6 +123,7 @@ class TrainResult:
     loss_curve_path: str | None = None
     training_config_path: str | None = None
     serve_commands: dict[str, str] = field(default_factory=dict)
+    packing: dict[str, Any] = field(default_factory=dict)  # workers.training.packing.PackingPlan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +198,13 @@ def _checkpointing_kwargs(training_args_cls, enabled: bool) -> dict[str, Any]:
         else "gradient_checkpointing"
     )
     return {prefix: enabled, f"{prefix}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+def _sampling_kwargs(training_args_cls, bucketed: bool) -> dict[str, Any]:
+    # transformers 5.2x replaced group_by_length with train_sampling_strategy.
+    if "train_sampling_strategy" in getattr(training_args_cls, "__dataclass_fields__", {}):
+        return {"train_sampling_strategy": "group_by_length" if bucketed else "random"}
+    return {"group_by_length": bucketed}
 
 
 def _warmup_kwargs(training_args_cls, ratio: float) -> dict[str, Any]:
@@ -372,6 +381,7 @@ def train(
     from workers.training import artifacts
     from workers.training.data import PaddingCollator, build_dataset
     from workers.training.models import CHATML_TEMPLATE, load_tokenizer, resolve_base_model
+    from workers.training.packing import packed_collator, resolve_packing
     from workers.training.quantization import plan_quantization, prepare_kbit_model
 
     out = Path(output_dir)
@@ -488,6 +498,9 @@ def train(
         },
     )
 
+    packing = resolve_packing(config.packing, model, batch_size=config.batch_size)
+    hooks.on_event("info", f"batches: {packing.reason}", {"kind": "packing", **packing.to_dict()})
+
     # -- trainer ------------------------------------------------------------------------------
     use_bf16 = device_type == "cuda" and str(plan.compute_dtype) == "torch.bfloat16"
     use_fp16 = device_type == "cuda" and not use_bf16
@@ -521,7 +534,10 @@ def train(
         dataloader_num_workers=0,
         dataloader_pin_memory=device_type == "cuda",
         use_cpu=device_type == "cpu",
-        include_num_input_tokens_seen="non_padding",
+        **_sampling_kwargs(TrainingArguments, packing.bucketed),
+        # A packed row has no padding and no attention_mask (the Trainer would count it as
+        # input_ids != pad, wrong where pad is EOS): count every token there.
+        include_num_input_tokens_seen="all" if packing.packed else "non_padding",
     )
     curve: list[dict[str, Any]] = []
     bridge = _make_bridge(hooks, device_type, curve)
@@ -530,7 +546,7 @@ def train(
         args=args,
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=PaddingCollator(
+        data_collator=packed_collator() if packing.packed else PaddingCollator(
             tokenizer.pad_token_id, pad_to_multiple_of=8 if device_type == "cuda" else None
         ),
         processing_class=tokenizer,
@@ -590,6 +606,7 @@ def train(
         fallbacks=fallbacks,
         data=data_info,
         loss_curve_path=str(curve_path),
+        packing=packing.to_dict(),
     )
 
     if status == "completed":
