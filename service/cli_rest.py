@@ -18,6 +18,7 @@ import json
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -396,11 +397,15 @@ def serve_argv(job: dict[str, Any], *, host: str, port: int, merged: bool) -> li
 def serve(job: int = typer.Argument(..., help="a succeeded training job"),
           host: str = "127.0.0.1", port: int = 8001,
           merged: bool = typer.Option(False, help="serve the merged model, not base + adapter"),
+          public_url: str | None = typer.Option(None, help=(
+              "the URL the API and its workers reach the server at (default "
+              "http://HOST:PORT/v1; the API's egress policy must allow it)")),
           startup_timeout: float = 900.0, url: str | None = URL, token: str | None = TOKEN,
           project: int | None = PROJECT, as_json: bool = JSON) -> None:
     """Serve a job's model with vLLM on this (GPU) machine: start ``vllm serve``, wait until it
-    answers, register it as an OpenAI-compatible provider of the project; Ctrl-C stops the
-    server and unregisters the provider. Refused (exit 6) where vLLM is not installed."""
+    answers, register it as an OpenAI-compatible provider of the project; Ctrl-C (or SIGTERM)
+    stops the server and unregisters the provider. Refused (exit 6) where vLLM is not
+    installed: nothing is started, the command is printed."""
     ctx = Ctx(url, token, project, as_json)
     info = ctx.api.get(f"/projects/{ctx.project}/training-jobs/{job}")
     if info["status"] != "succeeded":
@@ -415,12 +420,14 @@ def serve(job: int = typer.Argument(..., help="a succeeded training job"),
                 f"annotune provider register {job} -p {ctx.project}")
         raise typer.Exit(NO_VLLM)
     name = (info.get("artifacts") or {}).get("name") or f"annotune-{job}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base_url = public_url or f"http://{local if host == local else socket.getfqdn()}:{port}/v1"
+    signal.signal(signal.SIGTERM, _interrupt)
     proc = subprocess.Popen(argv, start_new_session=True)
-    base_url = f"http://{host}:{port}/v1"
     provider = None
     try:
         deadline = time.monotonic() + startup_timeout
-        while not _healthy(base_url):
+        while not _healthy(f"http://{local}:{port}/v1"):
             if proc.poll() is not None:
                 raise ClientError(f"vllm serve exited with {proc.returncode}")
             if time.monotonic() > deadline:
@@ -432,7 +439,6 @@ def serve(job: int = typer.Argument(..., help="a succeeded training job"),
         ctx.out({"provider": provider, "command": argv, "pid": proc.pid},
                 f"serving {name} at {base_url}; provider {provider['id']} registered "
                 "(Ctrl-C stops it)")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         proc.wait()
     except KeyboardInterrupt:
         pass
@@ -448,6 +454,10 @@ def serve(job: int = typer.Argument(..., help="a succeeded training job"),
                 ctx.api.request("DELETE", f"/projects/{ctx.project}/providers/{provider['id']}")
             except ApiError as exc:  # generation jobs used it: it stays, say so
                 typer.echo(f"provider {provider['id']} kept: {exc}", err=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C: the provider is removed
 
 
 def _healthy(base_url: str) -> bool:
