@@ -152,7 +152,11 @@ def test_sigkill_twice_mid_unit_then_every_unit_has_exactly_one_output(db, clien
                 if n == 0:
                     w.client().send_task("generation.run_job", kwargs={"job_id": job.id},
                                          queue="generate")
-                target = 5 * (n + 1)
+                # this worker holds the job (the first claim, then a resume after the sweep)
+                # and does a few units of its own before it is killed
+                _wait(db, lambda a=n + 1: _job(db, job.id).attempts == a, 60,
+                      f"claim {n + 1}", tmp_path / f"{name}.log")
+                target = _job(db, job.id).done_units + 3
                 _wait(db, lambda t=target: _job(db, job.id).done_units >= t, 60,
                       f"{target} units", tmp_path / f"{name}.log")
                 os.killpg(proc.pid, signal.SIGKILL)  # mid-unit: three calls are in flight

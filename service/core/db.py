@@ -157,8 +157,16 @@ def _sqlite_transactions(engine: Engine, busy_timeout_ms: int) -> None:
             _release(record.info)
 
 
+def json_dumps(value: Any) -> str:
+    """How every JSON column is written, on every dialect: UTF-8 (a search of the stored text
+    sees the characters, not ``\\uXXXX`` escapes), and a non-finite float as null (JSON has no
+    NaN or infinity and PostgreSQL's JSONB refuses them: one diverged metric must not fail a job)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
 def make_engine(url: str) -> Engine:
-    kwargs: dict[str, Any] = {"future": True}
+    kwargs: dict[str, Any] = {"future": True, "json_serializer": json_dumps,
+                              "json_deserializer": orjson.loads}
     settings = get_settings()
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False,

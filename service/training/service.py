@@ -3,7 +3,6 @@ holds a job and trains is ``workers/training/runner.py``; the ML itself ``worker
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -138,20 +137,8 @@ def add_event(db: Session, job_id: int, level: str, message: str, *, kind: str =
               step: int | None = None, loss: float | None = None,
               data: dict[str, Any] | None = None) -> None:
     db.add(JobEvent(job_id=job_id, level=level, kind=kind, message=message, step=step, loss=loss,
-                    data=_finite(data or {})))
+                    data=data or {}))
     db.flush()
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity (PostgreSQL's JSONB refuses them): a metric that diverged or
-    was not computed (ORPO's first grad norm is NaN) is stored as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def list_events(db: Session, *, job_id: int, after: int | None, limit: int) -> list[JobEvent]:

@@ -71,8 +71,9 @@ class DBHooks:
             step=data.get("step"), loss=data.get("eval_loss"), data=data), **values)
 
     def should_cancel(self) -> bool:
-        """Read at every step: a cancel (or a lost lease) stops training within one step."""
-        return self.lease.should_stop(max_age=0.5)
+        """Read at every step (one indexed query, small beside any real step): a cancel (or a
+        lost lease) stops training within one step, however short the steps are."""
+        return self.lease.should_stop(max_age=0)
 
     def on_checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
         self._write(lambda db: training_service.add_event(
