@@ -11,8 +11,12 @@ memory:
    No database ordering, collation or float arithmetic of the backend is involved, so the same
    samples give the same split on PostgreSQL and SQLite, in every run;
 3. **freeze**: the samples are read again (by id, server-side cursor) and each one's current
-   messages (checked and reduced to role/content: ``_frozen``), version and latest revision id
-   are copied into ``DatasetVersionItem`` rows in batches, while the statistics are accumulated.
+   messages (checked by the validation gate and reduced to role/content: ``freeze.frozen_messages``), version
+   and latest revision id are copied into ``DatasetVersionItem`` rows in batches, while the
+   statistics are accumulated. A sample the gate refuses (anything an export format would
+   drop or a consumer such as OpenAI's format check or LLaMA-Factory's loader would reject:
+   an empty turn, a broken role order, ...) is not frozen: the pass goes on to find every such
+   sample, then the build fails with :class:`Unexportable`, naming them.
 
 A fourth pass over the frozen test and train items computes the near-duplicate leakage report
 (``datasets.leakage``: one-permutation MinHash and LSH bands in numpy, ~20 µs a sample).
@@ -37,6 +41,7 @@ from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
 from service.datasets import leakage
+from service.datasets.freeze import REFUSED_LISTED, Unexportable, frozen_messages
 from service.datasets.jobs import BUILD, EXPORT
 from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
 from service.models import (
@@ -48,7 +53,7 @@ from service.models import (
     SampleRevision,
     User,
 )
-from service.samples import formats, tokens
+from service.samples import tokens
 
 BATCH = 5000
 TOP_N = 100
@@ -277,15 +282,6 @@ def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str,
     return out
 
 
-def _frozen(sample_id: int, messages: Any) -> list[dict[str, str]]:
-    """The canonical copy a version freezes: checked by the conversation rules, ``role`` and
-    ``content`` only, in that order (exports copy its JSON text as is)."""
-    try:
-        return formats.to_openai(messages)["messages"]
-    except formats.FormatError as exc:
-        raise formats.FormatError(exc.code, f"sample {sample_id}: {exc.message}", exc.field) from exc
-
-
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
                       batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: ids (ascending) and document ids (-1 for none) of the matching samples."""
@@ -385,6 +381,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     if len(ids):
         stmt = stmt.where(Sample.id >= int(ids[0]), Sample.id <= int(ids[-1]))
     pending: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    refused_total = 0
     write = _item_writer(db)
     prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
     j, n = 0, len(ids)
@@ -397,7 +395,14 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
         if ids[j] != sid:
             continue  # not selected in pass 1 (tag/score filter, or new since)
         split = SPLITS[codes[j]]
-        messages = _frozen(sid, messages)
+        messages, issue = frozen_messages(messages)
+        if issue is not None:
+            refused_total += 1
+            if len(refused) < REFUSED_LISTED:
+                refused.append({"sample_id": sid, "code": issue.code, "field": issue.field,
+                                "message": issue.message})
+            j += 1
+            continue
         if think and reasoning and reasoning.strip():
             messages = with_think(messages, reasoning)
             with_reasoning += 1
@@ -424,6 +429,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
             write(pending)
             pending = []
         j += 1
+    if refused_total:
+        raise Unexportable(refused, refused_total)
     if pending:
         write(pending)
 

@@ -4,8 +4,8 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
+from sqlalchemy.orm import Mapped, attributes, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
 from service.models.job import JobMixin
@@ -44,6 +44,11 @@ class Sample(Base):
     status: Mapped[str] = mapped_column(String(20), default=SampleStatus.pending.value)
     version: Mapped[int] = mapped_column(Integer, default=1)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # the folded text of the messages, for text search (service/samples/search.py); written
+    # with the messages (service/samples/store.py), indexed by pg_trgm / SQLite FTS5 (0011)
+    # (deferred: never read back into Python; lists do not carry it)
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="",
+                                             deferred=True)
     source: Mapped[str] = mapped_column(String(20), default="manual")  # manual|import|generation
     unit_key: Mapped[str | None] = mapped_column(String(200))  # idempotency key for generated units
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="RESTRICT"))
@@ -60,6 +65,21 @@ class Sample(Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+@event.listens_for(Sample, "before_insert")
+def _sample_insert(_mapper: Any, _connection: Any, target: Sample) -> None:
+    from service.samples import store  # the gate lives in the samples domain
+
+    store.prepare(target)
+
+
+@event.listens_for(Sample, "before_update")
+def _sample_update(_mapper: Any, _connection: Any, target: Sample) -> None:
+    if attributes.get_history(target, "messages").has_changes():
+        from service.samples import store
+
+        store.prepare(target)
 
 
 class SampleRevision(Base):

@@ -21,6 +21,11 @@ Examples: ``{"list_field": "conversation", "user": "human", "assistant": "assist
 
 ``ImportItem.line`` is the 1-based line (``.jsonl``, and the first line of a ``.csv`` row) or
 the 1-based element/row number (``.json``, ``.parquet``). Blank lines are skipped silently.
+
+Every conversation read goes through the validation gate (``validation.gate_issues``: the
+rules every sample obeys, empty or whitespace-only turns, NUL and lone surrogates included);
+a refused one is an item with an ``error`` whose ``field`` names the record's own field where
+it can (``conversation[0].assistant``, ``conversations[1].value``, ``output``).
 """
 
 from __future__ import annotations
@@ -31,22 +36,21 @@ import importlib.util
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from service.core.sanitize import text_problem
 from service.samples.formats import (
     FORMATS,
     FormatError,
     Message,
-    check_messages,
     detect_format,
     parse_record,
 )
-from service.samples.validation import Issue
+from service.samples.validation import Issue, gate_issues
 
 EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 _CHUNK = 1 << 20
@@ -176,22 +180,44 @@ def _items(
         if isinstance(record, Issue):
             yield ImportItem(line, error=record)
         else:
-            for item in to_items(line, record):
-                yield _storable(item)
+            yield from to_items(line, record)
 
 
-def _storable(item: ImportItem) -> ImportItem:
-    """A record whose text the database cannot hold (NUL, lone surrogates) is reported on its
-    line like any other bad record, instead of failing the whole import at INSERT."""
-    for i, message in enumerate(item.messages or ()):
-        for key, value in message.items():
-            problem = text_problem(value) if isinstance(value, str) else None
-            if problem:
-                field = f"messages[{i}].{key}"
-                item.error = Issue("invalid_characters", f"{field}: {problem}", field)
-                item.messages = None
-                return item
-    return item
+_MESSAGE_FIELD = re.compile(r"^messages\[(\d+)\]\.(content|role)$")
+
+
+def _gated(line: int, index: int, messages: list[Message], sources: list[tuple[str, str]],
+           raw: Any) -> ImportItem:
+    """The item if the gate lets ``messages`` through, else its first issue, named by the
+    record's own field: ``sources[i]`` is (content field, role field) of message ``i``."""
+    issues = gate_issues(messages)
+    if not issues:
+        return ImportItem(line, index, messages=[{"role": m["role"], "content": m["content"]}
+                                                 for m in messages], raw=raw)
+    issue = issues[0]
+    match = _MESSAGE_FIELD.match(issue.field or "")
+    if match and int(match.group(1)) < len(sources):
+        where = sources[int(match.group(1))][0 if match.group(2) == "content" else 1]
+        issue = Issue(issue.code, f"{where}: {issue.message}", where)
+    elif issue.field:
+        issue = Issue(issue.code, f"{issue.field}: {issue.message}", issue.field)
+    return ImportItem(line, index, error=issue, raw=raw)
+
+
+def _format_sources(fmt: str, record: Any, n: int) -> list[tuple[str, str]]:
+    """Where each canonical message of a ``fmt`` record came from: (content, role) fields."""
+    if fmt == "openai":
+        return [(f"messages[{i}].content", f"messages[{i}].role") for i in range(n)]
+    has_system = isinstance(record, dict) and record.get("system") not in (None, "")
+    out = [("system", "system")] if has_system else []
+    if fmt == "sharegpt":
+        out += [(f"conversations[{j}].value", f"conversations[{j}].from")
+                for j in range(n - len(out))]
+        return out
+    history = record.get("history") if isinstance(record, dict) else None
+    for k in range(len(history) if isinstance(history, list) else 0):
+        out += [(f"history[{k}][0]", "history"), (f"history[{k}][1]", "history")]
+    return out + [("instruction", "instruction"), ("output", "output")]
 
 
 # --- records into samples -----------------------------------------------------------------
@@ -217,12 +243,14 @@ class _FormatReader:
             yield ImportItem(line, error=issue, raw=record)
             return
         try:
-            messages = parse_record(record, fmt)
+            messages = parse_record(record, fmt, check=False)
         except FormatError as exc:
             yield ImportItem(line, error=Issue.from_error(exc), raw=record)
             return
-        self.fmt = fmt
-        yield ImportItem(line, messages=messages, raw=record)
+        item = _gated(line, 0, messages, _format_sources(fmt, record, len(messages)), record)
+        if item.error is None:
+            self.fmt = fmt
+        yield item
 
 
 class _MappingReader:
@@ -261,15 +289,15 @@ class _MappingReader:
     ) -> ImportItem:
         try:
             messages = list(system)
+            sources = [(self.m.system or "system",) * 2] if system else []
             for obj, path in pairs:
-                messages.append({"role": "user", "content": self._text(obj, self.m.user, path)})
-                messages.append(
-                    {"role": "assistant", "content": self._text(obj, self.m.assistant, path)}
-                )
-            check_messages(messages)
+                for role, key in (("user", self.m.user), ("assistant", self.m.assistant)):
+                    messages.append({"role": role, "content": self._text(obj, key, path)})
+                    where = f"{path}.{key}" if path else key
+                    sources.append((where, where))
         except FormatError as exc:
             return ImportItem(line, index, error=Issue.from_error(exc), raw=raw)
-        return ImportItem(line, index, messages=messages, raw=raw)
+        return _gated(line, index, messages, sources, raw)
 
     def _system(self, record: Any) -> list[Message]:
         if not isinstance(record, dict):
@@ -333,7 +361,10 @@ def _jsonl_rows(fileobj: BinaryIO) -> Iterator[Row]:
         try:
             yield line, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            yield line, _invalid_json(exc)
+            try:  # orjson refuses lone surrogates; read them so the gate names the field
+                yield line, json.loads(raw)
+            except ValueError:
+                yield line, _invalid_json(exc)
 
 
 def _json_array_rows(fileobj: BinaryIO) -> Iterator[Row]:

@@ -3,14 +3,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Status = Literal["pending", "accepted", "rejected", "needs_changes"]
 # caps documented in the schema (the input layer in service/core/sanitize.py is the backstop)
 MAX_TAGS = 100
 MAX_MESSAGES = 1000
 MAX_FILTER_IDS = 100_000
-Tag = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _not_blank(tag: str) -> str:
+    if not tag.strip():
+        raise ValueError("a tag must not be empty or only whitespace")
+    return tag
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 Messages = Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)]
 

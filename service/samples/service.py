@@ -2,16 +2,13 @@
 bulk changes, history, imports and token statistics. Services flush; callers commit."""
 from __future__ import annotations
 
-import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
-    String,
     and_,
-    cast,
     exists,
     func,
     select,
@@ -27,25 +24,40 @@ from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import decode_cursor, encode_cursor
 from service.models import Chunk, Document, Sample, SampleRevision, SampleStatus
-from service.samples import formats
+from service.samples import search, store, validation
 from service.samples import tokens as tokens_mod
+from service.samples.store import content_hash
+
+__all__ = ["check_messages", "content_hash", "create_sample", "update_sample"]
 
 STATUSES = {s.value for s in SampleStatus}
+_INDEX = re.compile(r"\[(\d+)\]")
 
 
-def content_hash(messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def api_field(field_name: str, issue_field: str | None) -> str:
+    """``messages[1].content`` under ``body.messages`` as ``body.messages.1.content`` (the
+    spelling of the request validation errors)."""
+    if not issue_field:
+        return field_name
+    dotted = _INDEX.sub(r".\1", issue_field)
+    head, _, rest = dotted.partition(".")
+    if head == "messages":
+        return f"{field_name}.{rest}" if rest else field_name
+    return f"{field_name}.{dotted}"
 
 
 def check_messages(messages: Any, field_name: str = "body.messages") -> list[dict[str, str]]:
-    problems = list(formats.iter_problems(messages))
-    if problems:
+    """The validation gate for a request (``validation.gate_issues``): the canonical copy, or
+    a 422 listing every problem with its field (``body.messages.1.content``)."""
+    try:
+        return store.accept(messages)
+    except validation.SampleInvalid as exc:
+        first = exc.issues[0]
         raise Invalid(
-            f"invalid messages: {problems[0].message}",
-            details=[{"field": f"{field_name}{('.' + p.field) if p.field else ''}",
-                      "message": p.message, "code": p.code} for p in problems],
-        )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+            f"invalid messages: {api_field(field_name, first.field)}: {first.message}",
+            details=[{"field": api_field(field_name, i.field), "message": i.message,
+                      "code": i.code} for i in exc.issues],
+        ) from None
 
 
 def _check_status(status: str) -> str:
@@ -70,8 +82,9 @@ def create_sample(db: Session, *, project_id: int, messages: Any, actor_id: int 
                   generation_job_id: int | None = None, unit_key: str | None = None,
                   scores: dict[str, Any] | None = None) -> Sample:
     msgs = check_messages(messages)
-    sample = Sample(project_id=project_id, messages=msgs, content_hash=content_hash(msgs),
-                    status=_check_status(status), source=source, tags=sorted(set(tags or [])),
+    sample = Sample(project_id=project_id, **store.message_columns(msgs),
+                    status=_check_status(status), source=source,
+                    tags=sorted(set(tags or [])),
                     reasoning=reasoning, provenance=provenance or {}, chunk_id=chunk_id,
                     document_id=document_id, generation_job_id=generation_job_id,
                     unit_key=unit_key, scores=scores or {}, version=1)
@@ -130,8 +143,7 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
     before_msgs, before_status = sample.messages, sample.status
     values: dict[str, Any] = {"version": Sample.version + 1, "updated_at": utcnow()}
     if messages is not None:
-        msgs = check_messages(messages)
-        values.update(messages=msgs, content_hash=content_hash(msgs))
+        values.update(store.message_columns(check_messages(messages)))
     if tags is not None:
         values["tags"] = sorted(set(tags))
     if reasoning is not None:
@@ -203,10 +215,9 @@ class SampleFilter:
         if self.tag:
             out.append(has_tag(db, self.tag))
         if self.q:
-            text_col = cast(Sample.messages, String)
-            pattern = f"%{_escape_like(self.q)}%"
-            out.append(text_col.ilike(pattern, escape="\\") if dialect == "postgresql"
-                       else text_col.like(pattern, escape="\\"))
+            found = search.clause(db, self.q)
+            if found is not None:
+                out.append(found)
         if self.score_key and (self.score_min is not None or self.score_max is not None):
             if dialect == "postgresql":
                 score = Sample.scores[self.score_key].as_float()
@@ -217,10 +228,6 @@ class SampleFilter:
             if self.score_max is not None:
                 out.append(score <= self.score_max)
         return out
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def has_tag(db: Session, tag: str) -> ColumnElement[bool]:

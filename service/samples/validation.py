@@ -2,7 +2,15 @@
 
 Structure codes come from ``formats.iter_problems`` (OpenAI's chat-format checker codes plus
 ``role_order`` and ``turn_count``); this module adds the quality codes ``empty_content``,
-``empty_response`` and ``too_many_tokens``, and ``llamafactory_would_drop``.
+``empty_response`` and ``too_many_tokens``, ``invalid_characters`` and ``llamafactory_would_drop``.
+
+**The gate.** :func:`gate_issues` / :func:`accept` are the one rule set every way a sample
+enters or changes goes through (REST create and edit, review decisions and adjudication,
+imports, generation, and the ORM itself as a backstop: ``service/samples/store.py``), and the
+one a version build applies before it freezes anything: a conversation passes when it is
+well-formed (system first if any, then user/assistant alternating, ending with an assistant
+answer), no turn is empty or whitespace only, no text holds a NUL or a lone surrogate, and
+neither OpenAI's chat-format checks nor LLaMA-Factory's aligner would refuse or drop it.
 """
 
 from __future__ import annotations
@@ -10,7 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from service.samples.formats import FormatError, iter_problems, parse_record
+from service.core.sanitize import text_problem
+from service.samples.formats import FormatError, Message, iter_problems, parse_record
 from service.samples.tokens import Tokenizer, get_tokenizer, message_token_stats
 
 
@@ -60,6 +69,48 @@ def validate_messages(
         if issue:
             issues.append(issue)
     return issues
+
+
+class SampleInvalid(FormatError):
+    """A conversation the gate refuses; ``issues`` lists every problem (the first is raised)."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        first = issues[0]
+        super().__init__(first.code, first.message, first.field)
+        self.issues = issues
+
+
+def gate_issues(messages: Any) -> list[Issue]:
+    """Every reason the gate refuses ``messages`` (canonical form); ``[]``: it may be stored.
+
+    Structure, empty or whitespace-only turns (system prompts included), characters no
+    database or JSON encoder takes, and LLaMA-Factory's drop rules (a second opinion on the
+    structure rules, which imply it)."""
+    issues = validate_messages(messages)
+    if not isinstance(messages, list):
+        return issues
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            continue
+        for key in ("role", "content"):
+            value = msg.get(key)
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem:
+                issues.append(Issue("invalid_characters", problem, f"messages[{i}].{key}"))
+    if not issues:
+        dropped = llamafactory_would_drop(messages)
+        if dropped:
+            issues.append(Issue("llamafactory_would_drop", dropped, "messages"))
+    return issues
+
+
+def accept(messages: Any) -> list[Message]:
+    """The canonical copy of ``messages`` (``role`` and ``content`` only, in that order) if the
+    gate lets it through, else raise :class:`SampleInvalid` with every issue."""
+    issues = gate_issues(messages)
+    if issues:
+        raise SampleInvalid(issues)
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def llamafactory_would_drop(messages: list[dict[str, Any]]) -> str | Literal[False]:

@@ -26,7 +26,12 @@ def _build(lease: kit.Lease) -> dict[str, Any]:
         if db.get_bind().dialect.name == "postgresql":
             # one snapshot for every pass of the build
             db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        version = datasets_service.build_version(db, lease.row_id)
+        try:
+            version = datasets_service.build_version(db, lease.row_id)
+        except datasets_service.Unexportable as exc:
+            db.rollback()  # nothing frozen; the version says which samples and why
+            lease.fail(str(exc), stats={"refused": exc.refused, "refused_total": exc.total})
+            return {"status": "failed", "refused": exc.total}
         lease.seal(db)
         counts = dict(version.counts or {})
         db.commit()

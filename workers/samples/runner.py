@@ -18,7 +18,7 @@ from service.samples import importing
 from service.samples.formats import FormatError
 from service.samples.imports import BATCH, REPORT_LIMIT
 from service.samples.jobs import IMPORT
-from service.samples.service import content_hash
+from service.samples.store import message_columns
 from workers import jobs as kit
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,13 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
                         if len(report) < REPORT_LIMIT:
                             report.append({"line": item.line, "index": item.source_index,
                                            "code": item.error.code,
+                                           "field": item.error.field,
                                            "message": item.error.message})
                         continue
                     if mode == "strict" and bad:
                         continue  # keep reading to report every bad line; nothing will be kept
-                    msgs = item.messages
                     pending.append(Sample(
-                        project_id=project_id, messages=msgs, content_hash=content_hash(msgs),
+                        project_id=project_id, **message_columns(item.messages),
                         status="pending", source="import", import_job_id=job_id,
                         import_line=item.line,
                         provenance={"import": {"file": filename, "line": item.line,
