@@ -4,11 +4,14 @@ and cancel as SFT jobs; the reward margin on the training pairs rises; a run can
 SFT job's adapter."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
+from sqlalchemy import select
 
-from service.models import TrainingJob
+from service.models import JobEvent, TrainingJob
 from tests.support import worker as w
 from tests.training_jobs.test_api import HP, _wait, no_eager_send, ready_version, tiny_model  # noqa: F401
 
@@ -99,6 +102,46 @@ def test_dpo_job_through_worker_margin_rises_and_cancel_within_a_step(
         job = _wait(db, long, ("cancelled", "failed", "succeeded"), timeout=60)
     assert job.status == "cancelled", job.error
     assert job.step - at_cancel <= 2 and job.step < 400
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not w.redis_available(), reason="no Redis")
+def test_killed_dpo_worker_resumes_from_checkpoint(client, db, factories, tiny_model, no_eager_send,
+                                                   tmp_path):
+    """SIGKILL the gpu worker after a DPO checkpoint: the sweep re-queues the job, the next
+    worker resumes from the checkpoint (not step 0) and the job succeeds."""
+    owner, pid, vid = preference_version(client, db, factories, n=16)
+    env = {"ANNOTUNE_JOB_STALE_SECONDS": "4"}
+    w.purge()
+    with w.running_worker("gpu", name="gpu-dpo-a", log_path=tmp_path / "a.log", **env) as proc:
+        resp = _create(client, owner, pid, vid, tiny_model, max_steps=40, save_steps=3)
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            db.expire_all()
+            if db.scalar(select(JobEvent.id).where(JobEvent.job_id == job_id,
+                                                   JobEvent.kind == "checkpoint")):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail((tmp_path / "a.log").read_text()[-3000:])
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = db.get(TrainingJob, job_id).step
+    assert killed_at < 40
+    with w.running_worker("gpu", name="gpu-dpo-b", log_path=tmp_path / "b.log", **env):
+        job = _wait(db, job_id, ("succeeded", "failed"), timeout=300)
+    assert job.status == "succeeded", (job.error, (tmp_path / "b.log").read_text()[-3000:])
+    assert job.attempts == 2 and job.step == 40
+    events = list(db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+    resumed = [e for e in events if (e.data or {}).get("kind") == "resumed"]
+    assert resumed and resumed[0].data["step"] >= 3, [e.message for e in events]
+    assert job.artifacts["resumed_from"].endswith(f"checkpoint-{resumed[0].data['step']}")
+    # the second attempt trained only the steps after the checkpoint, with reward metrics
+    after = [e for e in events if e.kind == "metrics" and e.id > resumed[0].id]
+    assert after and min(e.step for e in after) > resumed[0].data["step"]
+    assert all("margins" in e.data["rewards"] for e in after)
 
 
 @pytest.mark.parametrize("method", ["orpo", "kto"])
