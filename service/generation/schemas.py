@@ -128,6 +128,9 @@ class UnitRead(BaseModel):
     sample_id: int | None
     raw_output: str | None
     error: str | None
+    error_code: str | None = Field(None, description=(
+        "why the unit failed: truncated, parse_failed, wrong_shape, invalid_sample, "
+        "template_error, llm_<kind> (rate_limit, server, timeout, ...), worker_died"))
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int

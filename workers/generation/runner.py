@@ -38,8 +38,8 @@ from service.models import (
     Sample,
     SampleRevision,
 )
-from service.samples import formats
-from service.samples.service import content_hash
+from service.samples import formats, store
+from service.samples.validation import SampleInvalid
 from workers import jobs as kit
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _recover_units(db: Any, job_id: int) -> None:
     db.execute(update(GenerationUnit).where(
         GenerationUnit.job_id == job_id, GenerationUnit.status == "running",
         GenerationUnit.attempts >= MAX_UNIT_ATTEMPTS).values(
-        status="failed", leased_until=None,
+        status="failed", leased_until=None, error_code="worker_died",
         error=f"gave up after {MAX_UNIT_ATTEMPTS} attempts: the worker stopped while running "
               "this unit each time"))
     db.execute(update(GenerationUnit).where(
@@ -216,14 +216,16 @@ def _call(ctx: Context, messages: list[dict[str, str]], parser: dict[str, Any],
     return result
 
 
-Conversation = tuple[list[dict[str, str]], str | None]
+# a sample's message columns (``store.message_columns``: messages, content_hash, search_text)
+# and the model's reasoning
+Conversation = tuple[dict[str, Any], str | None]
 
 
 def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None
                  ) -> tuple[list[Conversation], int, int]:
     """Turn a parsed answer into canonical conversations (plus reasoning); extra calls for Q→A."""
     extra_prompt = extra_completion = 0
-    out: list[Conversation] = []
+    out: list[tuple[list[dict[str, Any]], str | None]] = []
     params = ctx.params
     system = params.get("system_prompt")
     sys_msgs = [{"role": "system", "content": system}] if system else []
@@ -262,13 +264,35 @@ def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None
         answer = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         out.append((sys_msgs + [{"role": "user", "content": prompt},
                                 {"role": "assistant", "content": answer}], None))
-    for msgs, _ in out:
-        formats.check_messages(msgs)
-    return out, extra_prompt, extra_completion
+    # the one validation gate (``service/samples/store.py``): a conversation it refuses fails
+    # the unit with the gate's reason; the columns carry the content hash and the search text
+    return ([(store.message_columns(msgs), reasoning) for msgs, reasoning in out],
+            extra_prompt, extra_completion)
 
 
 _UNIT_ERRORS = (llm.LLMError, parsers.ParseFailure, formats.FormatError, Invalid, KeyError,
                 TypeError, ValueError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The failure's code for the unit's ``error_code`` and the job's summary."""
+    if isinstance(exc, SampleInvalid):
+        return "invalid_sample"
+    if isinstance(exc, llm.LLMError):
+        return f"llm_{exc.kind}"[:40]
+    if isinstance(exc, parsers.ParseFailure):
+        return "parse_failed"
+    if isinstance(exc, formats.FormatError):
+        return "wrong_shape"
+    if isinstance(exc, Invalid):
+        return "template_error"
+    return "error"
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SampleInvalid):
+        return f"the validation gate refused the sample: {exc.field}: {exc.message}"
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
 
 def _run_unit(ctx: Context, claimed: Claimed) -> None:
@@ -279,8 +303,8 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
         try:
             score, rationale, res = _judge(ctx, target)
         except _UNIT_ERRORS as exc:
-            _unit_failed(ctx, unit_id, attempt, getattr(exc, "message", None) or str(exc),
-                         getattr(exc, "raw", None))
+            _unit_failed(ctx, unit_id, attempt, _message(exc), getattr(exc, "raw", None),
+                         _reason(exc))
             return
         _write_judgement(ctx, unit_id, target, score, rationale, res,
                          int((time.perf_counter() - started) * 1000))
@@ -295,8 +319,8 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
         raw = res.result.content
         convs, p_extra, c_extra = _samples_for(ctx, res.value, prompt, chunk)
     except _UNIT_ERRORS as exc:
-        _unit_failed(ctx, unit_id, attempt, getattr(exc, "message", None) or str(exc),
-                     getattr(exc, "raw", raw))
+        _unit_failed(ctx, unit_id, attempt, _message(exc), getattr(exc, "raw", None) or raw,
+                     _reason(exc))
         return
     _write_samples(ctx, unit_id, key, chunk, convs, raw, res,
                    prompt_tokens=(res.result.prompt_tokens or 0) + p_extra,
@@ -317,18 +341,18 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
             if convs:
                 ids = list(db.scalars(insert(Sample).returning(Sample.id,
                                                                 sort_by_parameter_order=True),
-                                      [_sample_row(ctx, key, i, chunk, msgs, reasoning,
+                                      [_sample_row(ctx, key, i, chunk, columns, reasoning,
                                                    prompt_tokens, completion_tokens)
-                                       for i, (msgs, reasoning) in enumerate(convs)]))
+                                       for i, (columns, reasoning) in enumerate(convs)]))
                 db.execute(insert(SampleRevision), [
                     {"sample_id": sid, "version": 1, "action": "create",
-                     "messages_before": None, "messages_after": msgs, "status_before": None,
-                     "status_after": "pending", "actor_id": None,
+                     "messages_before": None, "messages_after": columns["messages"],
+                     "status_before": None, "status_after": "pending", "actor_id": None,
                      "comment": f"generated by job {ctx.job_id}"}
-                    for sid, (msgs, _) in zip(ids, convs, strict=True)])
+                    for sid, (columns, _) in zip(ids, convs, strict=True)])
             if not db.execute(update(GenerationUnit).where(
                     GenerationUnit.id == unit_id, GenerationUnit.status == "running")
-                    .values(status="done", raw_output=raw, error=None,
+                    .values(status="done", raw_output=raw, error=None, error_code=None,
                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                             latency_ms=latency_ms, leased_until=None,
                             sample_id=ids[0] if ids else None)).rowcount:
@@ -346,12 +370,13 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
 
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
-                msgs: list[dict[str, str]], reasoning: str | None, prompt_tokens: int,
+                columns: dict[str, Any], reasoning: str | None, prompt_tokens: int,
                 completion_tokens: int) -> dict[str, Any]:
+    """One row for a Core INSERT (which the ORM backstop does not see): ``columns`` come from
+    ``store.message_columns``, so the row passed the gate and has its hash and search text."""
     provider, template = ctx.provider, ctx.template
     return {
-        "project_id": ctx.project_id, "messages": msgs, "content_hash": content_hash(msgs),
-        "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
+        "project_id": ctx.project_id, **columns, "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
         "chunk_id": chunk.id if chunk else None,
         "document_id": chunk.document_id if chunk else None,
         "generation_job_id": ctx.job_id,
@@ -366,13 +391,13 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
 
 
 def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
-                 raw: str | None) -> None:
+                 raw: str | None, code: str = "error") -> None:
     final = attempt >= MAX_UNIT_ATTEMPTS
     with get_sessionmaker()() as db:
         changed = db.execute(update(GenerationUnit).where(
             GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
             status="failed" if final else "pending", error=message[:4000], raw_output=raw,
-            leased_until=None)).rowcount
+            error_code=code, leased_until=None)).rowcount
         if not changed:
             return
         try:
@@ -408,7 +433,8 @@ def _write_judgement(ctx: Context, unit_id: int, target_id: int, score: int, rat
     with get_sessionmaker()() as db:
         if not db.execute(update(GenerationUnit).where(
                 GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
-                status="done", raw_output=res.result.content, error=None, leased_until=None,
+                status="done", raw_output=res.result.content, error=None, error_code=None,
+                leased_until=None,
                 prompt_tokens=res.result.prompt_tokens or 0,
                 completion_tokens=res.result.completion_tokens or 0,
                 latency_ms=latency_ms)).rowcount:
