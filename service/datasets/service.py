@@ -28,7 +28,7 @@ import hashlib
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -348,15 +348,20 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 
 def build_version(db: Session, version_id: int, *, batch: int = BATCH,
-                  leakage_max: int = leakage.MAX_SAMPLES) -> DatasetVersion:
-    """Freeze the version's samples into items, with counts, stats and the leakage report."""
+                  leakage_max: int = leakage.MAX_SAMPLES,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  read: Session | None = None) -> DatasetVersion:
+    """Freeze the version's samples into items, with counts, stats and the leakage report.
+    ``on_progress(done, total)``: after the selection and every 1,000 samples.
+    ``read``: the session the samples are selected through (default ``db``, which writes)."""
+    read = read or db
     version = db.get(DatasetVersion, version_id)
     if version is None:
         raise NotFound("dataset version not found", code="version_not_found")
     if version.status == "ready":
         return version
     flt = VersionFilter.model_validate(version.filter)
-    ids, docs = select_candidates(db, project_id=version.project_id, flt=flt, batch=batch)
+    ids, docs = select_candidates(read, project_id=version.project_id, flt=flt, batch=batch)
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 
@@ -386,8 +391,10 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     write = _item_writer(db)
     prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
     j, n = 0, len(ids)
+    if on_progress is not None:
+        on_progress(0, n)
     for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id, reasoning in _stream(
-            db, stmt, batch):
+            read, stmt, batch):
         while j < n and ids[j] < sid:
             j += 1  # selected in pass 1 but gone since (not possible under REPEATABLE READ)
         if j >= n:
@@ -429,6 +436,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
             write(pending)
             pending = []
         j += 1
+        if on_progress is not None and j % 1000 == 0:
+            on_progress(j, n)
     if refused_total:
         raise Unexportable(refused, refused_total)
     if pending:
