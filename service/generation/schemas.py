@@ -82,6 +82,9 @@ class TemplateRead(BaseModel):
 class TemplatePreview(BaseModel):
     chunk_id: int | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(None, min_length=1, max_length=100_000, description=(
+        "the text being edited: rendered (and checked as a save would) instead of the saved "
+        "version"))
 
 
 class JobCreate(BaseModel):
@@ -93,7 +96,10 @@ class JobCreate(BaseModel):
     samples_per_chunk: int = Field(1, ge=1, le=100)
     params: dict[str, Any] = Field(default_factory=dict, description=(
         "n (questions per chunk; default from chunk length), rounds, user_role, assistant_role, "
-        "scenario, system_prompt, answer_template_id, sampling {temperature, max_tokens, ...}"))
+        "scenario, system_prompt, answer_template_id, sampling {temperature, max_tokens, ...}, "
+        "variables {name: value} (those a template's header declares), keep_truncated (an "
+        "answer cut off by max_tokens is kept, tagged 'truncated', instead of retried with "
+        "twice the budget and failed)"))
     workers: int = Field(1, ge=1, le=16, description="parallel runners (across worker processes)")
 
 
