@@ -222,7 +222,20 @@ def agreement(db: Session, *, project_id: int) -> dict[str, Any]:
         PreferenceItem.status == ItemStatus.disputed.value)) or 0
     return {"items_with_overlap": len(overlapped),
             "kappa": _round(review_agreement.cohen_kappa(first_a, first_b)),
-            "pairs": pairs, "disputed": int(n_disputed)}
+            "pairs": pairs, "disputed": int(n_disputed), **judge_agreement(db, project_id)}
+
+
+def judge_agreement(db: Session, project_id: int) -> dict[str, Any]:
+    """How often an LLM judge's pre-ranking picked the answer people preferred, over the
+    resolved pairs the judge ranked (a judge's tie counts as a miss)."""
+    rows = db.execute(select(PreferenceItem.chosen_id, PreferenceItem.judge).where(
+        PreferenceItem.project_id == project_id, PreferenceItem.judge.is_not(None),
+        PreferenceItem.status.in_((ItemStatus.decided.value, ItemStatus.adjudicated.value)),
+        PreferenceItem.outcome == Outcome.preferred.value)).all()
+    ranked = [(chosen, judge) for chosen, judge in rows if isinstance(judge, dict)]
+    hits = sum(1 for chosen, judge in ranked if judge.get("chosen_id") == chosen)
+    return {"judge_items": len(ranked),
+            "judge_agreement": _round(hits / len(ranked)) if ranked else None}
 
 
 def _round(x: float | None) -> float | None:
