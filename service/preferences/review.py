@@ -172,14 +172,14 @@ def _take_lease(db: Session, *, item: PreferenceItem, user_id: int, now: Any,
     """Lease ``item`` to ``user_id`` unless someone else holds a live lease on it, and drop the
     user's other leases in the project."""
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
-                                          user_id=user_id, expires_at=now + ttl)
-    stmt = stmt.on_conflict_do_update(
+    values = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
+                                            user_id=user_id, expires_at=now + ttl)
+    upsert = values.on_conflict_do_update(
         index_elements=[PreferenceLease.item_id],
-        set_={"user_id": stmt.excluded.user_id, "expires_at": stmt.excluded.expires_at},
+        set_={"user_id": values.excluded.user_id, "expires_at": values.excluded.expires_at},
         where=(PreferenceLease.expires_at <= now) | (PreferenceLease.user_id == user_id),
     ).returning(PreferenceLease.item_id)
-    if db.execute(stmt).first() is None:
+    if db.execute(upsert).first() is None:
         return False
     db.execute(delete(PreferenceLease).where(PreferenceLease.user_id == user_id,
                                              PreferenceLease.project_id == item.project_id,

@@ -79,7 +79,7 @@ def _draft(lease: kit.Lease, provider: LLMProvider, limiter: Any, messages: list
 def _generate(lease: kit.Lease) -> dict[str, Any]:
     job_id = lease.row_id
     with get_sessionmaker()() as db:
-        job = db.get(PreferenceGenerationJob, job_id)
+        job = db.get_one(PreferenceGenerationJob, job_id)
         sources = [dict(s) for s in job.sources]
         if sources and sources[0].get("role") == "judge":
             db.expunge(job)
