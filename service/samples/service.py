@@ -3,7 +3,7 @@ bulk changes, history, imports and token statistics. Services flush; callers com
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -263,10 +263,11 @@ def check_sort(sort: str | None, field_name: str = "query.sort") -> str:
     return sort
 
 
-def sort_order(sort: str) -> list[Any]:
-    """ORDER BY for ``sort``: the key, then id in the same direction (a total, stable order)."""
+def sort_order(sort: str, entity: Any = Sample) -> list[Any]:
+    """ORDER BY for ``sort``: the key, then id in the same direction (a total, stable order);
+    ``entity``: samples or an alias of it."""
     name, desc = SORTS[sort]
-    cols = [getattr(Sample, name)] if name == "id" else [getattr(Sample, name), Sample.id]
+    cols = [getattr(entity, name)] if name == "id" else [getattr(entity, name), entity.id]
     return [c.desc() for c in cols] if desc else [c.asc() for c in cols]
 
 
@@ -313,11 +314,13 @@ def list_samples(db: Session, *, project_id: int, flt: SampleFilter, limit: int,
                  sort: str | None = None) -> tuple[list[Sample], str | None]:
     """One keyset page in ``sort`` order (``descending`` is the old spelling of ``-id``)."""
     sort = check_sort(sort) if sort else ("-id" if descending else DEFAULT_SORT)
-    stmt = select(Sample).where(and_(*flt.clauses(db, project_id)))
-    if cursor:
-        stmt = stmt.where(_after(sort, cursor))
-    stmt = stmt.order_by(*sort_order(sort)).limit(limit + 1)
-    rows = list(db.scalars(stmt))
+    after = [_after(sort, cursor)] if cursor else []
+    if flt.q and search.fold(flt.q) and db.get_bind().dialect.name == "postgresql":
+        rows = search.pg_page(db, where=[*replace(flt, q=None).clauses(db, project_id), *after],
+                              query=flt.q, order=lambda e: sort_order(sort, e), limit=limit + 1)
+    else:
+        stmt = select(Sample).where(and_(*flt.clauses(db, project_id), *after))
+        rows = list(db.scalars(stmt.order_by(*sort_order(sort)).limit(limit + 1)))
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
