@@ -130,6 +130,16 @@ def _stale(db: Session, sample_id: int) -> Conflict:
                     code="version_conflict", extra={"current": sample_to_dict(current)})
 
 
+def _changes_nothing(sample: Sample, values: dict[str, Any]) -> bool:
+    """Whether an edit's ``values`` leave ``sample`` as it is (messages in canonical form)."""
+    if "messages" in values and (values["content_hash"] != sample.content_hash
+                                 or values["messages"] != sample.messages):
+        return False
+    if "tags" in values and values["tags"] != sorted(set(sample.tags or [])):
+        return False
+    return "reasoning" not in values or (values["reasoning"] or None) == (sample.reasoning or None)
+
+
 def update_sample(db: Session, *, project_id: int, sample_id: int, expected_version: int,
                   actor_id: int | None, messages: Any = None, tags: list[str] | None = None,
                   reasoning: str | None = None, status: str | None = None,
@@ -137,7 +147,8 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
     """Apply an edit only if the sample is still at ``expected_version`` (else 409 + current).
 
     The compare-and-set is one UPDATE ... WHERE version = :expected, so of two concurrent
-    writers exactly one wins, whatever the isolation level.
+    writers exactly one wins, whatever the isolation level. An edit (no ``status``) that changes
+    nothing writes nothing: no revision, the same version, the sample as it is.
     """
     sample = get_sample(db, project_id=project_id, sample_id=sample_id)
     before_msgs, before_status = sample.messages, sample.status
@@ -153,6 +164,12 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
         values["reject_reason"] = reject_reason if status == "rejected" else None
         if status != "pending":
             values.update(reviewed_by_id=actor_id, reviewed_at=utcnow())
+    elif _changes_nothing(sample, values):
+        # the messages it already has (in any key order), the same tags or reasoning: nothing
+        # to write, no revision, the same version; from a stale version still a conflict
+        if sample.version != expected_version:
+            raise _stale(db, sample_id)
+        return sample
     result = db.execute(
         update(Sample).where(Sample.id == sample_id, Sample.version == expected_version)
         .values(**values).execution_options(synchronize_session=False)
