@@ -1,7 +1,7 @@
 // Live job progress on any page, without a reload: every [data-job-url] element (rendered by the
 // job_progress macro, templates/pages/_progress.html) polls its job's REST shape while the job is
 // not finished, fills its <progress> and ETA (progress.js) from the job's own counters, and the
-// text of the [data-job-field] elements beside it (status, counters; data-job-hide-empty: hidden
+// text of the [data-job-field] elements beside it (status, counters, "counts.train"; data-job-hide-empty: hidden
 // while empty). A job kind without a
 // done/total (a document's parse) shows an indeterminate bar while it moves. Each poll fires
 // "annotune:job-progress" on the element, the last one "annotune:job-finished" too (detail: the job).
@@ -46,7 +46,7 @@ export function paint(el, job, initial = false) {
   }
   if (initial) return;  // the page rendered the fields; only the bar is drawn from its numbers
   for (const f of scope(el).querySelectorAll("[data-job-field]")) {
-    const value = job[f.dataset.jobField];
+    const value = f.dataset.jobField.split(".").reduce((o, k) => (o == null ? undefined : o[k]), job);
     if (value === undefined) continue;
     f.textContent = value === null ? "" : String(value);
     if ("jobHideEmpty" in f.dataset) f.hidden = !f.textContent;
