@@ -15,10 +15,9 @@ from itertools import combinations
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.core import leases
 from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid
@@ -171,20 +170,8 @@ def _take_lease(db: Session, *, item: PreferenceItem, user_id: int, now: Any,
                 ttl: timedelta) -> bool:
     """Lease ``item`` to ``user_id`` unless someone else holds a live lease on it, and drop the
     user's other leases in the project."""
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    values = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
-                                            user_id=user_id, expires_at=now + ttl)
-    upsert = values.on_conflict_do_update(
-        index_elements=[PreferenceLease.item_id],
-        set_={"user_id": values.excluded.user_id, "expires_at": values.excluded.expires_at},
-        where=(PreferenceLease.expires_at <= now) | (PreferenceLease.user_id == user_id),
-    ).returning(PreferenceLease.item_id)
-    if db.execute(upsert).first() is None:
-        return False
-    db.execute(delete(PreferenceLease).where(PreferenceLease.user_id == user_id,
-                                             PreferenceLease.project_id == item.project_id,
-                                             PreferenceLease.item_id != item.id))
-    return True
+    return leases.take(db, PreferenceLease, "item_id", item_id=item.id,
+                       project_id=item.project_id, user_id=user_id, now=now, ttl=ttl)
 
 
 def disputed(db: Session, *, project_id: int, limit: int = 100) -> list[PreferenceItem]:

@@ -14,10 +14,9 @@ from typing import Any
 import orjson
 from markupsafe import Markup, escape
 from sqlalchemy import and_, delete, exists, func, not_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.core import leases
 from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Forbidden, Invalid
@@ -176,20 +175,8 @@ def _pick(db: Session, *, project_id: int, user_id: int, overlap: int, skip_ids:
 
 def _take_lease(db: Session, *, sample: Sample, user_id: int, now: Any, ttl: timedelta) -> bool:
     """Lease ``sample`` to ``user_id`` unless someone else holds a live lease on it."""
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(ReviewLease).values(sample_id=sample.id, project_id=sample.project_id,
-                                      user_id=user_id, expires_at=now + ttl)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ReviewLease.sample_id],
-        set_={"user_id": stmt.excluded.user_id, "expires_at": stmt.excluded.expires_at},
-        where=(ReviewLease.expires_at <= now) | (ReviewLease.user_id == user_id),
-    ).returning(ReviewLease.sample_id)
-    if db.execute(stmt).first() is None:
-        return False
-    db.execute(delete(ReviewLease).where(ReviewLease.user_id == user_id,
-                                         ReviewLease.project_id == sample.project_id,
-                                         ReviewLease.sample_id != sample.id))
-    return True
+    return leases.take(db, ReviewLease, "sample_id", item_id=sample.id,
+                       project_id=sample.project_id, user_id=user_id, now=now, ttl=ttl)
 
 
 def release_lease(db: Session, *, sample_id: int, user_id: int | None = None) -> None:
