@@ -48,6 +48,8 @@ class VersionFilter(BaseModel):
     status: list[SampleStatus] = Field(default_factory=lambda: [SampleStatus.accepted], min_length=1)
     tags: list[str] | None = Field(None, description="samples with at least one of these tags")
     document_ids: list[int] | None = None
+    domain_leaf_ids: list[int] | None = Field(None, description="samples tagged with one of these "
+                                                                "leaves of the domain tree")
     score: ScoreRange | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None

@@ -206,6 +206,8 @@ def _filter_stmt(stmt: Any, project_id: int, flt: VersionFilter) -> Any:
                       Sample.status.in_([s.value for s in flt.status]))
     if flt.document_ids is not None:
         stmt = stmt.where(Sample.document_id.in_(flt.document_ids))
+    if flt.domain_leaf_ids is not None:
+        stmt = stmt.where(Sample.domain_leaf_id.in_(flt.domain_leaf_ids))
     if flt.created_from is not None:
         stmt = stmt.where(Sample.created_at >= flt.created_from)
     if flt.created_to is not None:
