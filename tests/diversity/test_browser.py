@@ -22,7 +22,7 @@ def test_coverage_shows_per_leaf_counts_and_follows_a_bulk_accept(browser, live_
     project = factories.make_project(db, owner, name="coverage")
     spec = tree.normalize_spec([{"name": "Fine-tuning", "children": ["LoRA", "QLoRA"]},
                                 {"name": "Serving <b>fast</b>", "children": ["Batching"]}])
-    leaves = dict((path, i) for i, path in tree.add_tree(db, project_id=project.id, spec=spec))
+    leaves = {path: i for i, path in tree.add_tree(db, project_id=project.id, spec=spec)}
     lora, qlora = leaves["Fine-tuning › LoRA"], leaves["Fine-tuning › QLoRA"]
     for i in range(3):
         db.add(Sample(project_id=project.id, domain_leaf_id=lora, status="pending", version=1,

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.db import get_sessionmaker
 from service.core.errors import Invalid
+from service.diversity import fanout
 from service.generation import llm, parsers
 from service.generation import service as generation_service
 from service.generation.jobs import GENERATION
@@ -146,6 +147,7 @@ class Claimed:
     key: str
     target: int | None  # judge units: the sample under judgement
     chunk: Chunk | None
+    pair: dict[str, Any] | None = None  # a genre–audience fan-out's pair (id, genre, audience)
 
 
 def _claim_unit(ctx: Context) -> Claimed | None:
@@ -161,17 +163,18 @@ def _claim_unit(ctx: Context) -> Claimed | None:
                          .values(status="running", attempts=GenerationUnit.attempts + 1)
                          .returning(GenerationUnit.id, GenerationUnit.attempts,
                                     GenerationUnit.key, GenerationUnit.sample_id,
-                                    GenerationUnit.chunk_id)
+                                    GenerationUnit.chunk_id, GenerationUnit.ga_pair_id)
                          .execution_options(synchronize_session=False)).first()
         if row is None:
             db.commit()
             return None
         chunk = db.get(Chunk, row.chunk_id) if row.chunk_id else None
+        pair = fanout.pair_variables(db, row.ga_pair_id)
         db.commit()
         if chunk is not None:
             db.expunge(chunk)
     return Claimed(id=int(row.id), attempt=int(row.attempts), key=row.key, target=row.sample_id,
-                   chunk=chunk)
+                   chunk=chunk, pair=pair)
 
 
 def _work(ctx: Context) -> None:
@@ -219,12 +222,12 @@ def _call(ctx: Context, messages: list[dict[str, str]], parser: dict[str, Any],
 Conversation = tuple[list[dict[str, str]], str | None]
 
 
-def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None
-                 ) -> tuple[list[Conversation], int, int]:
+def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None,
+                 params: dict[str, Any] | None = None) -> tuple[list[Conversation], int, int]:
     """Turn a parsed answer into canonical conversations (plus reasoning); extra calls for Q→A."""
     extra_prompt = extra_completion = 0
     out: list[Conversation] = []
-    params = ctx.params
+    params = params if params is not None else ctx.params
     system = params.get("system_prompt")
     sys_msgs = [{"role": "system", "content": system}] if system else []
     kind = ctx.template.kind
@@ -286,14 +289,19 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
                          int((time.perf_counter() - started) * 1000))
         return
     raw = None
+    params = ctx.params
+    if claimed.pair is not None:  # the pair's genre and audience reach the unit's prompts
+        params = {**params, "variables": {**(params.get("variables") or {}),
+                                          "genre": claimed.pair["genre"],
+                                          "audience": claimed.pair["audience"]}}
     try:
-        variables = generation_service.template_variables(ctx.template, chunk, ctx.params)
+        variables = generation_service.template_variables(ctx.template, chunk, params)
         prompt = generation_service.render_template(ctx.template, variables)
         res = _call(ctx, [{"role": "user", "content": prompt}],
                     ctx.template.parser or {"kind": "text"}, ctx.params.get("sampling", {}),
                     ctx.template.lang)
         raw = res.result.content
-        convs, p_extra, c_extra = _samples_for(ctx, res.value, prompt, chunk)
+        convs, p_extra, c_extra = _samples_for(ctx, res.value, prompt, chunk, params)
     except _UNIT_ERRORS as exc:
         _unit_failed(ctx, unit_id, attempt, getattr(exc, "message", None) or str(exc),
                      getattr(exc, "raw", raw))
@@ -301,13 +309,14 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
     _write_samples(ctx, unit_id, key, chunk, convs, raw, res,
                    prompt_tokens=(res.result.prompt_tokens or 0) + p_extra,
                    completion_tokens=(res.result.completion_tokens or 0) + c_extra,
-                   latency_ms=int((time.perf_counter() - started) * 1000), attempt=attempt)
+                   latency_ms=int((time.perf_counter() - started) * 1000), attempt=attempt,
+                   pair=claimed.pair)
 
 
 def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
                    convs: list[Conversation], raw: str | None, res: llm.ParsedResult, *,
                    prompt_tokens: int, completion_tokens: int, latency_ms: int,
-                   attempt: int) -> None:
+                   attempt: int, pair: dict[str, Any] | None = None) -> None:
     """The unit's samples, its done mark and the job's counters: one fenced transaction."""
     with get_sessionmaker()() as db:
         try:
@@ -318,7 +327,7 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
                 ids = list(db.scalars(insert(Sample).returning(Sample.id,
                                                                 sort_by_parameter_order=True),
                                       [_sample_row(ctx, key, i, chunk, msgs, reasoning,
-                                                   prompt_tokens, completion_tokens)
+                                                   prompt_tokens, completion_tokens, pair)
                                        for i, (msgs, reasoning) in enumerate(convs)]))
                 db.execute(insert(SampleRevision), [
                     {"sample_id": sid, "version": 1, "action": "create",
@@ -347,9 +356,9 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
                 msgs: list[dict[str, str]], reasoning: str | None, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
+                completion_tokens: int, pair: dict[str, Any] | None = None) -> dict[str, Any]:
     provider, template = ctx.provider, ctx.template
-    return {
+    row = {
         "project_id": ctx.project_id, "messages": msgs, "content_hash": content_hash(msgs),
         "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
         "chunk_id": chunk.id if chunk else None,
@@ -363,6 +372,9 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
             "params": ctx.params.get("sampling", {}), "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens}},
         "tags": [], "scores": {}, "version": 1}
+    if pair is not None:  # provenance records the genre–audience pair
+        row["provenance"]["generation"]["ga_pair"] = pair
+    return row
 
 
 def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
