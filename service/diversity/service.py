@@ -29,7 +29,7 @@ def _invalid(field_name: str, message: str) -> Invalid:
 
 
 def step_template(db: Session, *, project_id: int, kind: str, lang: str,
-                  template_id: int | None = None, field_name: str = "body.params.template_id"
+                  template_id: int | None = None, field_name: str = "body.template_id"
                   ) -> PromptTemplate:
     """The template a step renders: ``template_id`` (of that kind), else the project's latest
     template named like the built-in (``kind.lang``), else the built-in."""
@@ -67,7 +67,7 @@ def create_job(db: Session, *, project_id: int, kind: str, provider_id: int,
                params: dict[str, Any], actor_id: int | None) -> DiversityJob:
     """Store a job and send its runner once the transaction commits."""
     if kind not in STEP_KINDS:
-        raise _invalid("body.kind", f"one of {', '.join(STEP_KINDS)}")
+        raise ValueError(f"unknown diversity job kind {kind!r}")  # the routes name the kind
     provider = generation_service.get_provider(db, project_id=project_id, provider_id=provider_id)
     params = {k: v for k, v in params.items() if v is not None}
     params["templates"] = _templates(db, project_id, kind, params)
@@ -75,7 +75,8 @@ def create_job(db: Session, *, project_id: int, kind: str, provider_id: int,
         _check_tree_job(db, project_id, params)
     elif kind == "tag":
         if not _leaf_count(db, project_id):
-            raise _invalid("body.kind", "the project has no domain tree to tag with")
+            raise Conflict("the project has no domain tree to tag with: build or write one first",
+                           code="no_tree")
     elif kind == "ga":
         params["document_ids"] = _documents(db, project_id, params.get("document_ids"))
     elif kind == "distill":
@@ -101,7 +102,8 @@ def _check_tree_job(db: Session, project_id: int, params: dict[str, Any]) -> Non
     if not db.scalar(select(func.count()).select_from(Chunk).join(
             Document, Document.id == Chunk.document_id).where(
             Chunk.project_id == project_id, Document.status == "parsed")):
-        raise _invalid("body.kind", "the project has no parsed document to build a tree from")
+        raise Conflict("the project has no parsed document to build a tree from",
+                       code="no_documents")
 
 
 def _documents(db: Session, project_id: int, ids: list[int] | None) -> list[int]:
@@ -111,16 +113,16 @@ def _documents(db: Session, project_id: int, ids: list[int] | None) -> list[int]
         stmt = stmt.where(Document.id.in_(ids))
     found = list(db.scalars(stmt.order_by(Document.id)))
     if not found:
-        raise _invalid("body.params.document_ids", "no parsed document of this project matches")
+        raise _invalid("body.document_ids", "no parsed document of this project matches")
     return found
 
 
 def _check_distill(db: Session, project_id: int, params: dict[str, Any]) -> None:
     if params.get("use_tree"):
         if not _leaf_count(db, project_id):
-            raise _invalid("body.params.use_tree", "the project has no domain tree")
+            raise _invalid("body.use_tree", "the project has no domain tree")
     elif not str(params.get("topic") or "").strip():
-        raise _invalid("body.params.topic", "a topic to distil from (or use_tree)")
+        raise _invalid("body.topic", "a topic to distil from (or use_tree)")
 
 
 def get_job(db: Session, *, project_id: int, job_id: int) -> DiversityJob:

@@ -22,7 +22,7 @@ def test_distillation_from_a_topic_reaches_reviewed_exported_samples(client, db,
         prov = make_provider(client, owner, pid, server.url)
         bad = client.post(f"{api}/distillations", headers=owner.headers, json={"provider_id": prov})
         assert bad.status_code == 422
-        assert bad.json()["error"]["details"][0]["field"] == "body.params.topic"
+        assert bad.json()["error"]["details"][0]["field"] == "body.topic"
         job = client.post(f"{api}/distillations", headers=owner.headers, json={
             "provider_id": prov, "topic": TOPIC, "depth": 2, "breadth": 2,
             "questions_per_leaf": 2})

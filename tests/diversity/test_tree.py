@@ -143,9 +143,9 @@ def test_tree_needs_documents_a_tree_to_tag_and_a_known_provider(client, db, pro
     with FakeOpenAIServer(responder=responder) as server:
         prov = make_provider(client, owner, pid, server.url)
         r = client.post(f"{api}/domain-tree/build", headers=owner.headers, json={"provider_id": prov})
-        assert r.status_code == 422 and "document" in r.json()["error"]["message"]
+        assert r.status_code == 409 and r.json()["error"]["code"] == "no_documents"
         r = client.post(f"{api}/domain-tree/tag", headers=owner.headers, json={"provider_id": prov})
-        assert r.status_code == 422 and "tree" in r.json()["error"]["message"]
+        assert r.status_code == 409 and r.json()["error"]["code"] == "no_tree"
         r = client.post(f"{api}/domain-tree/build", headers=owner.headers,
                         json={"provider_id": prov, "levels": 7})
         assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "body.levels"
