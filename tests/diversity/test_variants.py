@@ -70,6 +70,8 @@ def test_pairs_proposed_edited_and_each_chunk_fanned_out_over_the_chosen_pairs(c
 
         tid = _template(client, owner, pid, "question_ga.en")
         body = {"template_id": tid, "provider_id": prov, "params": {"n": 1, "ga_pair_ids": chosen}}
+        plan = client.post(f"{api}/generation-jobs/plan", headers=owner.headers, json=body)
+        assert plan.status_code == 200 and plan.json()["units"] == 9, plan.text
         job = client.post(f"{api}/generation-jobs", headers=owner.headers, json=body)
         assert job.status_code in (200, 201, 202), job.text
         job = client.get(f"{api}/generation-jobs/{job.json()['id']}", headers=owner.headers).json()
@@ -80,6 +82,8 @@ def test_pairs_proposed_edited_and_each_chunk_fanned_out_over_the_chosen_pairs(c
         # the same job again: no unit is repeated
         again = client.post(f"{api}/generation-jobs", headers=owner.headers, json=body).json()
         assert again["total_units"] == 0
+        plan = client.post(f"{api}/generation-jobs/plan", headers=owner.headers, json=body).json()
+        assert plan["units"] == 0 and plan["skipped_units"] == 9
         bad = client.post(f"{api}/generation-jobs", headers=owner.headers, json={
             **body, "params": {"ga_pair_ids": [987654]}})
         assert bad.status_code == 422
