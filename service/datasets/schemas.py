@@ -79,7 +79,9 @@ class VersionCreate(BaseModel):
     filter: VersionFilter = Field(default_factory=VersionFilter)
     split: SplitRatios = Field(default_factory=SplitRatios)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    stratify_by: Literal["document"] | None = None
+    stratify_by: Literal["document", "domain_leaf"] | None = Field(None, description=(
+        "document: whole documents per split; domain_leaf: each leaf of the domain tree split "
+        "in the ratios (untagged samples as one group)"))
     reasoning: Literal["omit", "think"] = Field(
         "omit", description="think: each sample's reasoning goes into its last assistant turn as "
                             "<think>…</think> before the answer (for reasoning models)")

@@ -161,7 +161,12 @@ def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
         return codes, positions
     skey = np.fromiter((sort_key(f"{seed}:{int(i)}") for i in ids), dtype=np.uint64, count=n)
     targets = target_counts(n, ratios)
-    if stratify_by != "document":
+    if stratify_by == "domain_leaf":  # ``document_ids`` holds the leaves: split each in the ratios
+        order = np.lexsort((ids, skey, document_ids))
+        _leaves, sizes = np.unique(document_ids[order], return_counts=True)
+        sorted_codes = np.concatenate([np.repeat(np.arange(len(SPLITS), dtype=np.int8),
+                                                 target_counts(int(k), ratios)) for k in sizes])
+    elif stratify_by != "document":
         order = np.lexsort((ids, skey))
         sorted_codes = np.repeat(np.arange(len(SPLITS), dtype=np.int8), targets)
     else:
@@ -285,10 +290,11 @@ def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str,
 
 
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
-                      batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1: ids (ascending) and document ids (-1 for none) of the matching samples."""
+                      batch: int = BATCH, group_by: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: ids (ascending) and document ids (or ``group_by`` domain leaf ids; -1 for none)."""
     python_filter = flt.tags is not None or flt.score is not None
-    cols = [Sample.id, Sample.document_id]
+    cols = [Sample.id, Sample.domain_leaf_id if group_by == "domain_leaf" else Sample.document_id]
     if python_filter:
         cols += [Sample.tags, Sample.scores]
     ids, docs = array("q"), array("q")
@@ -358,7 +364,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     if version.status == "ready":
         return version
     flt = VersionFilter.model_validate(version.filter)
-    ids, docs = select_candidates(db, project_id=version.project_id, flt=flt, batch=batch)
+    ids, docs = select_candidates(db, project_id=version.project_id, flt=flt, batch=batch,
+                                  group_by=version.stratify_by)
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 

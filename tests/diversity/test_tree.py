@@ -179,3 +179,46 @@ def test_a_tree_put_whole_and_bad_model_output_fails_the_job_with_a_reason(clien
     assert job["status"] == "failed" and job["error"], job
     # the old tree is untouched
     assert client.get(f"{api}/domain-tree", headers=owner.headers).json()["leaves"] == 3
+
+
+def test_a_version_stratified_by_leaf_splits_each_leaf_in_the_ratios(client, db, project):
+    from service.datasets.service import assign_splits
+    from service.models import DatasetVersionItem
+
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    client.put(f"{api}/domain-tree", headers=owner.headers,
+               json={"roots": [{"name": "A", "children": ["a1", "a2"]}]})
+    leaves = _leaves(client.get(f"{api}/domain-tree", headers=owner.headers).json())
+    a1, a2 = leaves["A › a1"], leaves["A › a2"]
+    for i, leaf in enumerate([a1] * 10 + [a2] * 20 + [None] * 10):
+        db.add(Sample(project_id=pid, domain_leaf_id=leaf, status="accepted", version=1,
+                      messages=[{"role": "user", "content": f"q{i}"},
+                                {"role": "assistant", "content": f"a{i}"}]))
+    db.commit()
+    ds = client.post(f"{api}/datasets", headers=owner.headers, json={"name": "strat"}).json()
+    version = client.post(f"{api}/datasets/{ds['id']}/versions", headers=owner.headers, json={
+        "stratify_by": "domain_leaf", "seed": 7,
+        "split": {"train": 0.8, "validation": 0.1, "test": 0.1}}).json()
+    version = client.get(f"{api}/datasets/{ds['id']}/versions/{version['id']}",
+                         headers=owner.headers).json()
+    assert version["status"] == "ready" and version["stratify_by"] == "domain_leaf", version
+    rows = db.execute(select(Sample.domain_leaf_id, DatasetVersionItem.split)
+                      .join(DatasetVersionItem, DatasetVersionItem.sample_id == Sample.id)
+                      .where(DatasetVersionItem.version_id == version["id"])).all()
+    per_leaf: dict = {}
+    for leaf, split in rows:
+        per_leaf.setdefault(leaf, {}).setdefault(split, 0)
+        per_leaf[leaf][split] += 1
+    assert per_leaf[a1] == {"train": 8, "validation": 1, "test": 1}
+    assert per_leaf[a2] == {"train": 16, "validation": 2, "test": 2}
+    assert per_leaf[None] == {"train": 8, "validation": 1, "test": 1}
+    # the same ids, seed and leaves always give the same split
+    import numpy as np
+
+    ids = np.arange(1, 31, dtype=np.int64)
+    groups = np.array([5] * 10 + [6] * 20, dtype=np.int64)
+    ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    first = assign_splits(ids, groups, seed=3, ratios=ratios, stratify_by="domain_leaf")
+    again = assign_splits(ids, groups, seed=3, ratios=ratios, stratify_by="domain_leaf")
+    assert (first[0] == again[0]).all() and (first[1] == again[1]).all()
