@@ -57,4 +57,31 @@
   }
   document.getElementById("tree-build").addEventListener("click", () => job("/domain-tree/build", {replace: true}));
   document.getElementById("tree-tag").addEventListener("click", () => job("/domain-tree/tag"));
+  document.getElementById("distill-go").addEventListener("click", () => job("/distillations", {
+    topic: document.getElementById("distill-topic").value,
+    depth: parseInt(document.getElementById("distill-depth").value, 10),
+    breadth: parseInt(document.getElementById("distill-breadth").value, 10),
+    questions_per_leaf: parseInt(document.getElementById("distill-questions").value, 10)}));
+
+  // genre–audience pairs
+  const pairs = document.getElementById("ga-pairs");
+  pairs.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-pair-act]");
+    if (!button) return;
+    const row = button.closest("tr[data-pair]");
+    const url = "/ga-pairs/" + row.dataset.pair;
+    const res = button.dataset.pairAct === "delete" ? await call("DELETE", url)
+      : await call("PATCH", url, {genre: row.querySelector(".pair-genre").value,
+                                  audience: row.querySelector(".pair-audience").value});
+    if (res) location.reload();
+  });
+  document.getElementById("pair-add").addEventListener("click", async () => {
+    const res = await call("POST", "/ga-pairs", {
+      document_id: parseInt(document.getElementById("pair-document").value, 10),
+      genre: document.getElementById("pair-genre").value,
+      audience: document.getElementById("pair-audience").value});
+    if (res) location.reload();
+  });
+  document.getElementById("pairs-propose").addEventListener("click", () => job("/ga-pairs/propose", {
+    n: parseInt(document.getElementById("pairs-n").value, 10)}));
 })();
