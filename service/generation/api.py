@@ -71,6 +71,13 @@ def test_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> dict
     return generation_service.test_provider(p)
 
 
+@router.get("/providers/{provider_id}/usage", response_model=schemas.ProviderUsage)
+def provider_usage(provider_id: int, access: ProjectViewer, db: SessionDep):
+    """What this project's generation jobs spent on the provider (every attempt counted)."""
+    return generation_service.provider_usage(db, project_id=access.project.id,
+                                             provider_id=provider_id)
+
+
 @router.get("/templates", response_model=list[schemas.TemplateRead])
 def list_templates(access: ProjectViewer, db: SessionDep):
     return generation_service.list_templates(db, project_id=access.project.id)
@@ -119,7 +126,10 @@ def list_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor:
 
 @router.get("/generation-jobs/{job_id}", response_model=schemas.JobRead)
 def get_job(job_id: int, access: ProjectViewer, db: SessionDep):
-    return generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    job = generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
+    out = schemas.JobRead.model_validate(job)
+    out.failure_reasons = generation_service.failure_summary(db, job.id)
+    return out
 
 
 @router.post("/generation-jobs/{job_id}/{action}", response_model=schemas.JobRead)

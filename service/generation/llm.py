@@ -44,17 +44,27 @@ from service.generation.llm_http import (
     request_kwargs,
 )
 from service.generation.llm_reasoning import message_field, split_reasoning
-from service.generation.llm_types import LLMError, LLMResult, ParsedResult, ProviderSettings
+from service.generation.llm_types import (
+    LLMError,
+    LLMResult,
+    ParsedResult,
+    ProviderSettings,
+    Truncated,
+    Usage,
+)
 
 __all__ = [
     "LLMError",
     "LLMResult",
     "ParsedResult",
     "ProviderSettings",
+    "Truncated",
+    "Usage",
     "backoff_delay",
     "chat",
     "chat_parsed",
     "close_clients",
+    "parsed_loop",
     "split_reasoning",
     "test_connection",
 ]
@@ -74,12 +84,15 @@ def chat(
     params: Mapping[str, Any] | None = None,
     limiter: AbstractContextManager[Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    usage: Usage | None = None,
 ) -> LLMResult:
     """One chat completion, retried as described in the module docstring.
 
     ``params`` override ``settings.default_params``; keys the endpoint does not name (``top_k``,
     ``chat_template_kwargs``) and ``params["extra_body"]`` go into the request body, merged over
-    ``settings.extra_body``. ``limiter`` is entered around each HTTP request.
+    ``settings.extra_body``. ``limiter`` is entered around each HTTP request. ``usage`` adds up
+    every request sent, every retry and the tokens of every completion received, also when the
+    call ends in :class:`LLMError`.
     """
     kwargs, extra = request_kwargs(settings, params)
     client = get_client(settings)
@@ -88,6 +101,9 @@ def chat(
     last: LLMError | None = None
     for attempt in range(1, max_attempts + 1):
         retry_after: float | None = None
+        if usage is not None:
+            usage.requests += 1
+            usage.retries += attempt > 1
         try:
             with limiter if limiter is not None else nullcontext():
                 t0 = time.perf_counter()
@@ -99,6 +115,8 @@ def chat(
                     **kwargs,
                 )
                 latency = time.perf_counter() - t0
+            if usage is not None:
+                usage.add_tokens(getattr(completion, "usage", None))
             if not getattr(completion, "choices", None):
                 raise NoChoices()
         except openai.OpenAIError as exc:
@@ -128,12 +146,12 @@ def chat(
                     message, "reasoning"
                 )
             reasoning = "\n\n".join(r for r in (field_reasoning, think) if r) or None
-            usage = completion.usage
+            reported = completion.usage
             return LLMResult(
                 content=content,
                 reasoning=reasoning,
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None),
+                prompt_tokens=getattr(reported, "prompt_tokens", None),
+                completion_tokens=getattr(reported, "completion_tokens", None),
                 latency_s=latency,
                 attempts=attempt,
                 raw=completion.model_dump(),
@@ -161,6 +179,10 @@ def chat(
     raise last from None
 
 
+Send = Callable[[list[dict[str, Any]], Mapping[str, Any], Usage], LLMResult]
+"""One model call: ``(conversation, params, usage) -> LLMResult`` (``usage`` to add to)."""
+
+
 def chat_parsed(
     settings: ProviderSettings,
     messages: Sequence[Mapping[str, Any]],
@@ -171,22 +193,83 @@ def chat_parsed(
     limiter: AbstractContextManager[Any] | None = None,
     max_repairs: int = 1,
     lang: str = "en",
+    usage: Usage | None = None,
+    check: Callable[[Any, str], Any] | None = None,
+    length_retries: int | None = None,
 ) -> ParsedResult:
-    """:func:`chat`, then parse the answer; on :class:`~parsers.ParseFailure` send the bad
-    answer back with :func:`parsers.repair_prompt` up to ``max_repairs`` times. Raises the last
-    ParseFailure. Token counts in the returned result are summed over the rounds."""
+    """:func:`chat`, then parse the answer (:func:`parsed_loop`)."""
+
+    def send(conversation: list[dict[str, Any]], call_params: Mapping[str, Any],
+             spent: Usage) -> LLMResult:
+        return chat(settings, conversation, params=call_params, limiter=limiter, usage=spent)
+
+    return parsed_loop(send, messages, parser, parser_options=parser_options, params=params,
+                       max_repairs=max_repairs, lang=lang, usage=usage, check=check,
+                       length_retries=length_retries,
+                       default_max_tokens=settings.default_params.get("max_tokens"))
+
+
+def larger_budget(params: Mapping[str, Any], default_max_tokens: Any,
+                  result: LLMResult) -> dict[str, Any]:
+    """``params`` with twice the token budget the cut-off answer had (its own
+    ``completion_tokens`` when no budget was set: the server's default)."""
+    budget = params.get("max_tokens") or default_max_tokens or 0
+    spent = result.completion_tokens or 0
+    return {**params, "max_tokens": 2 * max(int(budget), spent, 128)}
+
+
+def parsed_loop(
+    send: Send,
+    messages: Sequence[Mapping[str, Any]],
+    parser: str = "json",
+    *,
+    parser_options: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    max_repairs: int = 1,
+    lang: str = "en",
+    usage: Usage | None = None,
+    check: Callable[[Any, str], Any] | None = None,
+    length_retries: int | None = None,
+    default_max_tokens: Any = None,
+) -> ParsedResult:
+    """Call the model, parse the answer, and on :class:`~parsers.ParseFailure` (from the parser
+    or from ``check(value, raw)``, which returns the value to keep) send the bad answer back with
+    :func:`parsers.repair_prompt` up to ``max_repairs`` times; raises the last ParseFailure.
+
+    ``length_retries``: an answer cut off by the token budget (``finish_reason`` ``length``) is
+    never parsed: the same request is sent again with twice the budget, at most that many
+    times, then :class:`Truncated` is raised (``None``: a cut-off answer is parsed like any).
+    Token counts in the returned result are summed over the rounds; ``usage`` (when given)
+    receives every request's cost, also when this raises."""
     options = dict(parser_options or {})
     conversation = [dict(m) for m in messages]
-    prompt_tokens = completion_tokens = 0
-    for repairs in range(max_repairs + 1):
-        result = chat(settings, conversation, params=params, limiter=limiter)
-        prompt_tokens += result.prompt_tokens or 0
-        completion_tokens += result.completion_tokens or 0
+    spent = usage if usage is not None else Usage()
+    before = (spent.prompt_tokens, spent.completion_tokens)
+    call_params: dict[str, Any] = dict(params or {})
+    cut = 0
+    repairs = 0
+    while True:
+        result = send(conversation, call_params, spent)
+        if length_retries is not None and result.finish_reason == "length":
+            if cut >= length_retries:
+                raise Truncated(
+                    f"the answer was cut off at the token budget ({result.completion_tokens} "
+                    f"completion tokens, finish_reason 'length')"
+                    + (f", also with max_tokens {call_params['max_tokens']}" if cut else ""),
+                    result.content)
+            cut += 1
+            spent.retries += 1
+            call_params = larger_budget(call_params, default_max_tokens, result)
+            continue
         try:
             value = parsers.parse(parser, result.content, **options)
+            if check is not None:
+                value = check(value, result.content)
         except parsers.ParseFailure as failure:
             if repairs >= max_repairs:
                 raise
+            repairs += 1
+            spent.repairs += 1
             conversation = conversation + [
                 {"role": "assistant", "content": result.content},
                 {
@@ -201,10 +284,9 @@ def chat_parsed(
                 },
             ]
             continue
-        result.prompt_tokens = prompt_tokens
-        result.completion_tokens = completion_tokens
+        result.prompt_tokens = spent.prompt_tokens - before[0]
+        result.completion_tokens = spent.completion_tokens - before[1]
         return ParsedResult(value=value, result=result, repairs=repairs)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def test_connection(settings: ProviderSettings) -> dict[str, Any]:

@@ -16,6 +16,8 @@ __all__ = [
     "LLMResult",
     "ParsedResult",
     "ProviderSettings",
+    "Truncated",
+    "Usage",
 ]
 
 
@@ -129,6 +131,43 @@ class LLMError(Exception):
             _rebuild_error,
             (self.message, self.status_code, self.kind, self.retryable, self.attempts),
         )
+
+
+class Truncated(LLMError):
+    """The answer was cut off by the token budget (``finish_reason`` ``length``), also after a
+    retry with a larger budget: never accepted as a sample. ``raw`` is the cut-off answer."""
+
+    def __init__(self, message: str, raw: str, *, attempts: int = 0):
+        super().__init__(message, kind="truncated", attempts=attempts)
+        self.raw = raw
+
+    def __reduce__(self):
+        return (Truncated, (self.message, self.raw))
+
+
+@dataclass
+class Usage:
+    """What calls cost, added up as they happen (also for calls that end in an error), so a
+    caller can record every attempt: the tokens the server reported, requests sent, retries
+    (a request repeating one that failed or was cut off) and repair rounds."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+    repairs: int = 0
+
+    def add_tokens(self, usage: Any) -> None:
+        """Add a completion's ``usage`` (an object or a mapping; ``None``: nothing reported)."""
+        if usage is None:
+            return
+        get = usage.get if isinstance(usage, Mapping) else lambda k: getattr(usage, k, None)
+        self.prompt_tokens += int(get("prompt_tokens") or 0)
+        self.completion_tokens += int(get("completion_tokens") or 0)
+
+    def columns(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "requests": self.requests, "retries": self.retries, "repairs": self.repairs}
 
 
 def _rebuild_error(message, status_code, kind, retryable, attempts):  # pickle helper

@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "PARSERS",
     "ParseFailure",
+    "WrongShape",
     "extract_json",
     "get_parser",
     "parse",
@@ -44,6 +45,11 @@ class ParseFailure(ValueError):
 
     def __reduce__(self):  # picklable across Celery / multiprocessing
         return (type(self), (self.message, self.raw))
+
+
+class WrongShape(ParseFailure):
+    """The output parsed, but not into what the template asked for (a dialogue with fewer
+    rounds, an example without an ``output``): repaired like any parse failure."""
 
 
 # --- json -----------------------------------------------------------------------------------

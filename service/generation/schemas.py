@@ -111,10 +111,24 @@ class JobRead(JobLifecycleRead):
     total_units: int
     done_units: int
     failed_units: int
-    retried: int
+    retried: int = Field(description="requests repeated after a failure or a cut-off answer, "
+                         "and unit re-runs: the sum of the units' retries")
+    repairs: int = Field(0, description="repair rounds (an answer sent back to be fixed)")
+    requests: int = Field(0, description="chat requests sent, every attempt included")
     prompt_tokens: int
     completion_tokens: int
+    failure_reasons: dict[str, int] | None = Field(None, description=(
+        "failed units by reason (error_code), on GET of one job"))
     created_at: datetime
+
+
+class ProviderUsage(BaseModel):
+    jobs: int
+    requests: int
+    retried: int
+    repairs: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class UnitRead(BaseModel):
@@ -128,6 +142,12 @@ class UnitRead(BaseModel):
     sample_id: int | None
     raw_output: str | None
     error: str | None
+    requests: int = 0
+    retries: int = 0
+    repairs: int = 0
+    error_code: str | None = Field(None, description=(
+        "why the unit failed: truncated, parse_failed, wrong_shape, invalid_sample, "
+        "template_error, llm_<kind> (rate_limit, server, timeout, ...), worker_died"))
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int

@@ -383,6 +383,28 @@ def get_job(db: Session, *, project_id: int, job_id: int) -> GenerationJob:
     return job
 
 
+def failure_summary(db: Session, job_id: int) -> dict[str, int]:
+    """A job's failed units by reason (``error_code``), most frequent first."""
+    rows = db.execute(select(GenerationUnit.error_code, func.count()).where(
+        GenerationUnit.job_id == job_id, GenerationUnit.status == "failed")
+        .group_by(GenerationUnit.error_code)).all()
+    return {code or "error": n for code, n in sorted(rows, key=lambda r: (-r[1], r[0] or ""))}
+
+
+USAGE_COLUMNS = ("requests", "retried", "repairs", "prompt_tokens", "completion_tokens")
+
+
+def provider_usage(db: Session, *, project_id: int, provider_id: int) -> dict[str, int]:
+    """What this project's generation jobs spent on a provider: the sums of their counters
+    (each the sum of its units' rows, every attempt included)."""
+    get_provider(db, project_id=project_id, provider_id=provider_id)
+    row = db.execute(select(func.count(), *(func.coalesce(func.sum(getattr(GenerationJob, c)), 0)
+                                            for c in USAGE_COLUMNS))
+                     .where(GenerationJob.project_id == project_id,
+                            GenerationJob.provider_id == provider_id)).one()
+    return {"jobs": int(row[0]), **{c: int(v) for c, v in zip(USAGE_COLUMNS, row[1:], strict=True)}}
+
+
 def set_job_state(db: Session, job: GenerationJob, action: str) -> GenerationJob:
     if action == "pause":
         if job.status not in ("queued", "running"):

@@ -11,9 +11,11 @@ from service.models.preference import (
     PreferenceDecision,
     PreferenceGenerationJob,
     PreferenceItem,
+    PreferenceLease,
     PreferenceVersion,
     PreferenceVersionItem,
 )
+from service.models.preference_eval import PreferenceEvalItem, PreferenceEvalRun
 from service.models.project import ROLE_RANK, Membership, Project, Role
 from service.models.review import BulkJob, ReviewDecision, ReviewLease
 from service.models.sample import ImportJob, Sample, SampleRevision, SampleStatus
@@ -45,8 +47,11 @@ __all__ = [
     "Membership",
     "PreferenceCandidate",
     "PreferenceDecision",
+    "PreferenceEvalItem",
+    "PreferenceEvalRun",
     "PreferenceGenerationJob",
     "PreferenceItem",
+    "PreferenceLease",
     "PreferenceVersion",
     "PreferenceVersionItem",
     "Project",

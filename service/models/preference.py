@@ -55,6 +55,8 @@ class PreferenceItem(Base):
     chosen_id: Mapped[int | None] = mapped_column(BigId)
     rejected_id: Mapped[int | None] = mapped_column(BigId)
     chosen_text: Mapped[str | None] = mapped_column(Text)  # the preferred answer as edited
+    # an LLM judge's pre-ranking: {"chosen_id", "rejected_id" | null (tie), "agree", ...}
+    judge: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -157,3 +159,19 @@ class PreferenceVersionItem(Base):
     prompt: Mapped[list[dict[str, str]]] = mapped_column(CanonicalJSON)
     chosen: Mapped[str | None] = mapped_column(CanonicalJSON)
     rejected: Mapped[list[str]] = mapped_column(CanonicalJSON)
+
+
+class PreferenceLease(Base):
+    """A short reservation of a comparison item by the annotator that ``next`` handed it to, so
+    annotators sharing the queue get different pairs (as ``ReviewLease`` does for samples). It
+    lapses at ``expires_at`` and is dropped when that annotator decides the item."""
+
+    __tablename__ = "preference_leases"
+    __table_args__ = (Index("ix_preference_leases_project_id_expires_at", "project_id",
+                            "expires_at"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("preference_items.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

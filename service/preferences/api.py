@@ -1,5 +1,6 @@
 """REST for preference data: comparison items, pairwise decisions and adjudication, agreement,
-candidate generation jobs, preference versions and their exports."""
+candidate generation jobs, preference versions and their exports, and evaluations on a
+version's held-out split (reward accuracy, judged win rate)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -8,7 +9,9 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
-from service.core.pagination import CursorQ, LimitQ, Page
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.evaluation import preference as preference_eval
+from service.models import PreferenceEvalRun
 from service.preferences import export as preferences_export
 from service.preferences import review as preferences_review
 from service.preferences import schemas
@@ -155,3 +158,48 @@ def download_export_file(version_id: int, fmt: str, name: str, access: ProjectVi
     version = preferences_versions.get_version(db, project_id=access.project.id,
                                                version_id=version_id)
     return FileResponse(preferences_export.file_path(version, fmt, name), filename=name)
+
+
+@router.post("/preference-evals", response_model=schemas.EvalRead,
+             status_code=status.HTTP_201_CREATED)
+def create_eval(body: schemas.EvalCreate, access: ProjectLead, db: SessionDep):
+    """Reward accuracy of a trained model (against its start model by default) or the judged
+    win rate of a candidate over a baseline, on a preference version's held-out split."""
+    models = {k: v.model_dump(exclude_none=True) for k, v in body.models if v is not None}
+    return preference_eval.create_run(
+        db, project_id=access.project.id, preference_version_id=body.preference_version_id,
+        kind=body.kind, models=models, split=body.split, name=body.name,
+        judge_provider_id=body.judge_provider_id,
+        settings=body.settings.model_dump(exclude_none=True), actor_id=access.user.id)
+
+
+@router.get("/preference-evals", response_model=Page[schemas.EvalRead])
+def list_evals(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
+               training_job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None):
+    items, nxt = paginate(db, preference_eval.runs_query(project_id=access.project.id,
+                                                         training_job_id=training_job_id),
+                          PreferenceEvalRun.id, limit=limit, cursor=cursor, descending=True)
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/preference-evals/{run_id}", response_model=schemas.EvalRead, responses=NOT_FOUND)
+def get_eval(run_id: int, access: ProjectViewer, db: SessionDep):
+    return preference_eval.get_run(db, project_id=access.project.id, run_id=run_id)
+
+
+@router.post("/preference-evals/{run_id}/cancel", response_model=schemas.EvalRead,
+             responses=NOT_FOUND)
+def cancel_eval(run_id: int, access: ProjectLead, db: SessionDep):
+    """Queued: cancelled now; running: stops between batches. 409 once it has ended."""
+    run = preference_eval.get_run(db, project_id=access.project.id, run_id=run_id)
+    return preference_eval.cancel_run(db, run)
+
+
+@router.get("/preference-evals/{run_id}/items", response_model=Page[schemas.EvalItemRead],
+            responses=NOT_FOUND)
+def eval_items(run_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 50,
+               cursor: CursorQ = None):
+    """Each pair's scores (log-probabilities and rewards, or both answers and the verdicts)."""
+    preference_eval.get_run(db, project_id=access.project.id, run_id=run_id)
+    items, nxt = preference_eval.items_page(db, run_id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}

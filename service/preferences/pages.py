@@ -1,18 +1,20 @@
 """Browser pages for pairwise review: the keyboard-first comparison page (``1``/``2`` prefer,
 ``t`` tie, ``b`` both bad, ``e`` edit the preferred answer, ``r`` a reason, Enter sends) and the
-lead's adjudication page with the annotators' agreement. User text is rendered escaped (Jinja
+lead's adjudication page with the annotators' agreement; the preference evaluations' reports
+(reward accuracy, win rate) beside the other evaluation pages. User text is rendered escaped (Jinja
 autoescape; preferences.js only sets textContent/value)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from service.core.deps import ProjectAnnotator, ProjectLead, SessionDep
+from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
 from service.core.templating import render
-from service.models import Chunk, PreferenceItem, Role, User
+from service.evaluation import preference as preference_eval
+from service.models import Chunk, PreferenceEvalRun, PreferenceItem, Role, User
 from service.preferences import review as preferences_review
 from service.preferences import service as preferences_service
 from service.projects.pages import add_tab
@@ -20,6 +22,7 @@ from service.projects.pages import add_tab
 router = APIRouter(include_in_schema=False)
 add_tab("/preferences", "Pairs", order=45, min_role=Role.annotator)
 add_tab("/preferences/adjudicate", "Pair adjudication", order=65, min_role=Role.lead)
+add_tab("/evaluation/preferences", "Preference evaluation", order=105)
 
 
 def _pair_context(db: SessionDep, item: PreferenceItem) -> dict[str, Any]:
@@ -66,3 +69,22 @@ def pair_adjudicate_page(request: Request, access: ProjectLead, db: SessionDep,
     context["data"]["after"] = f"/projects/{access.project.id}/preferences/adjudicate"
     return render(request, "pages/preferences.html", mode="adjudicate", decisions=decisions,
                   emails=emails, side=side, counts=None, **context)
+
+
+@router.get("/projects/{project_id}/evaluation/preferences", response_class=HTMLResponse)
+def preference_evals_page(request: Request, access: ProjectViewer, db: SessionDep):
+    """The project's preference evaluations: reward accuracy and win rate, newest first."""
+    runs = list(db.scalars(preference_eval.runs_query(project_id=access.project.id)
+                           .order_by(PreferenceEvalRun.id.desc()).limit(200)))
+    return render(request, "pages/preference_evals.html", runs=runs,
+                  headline=preference_eval.headline)
+
+
+@router.get("/projects/{project_id}/evaluation/preferences/{run_id}", response_class=HTMLResponse)
+def preference_eval_page(request: Request, run_id: int, access: ProjectViewer, db: SessionDep,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100):
+    """One evaluation: its numbers with their interval, and the pairs behind them."""
+    run = preference_eval.get_run(db, project_id=access.project.id, run_id=run_id)
+    items, _ = preference_eval.items_page(db, run.id, limit=limit, cursor=None)
+    return render(request, "pages/preference_eval.html", run=run, items=items,
+                  headline=preference_eval.headline, roles=preference_eval.ROLES[run.kind])

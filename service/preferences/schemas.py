@@ -190,3 +190,79 @@ class ExportRead(BaseModel):
     format: str
     files: dict[str, dict[str, Any]]
     manifest_sha256: str
+
+
+# --- evaluation on a preference version (service/evaluation/preference.py) -------------------
+
+
+class EvalModel(BaseModel):
+    """A model under evaluation: ``base`` (``base_model``), ``training_job`` (a succeeded job's
+    adapter on its start model) or ``provider`` (an endpoint; win rate only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["base", "training_job", "provider"]
+    base_model: str | None = Field(None, max_length=500)
+    training_job_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    provider_id: int | None = Field(None, ge=1, le=2**63 - 1)
+
+
+class EvalModels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: EvalModel | None = Field(None, description="reward_accuracy: the trained model")
+    reference: EvalModel | None = Field(None, description=(
+        "reward_accuracy: the reference (default: the policy job's start model)"))
+    candidate: EvalModel | None = Field(None, description="win_rate: the model under test")
+    baseline: EvalModel | None = Field(None, description="win_rate: what it is compared with")
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    beta: float | None = Field(None, gt=0, le=100, description=(
+        "reward_accuracy: the DPO beta of the implicit reward (default: the policy job's)"))
+    max_length: int = Field(1024, ge=16, le=32768, description="tokens of prompt + answer scored")
+    batch_size: int = Field(8, ge=1, le=256)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="win_rate: answering")
+    max_tokens: int = Field(256, ge=1, le=32768, description="win_rate: answer length")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class EvalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    preference_version_id: int = Field(ge=1, le=2**63 - 1)
+    kind: Literal["reward_accuracy", "win_rate"]
+    split: Literal["train", "validation", "test"] = "test"
+    name: str = Field("", max_length=200)
+    models: EvalModels
+    judge_provider_id: int | None = Field(None, ge=1, le=2**63 - 1,
+                                          description="win_rate: the judge (an endpoint)")
+    settings: EvalSettings = Field(default_factory=EvalSettings)
+
+
+class EvalRead(JobLifecycleRead):
+    default_queue: ClassVar[str] = "gpu"
+    id: int
+    project_id: int
+    preference_version_id: int
+    split: str
+    name: str
+    kind: str
+    models: dict[str, Any]
+    training_job_id: int | None
+    judge_provider_id: int | None
+    settings: dict[str, Any]
+    total: int
+    done: int
+    failed: int
+    aggregate: dict[str, Any]
+    created_at: datetime
+
+
+class EvalItemRead(BaseModel):
+    id: int
+    item_id: int
+    prompt: list[dict[str, Any]]
+    chosen: str | None
+    rejected: list[str]
+    outputs: dict[str, Any]
+    scores: dict[str, Any] | None
+    error: str | None

@@ -63,9 +63,8 @@ def create_job(db: Session, *, project_id: int, preference_version_id: int | Non
     counts = version.counts or {}
     if not counts.get("train") or (method != "kto" and not counts.get("pairs")):
         raise _invalid("body.preference_version_id", "the version has no training pairs")
-    if evaluate_after or merge_after:
-        raise _invalid("body.evaluate_after" if evaluate_after else "body.merge_after",
-                       "not available for preference methods yet")
+    if evaluate_after and not counts.get("test"):
+        raise _invalid("body.evaluate_after", "the version has no test split to evaluate on")
     problem = training_service.check_base_model(base_model)
     if problem:
         raise _invalid("body.base_model", problem)
@@ -87,7 +86,8 @@ def create_job(db: Session, *, project_id: int, preference_version_id: int | Non
     job = TrainingJob(project_id=project_id, dataset_version_id=None,
                       preference_version_id=version.id, base_model=base_model, method=method,
                       hyperparameters=hyperparameters, use_validation=use_validation,
-                      suffix=suffix, status="queued", evaluate_after=False, merge_after=False,
+                      suffix=suffix, status="queued", evaluate_after=evaluate_after,
+                      merge_after=merge_after,
                       created_by_id=actor_id, artifacts={})
     db.add(job)
     db.flush()

@@ -124,16 +124,18 @@ def test_unit_that_never_parses_fails_with_raw_output_kept(client, db, project):
     assert db.scalar(select(func.count()).select_from(Sample)) == 0
 
 
+def qa_responder(questions: str, answer: str | Reply):
+    """The questions for a question prompt, ``answer`` for each answer prompt."""
+    def responder(req):
+        return questions if "questions" in req["messages"][-1]["content"] else answer
+    return responder
+
+
 def test_question_then_answer_pipeline_keeps_reasoning(client, db, project):
     owner, pid = project
     make_chunks(db, pid, 1)
-
-    def responder(req):
-        prompt = req["messages"][-1]["content"]
-        if "questions" in prompt:
-            return "1. What is studied?\n2. Which organ?"
-        return Reply("<think>look at the passage</think>The thyroid.")
-
+    responder = qa_responder("1. What is studied?\n2. Which organ?",
+                             Reply("<think>look at the passage</think>The thyroid."))
     with FakeOpenAIServer(responder=responder) as server:
         prov = client.post(f"/api/v1/projects/{pid}/providers", headers=owner.headers, json={
             "name": "p", "base_url": server.url, "model": "m"}).json()

@@ -26,10 +26,13 @@ def test_local_smollm2_generates_samples_without_any_api_key(client, db, factori
         "template_id": tid, "provider_id": prov.json()["id"],
         "params": {"sampling": {"max_tokens": 16}}}).json()
     job = client.get(f"/api/v1/projects/{pid}/generation-jobs/{job['id']}", headers=owner.headers).json()
-    assert job["status"] == "succeeded" and job["done_units"] == 2, job
-    assert job["completion_tokens"] > 0
+    # a tiny budget: an answer still cut off with twice the budget fails as truncated (issue
+    # 15), never a sample; the local model reports it as OpenAI's servers do
+    assert job["status"] == "succeeded" and job["done_units"] >= 1, job
+    assert job["failure_reasons"] in ({}, {"truncated": 1}), job
+    assert job["completion_tokens"] > 0 and job["requests"] >= 2
     samples = client.get(f"/api/v1/projects/{pid}/samples", headers=owner.headers).json()["items"]
-    assert len(samples) == 2
+    assert len(samples) == job["done_units"]
     for s in samples:
         assert s["messages"][1]["role"] == "assistant" and s["messages"][1]["content"].strip()
         assert s["provenance"]["generation"]["model"] == "smollm2-135m-instruct"

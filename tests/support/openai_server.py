@@ -109,6 +109,9 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.chat_requests = 0
+        # tokens sent in ``usage`` of the completions served (what a client must account for)
+        self.served_prompt_tokens = 0
+        self.served_completion_tokens = 0
         self._httpd = _Server((host, port), _Handler)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
@@ -138,6 +141,7 @@ class FakeOpenAIServer:
             self.requests.clear()
             self.max_in_flight = self.in_flight
             self.chat_requests = 0
+            self.served_prompt_tokens = self.served_completion_tokens = 0
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -145,6 +149,8 @@ class FakeOpenAIServer:
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
                 "chat_requests": self.chat_requests,
+                "served_prompt_tokens": self.served_prompt_tokens,
+                "served_completion_tokens": self.served_completion_tokens,
             }
 
     def start(self) -> FakeOpenAIServer:
@@ -213,6 +219,9 @@ class FakeOpenAIServer:
             ],
         }
         if reply.usage:
+            with self._lock:
+                self.served_prompt_tokens += prompt_tokens
+                self.served_completion_tokens += completion_tokens
             out["usage"] = {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,

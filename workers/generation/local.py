@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from service.generation import llm, parsers
+from service.generation import llm
 
 _lock = threading.Lock()
+DEFAULT_MAX_TOKENS = 128
 
 
 @lru_cache(maxsize=2)
@@ -56,7 +57,12 @@ def _stopping(should_stop: Callable[[], bool] | None) -> Any:
 
 
 class Stopped(Exception):
-    """Generation was stopped by ``should_stop`` (the job was cancelled or lost)."""
+    """Generation was stopped by ``should_stop`` (the job was cancelled or lost); ``usage``:
+    the tokens it had used."""
+
+    def __init__(self, message: str, usage: dict[str, int] | None = None):
+        super().__init__(message)
+        self.usage = usage or {}
 
 
 def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[str, Any] | None = None,
@@ -71,39 +77,56 @@ def chat(model: str, messages: Sequence[Mapping[str, Any]], *, params: Mapping[s
                                             return_tensors="pt", return_dict=True)
         ids = {k: v.to(lm.device) for k, v in ids.items()}
         temperature = float(params.get("temperature", 0.0))
-        out = lm.generate(**ids, max_new_tokens=int(params.get("max_tokens", 128)),
+        budget = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))
+        out = lm.generate(**ids, max_new_tokens=budget,
                           do_sample=temperature > 0, temperature=temperature or None,
                           top_p=params.get("top_p") if temperature > 0 else None,
                           pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                           stopping_criteria=_stopping(should_stop))
-    if should_stop is not None and should_stop():
-        raise Stopped("the job was cancelled or handed to another worker")
     prompt_len = ids["input_ids"].shape[1]
     completion = out[0][prompt_len:]
+    if should_stop is not None and should_stop():
+        raise Stopped("the job was cancelled or handed to another worker",
+                      {"prompt_tokens": int(prompt_len),
+                       "completion_tokens": int(completion.shape[0])})
     text = tokenizer.decode(completion, skip_special_tokens=True)
     content, reasoning = llm.split_reasoning(text)
     return llm.LLMResult(content=content, reasoning=reasoning, prompt_tokens=int(prompt_len),
                          completion_tokens=int(completion.shape[0]),
                          latency_s=time.perf_counter() - started, attempts=1, raw={"text": text},
-                         finish_reason="stop", model=model)
+                         finish_reason=_finish_reason(tokenizer, completion, budget), model=model)
+
+
+def _finish_reason(tokenizer: Any, completion: Any, budget: int) -> str:
+    """``length`` when the model used its whole budget without ending (as OpenAI reports it)."""
+    ended = completion.shape[0] and int(completion[-1]) == tokenizer.eos_token_id
+    return "length" if completion.shape[0] >= budget and not ended else "stop"
 
 
 def chat_parsed(model: str, messages: Sequence[Mapping[str, Any]], parser: str = "text", *,
                 parser_options: Mapping[str, Any] | None = None,
                 params: Mapping[str, Any] | None = None, max_repairs: int = 1,
-                should_stop: Callable[[], bool] | None = None) -> llm.ParsedResult:
-    conversation = [dict(m) for m in messages]
-    for repairs in range(max_repairs + 1):
-        result = chat(model, conversation, params=params, should_stop=should_stop)
+                should_stop: Callable[[], bool] | None = None, usage: llm.Usage | None = None,
+                check: Callable[[Any, str], Any] | None = None,
+                length_retries: int | None = None, lang: str = "en") -> llm.ParsedResult:
+    """:func:`chat`, parsed, repaired and retried when cut off as :func:`llm.parsed_loop`."""
+
+    def send(conversation: list[dict[str, Any]], call_params: Mapping[str, Any],
+             spent: llm.Usage) -> llm.LLMResult:
+        spent.requests += 1
         try:
-            value = parsers.parse(parser, result.content, **dict(parser_options or {}))
-            return llm.ParsedResult(value=value, result=result, repairs=repairs)
-        except parsers.ParseFailure as failure:
-            if repairs >= max_repairs:
-                raise
-            conversation += [{"role": "assistant", "content": result.content},
-                             {"role": "user", "content": parsers.repair_prompt(result.content, failure)}]
-    raise AssertionError("unreachable")
+            result = chat(model, conversation, params=call_params, should_stop=should_stop)
+        except Stopped as stopped:
+            spent.add_tokens(stopped.usage)
+            raise
+        spent.add_tokens({"prompt_tokens": result.prompt_tokens,
+                          "completion_tokens": result.completion_tokens})
+        return result
+
+    return llm.parsed_loop(send, messages, parser, parser_options=parser_options, params=params,
+                           max_repairs=max_repairs, usage=usage, check=check,
+                           length_retries=length_retries, lang=lang,
+                           default_max_tokens=DEFAULT_MAX_TOKENS)
 
 
 def test_connection(model: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
@@ -39,9 +38,10 @@ from service.models import (
     Sample,
     SampleRevision,
 )
-from service.samples import formats
-from service.samples.service import content_hash
+from service.samples import formats, store
+from service.samples.validation import SampleInvalid
 from workers import jobs as kit
+from workers.generation import shapes
 
 log = logging.getLogger(__name__)
 MAX_UNIT_ATTEMPTS = 3
@@ -61,26 +61,17 @@ class Context:
     template: PromptTemplate
     answer_t: PromptTemplate | None
     limiter: AbstractContextManager[Any]
-    retried: int = 0  # retries since the last progress flush (units and HTTP calls)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count_retries(self, n: int) -> None:
-        if n > 0:
-            with self.lock:
-                self.retried += n
-
-    def take_retries(self) -> int:
-        with self.lock:
-            n, self.retried = self.retried, 0
-        return n
 
 
-class UnitFailed(Exception):
-    def __init__(self, message: str, raw: str | None = None, prompt_tokens: int = 0,
-                 completion_tokens: int = 0):
-        super().__init__(message)
-        self.message, self.raw = message, raw
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+@dataclass
+class Attempt:
+    """One run of one unit: what it cost so far (every request, also those that failed), and
+    whether a writer already stored that cost with the unit's outcome."""
+
+    unit_id: int
+    number: int  # the unit's attempts after the claim
+    usage: llm.Usage = field(default_factory=llm.Usage)
+    recorded: bool = False
 
 
 def run_job(job_id: int) -> dict[str, Any]:
@@ -116,6 +107,8 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
                 break
         for future in futures:
             future.result()
+    if lease.should_stop():  # cancelled or lost: the counters still follow what was spent
+        _settle_counters(job_id)
     lease.check()  # paused, cancelled or lost while the last units ran: not ours to close
     return _close(ctx)
 
@@ -126,7 +119,7 @@ def _recover_units(db: Any, job_id: int) -> None:
     db.execute(update(GenerationUnit).where(
         GenerationUnit.job_id == job_id, GenerationUnit.status == "running",
         GenerationUnit.attempts >= MAX_UNIT_ATTEMPTS).values(
-        status="failed", leased_until=None,
+        status="failed", leased_until=None, error_code="worker_died",
         error=f"gave up after {MAX_UNIT_ATTEMPTS} attempts: the worker stopped while running "
               "this unit each time"))
     db.execute(update(GenerationUnit).where(
@@ -195,38 +188,50 @@ def _check(ctx: Context) -> None:
         raise kit.LeaseLost(f"generation job {ctx.job_id}")
 
 
-def _call(ctx: Context, messages: list[dict[str, str]], parser: dict[str, Any],
-          params: dict[str, Any], lang: str) -> llm.ParsedResult:
+def _call(ctx: Context, attempt: Attempt, messages: list[dict[str, str]],
+          parser: dict[str, Any], params: dict[str, Any], lang: str,
+          check: shapes.Check | None = None) -> llm.ParsedResult:
+    """One parsed model call; its cost goes to ``attempt.usage`` whatever happens. An answer cut
+    off by the token budget is sent again once with twice the budget, then fails
+    (:class:`llm.Truncated`): it never becomes a sample."""
     _check(ctx)
     kind = parser.get("kind", "text")
     options = {k: v for k, v in parser.items() if k != "kind"}
+    usage = attempt.usage
     if ctx.provider.kind == "local":
         from workers.generation import local  # lazy: torch
 
         try:
             return local.chat_parsed(ctx.provider.model, messages, kind, parser_options=options,
-                                     params=params,
+                                     params=params, usage=usage, check=check, length_retries=1,
+                                     lang=lang,
                                      should_stop=lambda: ctx.lease.should_stop(max_age=0.5))
         except local.Stopped as exc:
             raise kit.LeaseLost(f"generation job {ctx.job_id}") from exc
-    result = llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages, kind,
-                             parser_options=options, params=params, limiter=ctx.limiter,
-                             max_repairs=2, lang=lang)
-    rate = getattr(ctx.limiter, "rate", None)
-    if rate is not None:
-        rate.record_tokens((result.result.prompt_tokens or 0)
-                           + (result.result.completion_tokens or 0))
-    return result
+    before = usage.prompt_tokens + usage.completion_tokens
+    try:
+        return llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages,
+                               kind, parser_options=options, params=params, limiter=ctx.limiter,
+                               max_repairs=2, lang=lang, usage=usage, check=check,
+                               length_retries=1)
+    finally:
+        rate = getattr(ctx.limiter, "rate", None)
+        if rate is not None:
+            rate.record_tokens(usage.prompt_tokens + usage.completion_tokens - before)
 
 
-Conversation = tuple[list[dict[str, str]], str | None]
+# a sample's message columns (``store.message_columns``: messages, content_hash, search_text)
+# and the model's reasoning
+Conversation = tuple[dict[str, Any], str | None]
 
 
-def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None,
-                 params: dict[str, Any] | None = None) -> tuple[list[Conversation], int, int]:
-    """Turn a parsed answer into canonical conversations (plus reasoning); extra calls for Q→A."""
-    extra_prompt = extra_completion = 0
-    out: list[Conversation] = []
+def _samples_for(ctx: Context, attempt: Attempt, value: Any, prompt: str,
+                 chunk: Chunk | None, params: dict[str, Any] | None = None
+                 ) -> list[Conversation]:
+    """Turn a parsed answer (its shape checked by ``shapes``) into canonical conversations
+    (plus reasoning); one more call per question for Q→A. ``params``: the job's, with a
+    genre–audience pair's variables when the unit has one."""
+    out: list[tuple[list[dict[str, Any]], str | None]] = []
     params = params if params is not None else ctx.params
     system = params.get("system_prompt")
     sys_msgs = [{"role": "system", "content": system}] if system else []
@@ -239,53 +244,81 @@ def _samples_for(ctx: Context, value: Any, prompt: str, chunk: Chunk | None,
             variables = generation_service.template_variables(answer_t, chunk,
                                                               {**params, "question": question})
             rendered = generation_service.render_template(answer_t, variables)
-            res = _call(ctx, [{"role": "user", "content": rendered}],
+            res = _call(ctx, attempt, [{"role": "user", "content": rendered}],
                         answer_t.parser or {"kind": "text"}, params.get("sampling", {}),
                         answer_t.lang)
-            extra_prompt += res.result.prompt_tokens or 0
-            extra_completion += res.result.completion_tokens or 0
             out.append((sys_msgs + [{"role": "user", "content": question},
                                     {"role": "assistant", "content": str(res.value)}],
                         res.result.reasoning))
     elif kind == "instruction":
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if not isinstance(item, dict):
-                raise parsers.ParseFailure("each instruction sample must be a JSON object",
-                                           json.dumps(value))
-            out.append((formats.from_alpaca({"instruction": item.get("instruction", ""),
+        for item in value:
+            out.append((formats.from_alpaca({"instruction": item["instruction"],
                                              "input": item.get("input", ""),
-                                             "output": item.get("output", ""),
+                                             "output": item["output"],
                                              **({"system": system} if system else {})}), None))
     elif kind == "dialogue":
-        msgs = value.get("messages") if isinstance(value, dict) else value
-        out.append((sys_msgs + [{"role": m["role"], "content": m["content"]} for m in msgs],
-                    None))
+        out.append((sys_msgs + value, None))
     else:  # keywords / custom: the rendered prompt is the user turn, the output the answer
         answer = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         out.append((sys_msgs + [{"role": "user", "content": prompt},
                                 {"role": "assistant", "content": answer}], None))
-    for msgs, _ in out:
-        formats.check_messages(msgs)
-    return out, extra_prompt, extra_completion
+    # the one validation gate (``service/samples/store.py``): a conversation it refuses fails
+    # the unit with the gate's reason; the columns carry the content hash and the search text
+    return [(store.message_columns(msgs), reasoning) for msgs, reasoning in out]
 
 
 _UNIT_ERRORS = (llm.LLMError, parsers.ParseFailure, formats.FormatError, Invalid, KeyError,
                 TypeError, ValueError)
 
 
+def _reason(exc: BaseException) -> str:
+    """The failure's code for the unit's ``error_code`` and the job's summary."""
+    if isinstance(exc, SampleInvalid):
+        return "invalid_sample"
+    if isinstance(exc, llm.LLMError):
+        return exc.kind if isinstance(exc, llm.Truncated) else f"llm_{exc.kind}"[:40]
+    if isinstance(exc, parsers.WrongShape):
+        return "wrong_shape"
+    if isinstance(exc, parsers.ParseFailure):
+        return "parse_failed"
+    if isinstance(exc, formats.FormatError):
+        return "wrong_shape"
+    if isinstance(exc, Invalid):
+        return "template_error"
+    return "error"
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SampleInvalid):
+        return f"the validation gate refused the sample: {exc.field}: {exc.message}"
+    if isinstance(exc, parsers.WrongShape):
+        return f"the answer does not have the shape the template asks for: {exc.message}"
+    if isinstance(exc, (KeyError, TypeError, ValueError)) and not isinstance(
+            exc, parsers.ParseFailure):
+        return f"the answer could not be used ({type(exc).__name__}: {exc})"
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
 def _run_unit(ctx: Context, claimed: Claimed) -> None:
-    unit_id, attempt, key, target, chunk = (claimed.id, claimed.attempt, claimed.key,
-                                            claimed.target, claimed.chunk)
+    """One attempt of a unit; whatever ends it (done, failed, to be retried, cancelled, lost),
+    what it cost is added to the unit's row."""
+    attempt = Attempt(unit_id=claimed.id, number=claimed.attempt)
+    try:
+        _attempt(ctx, claimed, attempt)
+    finally:
+        if not attempt.recorded:
+            _record_usage(attempt)
+
+
+def _attempt(ctx: Context, claimed: Claimed, attempt: Attempt) -> None:
     started = time.perf_counter()
     if ctx.template.kind == "judge":
         try:
-            score, rationale, res = _judge(ctx, target)
+            score, rationale, res = _judge(ctx, attempt, claimed.target)
         except _UNIT_ERRORS as exc:
-            _unit_failed(ctx, unit_id, attempt, getattr(exc, "message", None) or str(exc),
-                         getattr(exc, "raw", None))
+            _unit_failed(ctx, attempt, _message(exc), getattr(exc, "raw", None), _reason(exc))
             return
-        _write_judgement(ctx, unit_id, target, score, rationale, res,
+        _write_judgement(ctx, attempt, claimed.target, score, rationale, res,
                          int((time.perf_counter() - started) * 1000))
         return
     raw = None
@@ -295,29 +328,59 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
                                           "genre": claimed.pair["genre"],
                                           "audience": claimed.pair["audience"]}}
     try:
-        variables = generation_service.template_variables(ctx.template, chunk, params)
+        variables = generation_service.template_variables(ctx.template, claimed.chunk, params)
         prompt = generation_service.render_template(ctx.template, variables)
-        res = _call(ctx, [{"role": "user", "content": prompt}],
+        res = _call(ctx, attempt, [{"role": "user", "content": prompt}],
                     ctx.template.parser or {"kind": "text"}, ctx.params.get("sampling", {}),
-                    ctx.template.lang)
+                    ctx.template.lang, check=shapes.for_kind(ctx.template.kind, variables))
         raw = res.result.content
-        convs, p_extra, c_extra = _samples_for(ctx, res.value, prompt, chunk, params)
+        convs = _samples_for(ctx, attempt, res.value, prompt, claimed.chunk, params)
     except _UNIT_ERRORS as exc:
-        _unit_failed(ctx, unit_id, attempt, getattr(exc, "message", None) or str(exc),
-                     getattr(exc, "raw", raw))
+        _unit_failed(ctx, attempt, _message(exc), getattr(exc, "raw", None) or raw,
+                     _reason(exc))
         return
-    _write_samples(ctx, unit_id, key, chunk, convs, raw, res,
-                   prompt_tokens=(res.result.prompt_tokens or 0) + p_extra,
-                   completion_tokens=(res.result.completion_tokens or 0) + c_extra,
-                   latency_ms=int((time.perf_counter() - started) * 1000), attempt=attempt,
-                   pair=claimed.pair)
+    _write_samples(ctx, attempt, claimed.key, claimed.chunk, convs, raw,
+                   latency_ms=int((time.perf_counter() - started) * 1000), pair=claimed.pair)
 
 
-def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
-                   convs: list[Conversation], raw: str | None, res: llm.ParsedResult, *,
-                   prompt_tokens: int, completion_tokens: int, latency_ms: int,
-                   attempt: int, pair: dict[str, Any] | None = None) -> None:
+def _added(usage: llm.Usage, retries: int = 0) -> dict[str, Any]:
+    """The unit's usage columns plus this attempt's cost (for an UPDATE)."""
+    u = GenerationUnit
+    return {"prompt_tokens": u.prompt_tokens + usage.prompt_tokens,
+            "completion_tokens": u.completion_tokens + usage.completion_tokens,
+            "requests": u.requests + usage.requests, "repairs": u.repairs + usage.repairs,
+            "retries": u.retries + usage.retries + retries}
+
+
+def _record_usage(attempt: Attempt) -> None:
+    """An attempt that ended without its outcome written (cancelled, lost, or an error): its
+    cost still counts. Not fenced: tokens were spent whoever holds the job now. The unit goes
+    back to pending when it is still this attempt's (the next holder runs it again)."""
+    with get_sessionmaker()() as db:
+        db.execute(update(GenerationUnit).where(GenerationUnit.id == attempt.unit_id)
+                   .values(**_added(attempt.usage)))
+        db.execute(update(GenerationUnit).where(
+            GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running",
+            GenerationUnit.attempts == attempt.number).values(status="pending",
+                                                              leased_until=None))
+        db.commit()
+    attempt.recorded = True
+
+
+def _settle_counters(job_id: int) -> None:
+    """The job's counters recounted from its units, whoever holds the job (a cancelled job's
+    last attempts still count; a recount is right whoever writes it)."""
+    with get_sessionmaker()() as db:
+        db.execute(update(GenerationJob).where(GenerationJob.id == job_id)
+                   .values(**_counters(db, job_id)))
+        db.commit()
+
+
+def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None,
+                   convs: list[Conversation], raw: str | None, *, latency_ms: int,
+                   pair: dict[str, Any] | None = None) -> None:
     """The unit's samples, its done mark and the job's counters: one fenced transaction."""
+    usage = attempt.usage
     with get_sessionmaker()() as db:
         try:
             # the samples and their revisions in two statements, then the unit's done mark
@@ -326,26 +389,25 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
             if convs:
                 ids = list(db.scalars(insert(Sample).returning(Sample.id,
                                                                 sort_by_parameter_order=True),
-                                      [_sample_row(ctx, key, i, chunk, msgs, reasoning,
-                                                   prompt_tokens, completion_tokens, pair)
-                                       for i, (msgs, reasoning) in enumerate(convs)]))
+                                      [_sample_row(ctx, key, i, chunk, columns, reasoning, usage,
+                                                   pair)
+                                       for i, (columns, reasoning) in enumerate(convs)]))
                 db.execute(insert(SampleRevision), [
                     {"sample_id": sid, "version": 1, "action": "create",
-                     "messages_before": None, "messages_after": msgs, "status_before": None,
-                     "status_after": "pending", "actor_id": None,
+                     "messages_before": None, "messages_after": columns["messages"],
+                     "status_before": None, "status_after": "pending", "actor_id": None,
                      "comment": f"generated by job {ctx.job_id}"}
-                    for sid, (msgs, _) in zip(ids, convs, strict=True)])
+                    for sid, (columns, _) in zip(ids, convs, strict=True)])
             if not db.execute(update(GenerationUnit).where(
-                    GenerationUnit.id == unit_id, GenerationUnit.status == "running")
-                    .values(status="done", raw_output=raw, error=None,
-                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                    GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running")
+                    .values(status="done", raw_output=raw, error=None, error_code=None,
                             latency_ms=latency_ms, leased_until=None,
-                            sample_id=ids[0] if ids else None)).rowcount:
+                            sample_id=ids[0] if ids else None, **_added(usage))).rowcount:
                 db.rollback()
                 return
             ctx.lease.fence(db)
             db.commit()
-            ctx.count_retries(max(0, res.result.attempts - 1))
+            attempt.recorded = True
         except IntegrityError:  # the unit's samples exist already: never a second copy
             db.rollback()
             log.warning("unit %s already produced its samples", key)
@@ -355,12 +417,13 @@ def _write_samples(ctx: Context, unit_id: int, key: str, chunk: Chunk | None,
 
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
-                msgs: list[dict[str, str]], reasoning: str | None, prompt_tokens: int,
-                completion_tokens: int, pair: dict[str, Any] | None = None) -> dict[str, Any]:
+                columns: dict[str, Any], reasoning: str | None,
+                usage: llm.Usage, pair: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One row for a Core INSERT (which the ORM backstop does not see): ``columns`` come from
+    ``store.message_columns``, so the row passed the gate and has its hash and search text."""
     provider, template = ctx.provider, ctx.template
     row = {
-        "project_id": ctx.project_id, "messages": msgs, "content_hash": content_hash(msgs),
-        "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
+        "project_id": ctx.project_id, **columns, "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
         "chunk_id": chunk.id if chunk else None,
         "document_id": chunk.document_id if chunk else None,
         "generation_job_id": ctx.job_id,
@@ -369,22 +432,26 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
             "job_id": ctx.job_id, "unit": key, "template_id": template.id,
             "template": template.name, "template_version": template.version,
             "provider_id": provider.id, "model": provider.model,
-            "params": ctx.params.get("sampling", {}), "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens}},
+            "params": ctx.params.get("sampling", {}), "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens}},
         "tags": [], "scores": {}, "version": 1}
     if pair is not None:  # provenance records the genre–audience pair
         row["provenance"]["generation"]["ga_pair"] = pair
     return row
 
 
-def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
-                 raw: str | None) -> None:
-    final = attempt >= MAX_UNIT_ATTEMPTS
+def _unit_failed(ctx: Context, attempt: Attempt, message: str, raw: str | None,
+                 code: str = "error") -> None:
+    """The attempt failed: the unit goes back to pending (a retry, counted) or fails for good
+    after ``MAX_UNIT_ATTEMPTS``, or at once when the answer was still cut off with a larger
+    budget; the raw output and the attempt's cost are kept either way."""
+    final = attempt.number >= MAX_UNIT_ATTEMPTS or code == "truncated"
     with get_sessionmaker()() as db:
         changed = db.execute(update(GenerationUnit).where(
-            GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
+            GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running").values(
             status="failed" if final else "pending", error=message[:4000], raw_output=raw,
-            leased_until=None)).rowcount
+            error_code=code, leased_until=None,
+            **_added(attempt.usage, 0 if final else 1))).rowcount
         if not changed:
             return
         try:
@@ -393,10 +460,11 @@ def _unit_failed(ctx: Context, unit_id: int, attempt: int, message: str,
             db.rollback()
             raise
         db.commit()
-    ctx.count_retries(0 if final else 1)
+    attempt.recorded = True
 
 
-def _judge(ctx: Context, target_id: int | None) -> tuple[int, str, llm.ParsedResult]:
+def _judge(ctx: Context, attempt: Attempt, target_id: int | None
+           ) -> tuple[int, str, llm.ParsedResult]:
     with get_sessionmaker()() as db:
         sample = db.get(Sample, target_id) if target_id else None
         chunk = db.get(Chunk, sample.chunk_id) if sample and sample.chunk_id else None
@@ -405,7 +473,7 @@ def _judge(ctx: Context, target_id: int | None) -> tuple[int, str, llm.ParsedRes
         raise Invalid("the sample no longer exists")
     prompt = generation_service.render_template(
         ctx.template, generation_service.judge_variables(sample, chunk))
-    res = _call(ctx, [{"role": "user", "content": prompt}],
+    res = _call(ctx, attempt, [{"role": "user", "content": prompt}],
                 ctx.template.parser or {"kind": "json"}, {"temperature": 0}, ctx.template.lang)
     value = res.value
     score = int(value["score"]) if isinstance(value, dict) else None
@@ -415,15 +483,13 @@ def _judge(ctx: Context, target_id: int | None) -> tuple[int, str, llm.ParsedRes
     return score, str(value.get("rationale", ""))[:4000], res
 
 
-def _write_judgement(ctx: Context, unit_id: int, target_id: int, score: int, rationale: str,
-                     res: llm.ParsedResult, latency_ms: int) -> None:
+def _write_judgement(ctx: Context, attempt: Attempt, target_id: int | None, score: int,
+                     rationale: str, res: llm.ParsedResult, latency_ms: int) -> None:
     with get_sessionmaker()() as db:
         if not db.execute(update(GenerationUnit).where(
-                GenerationUnit.id == unit_id, GenerationUnit.status == "running").values(
-                status="done", raw_output=res.result.content, error=None, leased_until=None,
-                prompt_tokens=res.result.prompt_tokens or 0,
-                completion_tokens=res.result.completion_tokens or 0,
-                latency_ms=latency_ms)).rowcount:
+                GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running").values(
+                status="done", raw_output=res.result.content, error=None, error_code=None,
+                leased_until=None, latency_ms=latency_ms, **_added(attempt.usage))).rowcount:
             return
         target = db.get(Sample, target_id,
                         with_for_update=db.get_bind().dialect.name == "postgresql")
@@ -436,29 +502,32 @@ def _write_judgement(ctx: Context, unit_id: int, target_id: int, score: int, rat
             db.rollback()
             raise
         db.commit()
+    attempt.recorded = True
 
 
 def _counters(db: Any, job_id: int) -> dict[str, Any]:
     """The job row's counters recounted from its units (so they always equal the rows)."""
-    rows = db.execute(select(GenerationUnit.status, func.count(),
-                             func.coalesce(func.sum(GenerationUnit.prompt_tokens), 0),
-                             func.coalesce(func.sum(GenerationUnit.completion_tokens), 0))
-                      .where(GenerationUnit.job_id == job_id)
-                      .group_by(GenerationUnit.status)).all()
-    by_status = {status: n for status, n, _, _ in rows}
+    u = GenerationUnit
+    sums = [func.coalesce(func.sum(c), 0) for c in (u.prompt_tokens, u.completion_tokens,
+                                                     u.requests, u.retries, u.repairs)]
+    rows = db.execute(select(u.status, func.count(), *sums).where(u.job_id == job_id)
+                      .group_by(u.status)).all()
+    by_status = {row[0]: row[1] for row in rows}
+    totals = [sum(int(row[i]) for row in rows) for i in range(2, 7)]
     return {"done_units": by_status.get("done", 0), "failed_units": by_status.get("failed", 0),
-            "prompt_tokens": sum(int(p) for _, _, p, _ in rows),
-            "completion_tokens": sum(int(c) for _, _, _, c in rows)}
+            **dict(zip(("prompt_tokens", "completion_tokens", "requests", "retried", "repairs"),
+                       totals, strict=True))}
 
 
 def _flush_progress(ctx: Context) -> None:
     with get_sessionmaker()() as db:
         values = _counters(db, ctx.job_id)
-    ctx.lease.update(retried=GenerationJob.retried + ctx.take_retries(), **values)
+    ctx.lease.update(**values)
 
 
 def _close(ctx: Context) -> dict[str, Any]:
-    """Every unit is done or failed: close the job with counters recounted from the units."""
+    """Every unit is done or failed: close the job with counters recounted from the units and,
+    when units failed, a summary of why (counts by reason) and the first error."""
     lease, job_id = ctx.lease, ctx.job_id
     with get_sessionmaker()() as db:
         counts = dict(db.execute(select(GenerationUnit.status, func.count()).where(
@@ -466,16 +535,15 @@ def _close(ctx: Context) -> dict[str, Any]:
         if counts.get("pending") or counts.get("running"):
             return {"status": "incomplete"}  # a thread stopped early; the lease check said go on
         done, failed = counts.get("done", 0), counts.get("failed", 0)
-        first_error = db.scalar(select(GenerationUnit.error).where(
-            GenerationUnit.job_id == job_id, GenerationUnit.status == "failed")
-            .order_by(GenerationUnit.id).limit(1))
-        if failed and not done:
-            status, error = "failed", f"all {failed} unit(s) failed; first error: {first_error}"
-        else:
-            status = "succeeded"
-            error = (f"{failed} unit(s) failed; first error: {first_error}" if failed else None)
-        lease.finish(status, db, error=error[:4000] if error else None,
-                     retried=GenerationJob.retried + ctx.take_retries(),
-                     **_counters(db, job_id))
+        error = None
+        if failed:
+            first_error = db.scalar(select(GenerationUnit.error).where(
+                GenerationUnit.job_id == job_id, GenerationUnit.status == "failed")
+                .order_by(GenerationUnit.id).limit(1))
+            reasons = ", ".join(f"{n} {code}" for code, n in generation_service.failure_summary(db, job_id).items())
+            error = (f"{'all ' if not done else ''}{failed} of {done + failed} unit(s) failed "
+                     f"({reasons}); first error: {first_error}")
+        status = "failed" if failed and not done else "succeeded"
+        lease.finish(status, db, error=error[:4000] if error else None, **_counters(db, job_id))
         db.commit()
     return {"status": status, "done": done, "failed": failed}

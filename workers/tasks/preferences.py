@@ -15,3 +15,11 @@ def build_version(version_id: int) -> dict:
 @shared_task(name="preferences.generate", acks_late=True)
 def generate(job_id: int) -> dict:
     return runner.generate(job_id)
+
+
+@shared_task(name="preferences.evaluate", acks_late=True)
+def evaluate(run_id: int) -> dict:
+    """Reward accuracy or judged win rate on a preference version (gpu with a local model)."""
+    from workers.evaluation import preference  # lazy: its local models import torch when used
+
+    return preference.run(run_id)

@@ -279,3 +279,23 @@ def train_preference(config: PreferenceConfig, *, train_file: str | os.PathLike,
     if device_type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def merge_chain(base_model_path: str, adapters: list[str], out_dir: str | os.PathLike,
+                dtype: str = "float32") -> Path:
+    """Merge ``adapters`` in order into an unquantized copy of the base and save it: a
+    preference job from an SFT adapter is base + SFT adapter + its own adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=getattr(torch, dtype))
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    last = Path(adapters[-1])
+    AutoTokenizer.from_pretrained(str(last) if (last / "tokenizer_config.json").is_file()
+                                  else base_model_path).save_pretrained(str(out))
+    return out

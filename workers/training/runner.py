@@ -170,15 +170,30 @@ def _train(lease: kit.Lease, job: TrainingJob, train: Any) -> dict[str, Any]:
     if job.merge_after:
         from workers.training.artifacts import merge_adapter, vllm_serve_commands
 
-        merged = merge_adapter(result.base_model_path, result.adapter_dir, out_dir / "merged",
-                               dtype="bfloat16" if result.device.startswith("cuda") else "float32")
+        dtype = "bfloat16" if result.device.startswith("cuda") else "float32"
+        if (result.data or {}).get("init_adapter"):  # a preference job from an SFT adapter
+            from workers.training.preference import merge_chain
+
+            merged = merge_chain(result.base_model_path, [result.data["init_adapter"],
+                                                          result.adapter_dir],
+                                 out_dir / "merged", dtype=dtype)
+        else:
+            merged = merge_adapter(result.base_model_path, result.adapter_dir,
+                                   out_dir / "merged", dtype=dtype)
         artifacts["merged_dir"] = str(merged)
         artifacts["serve_commands"] = vllm_serve_commands(
             result.base_model_path, result.adapter_dir, name=name, lora_r=config.lora_r,
             merged_path=str(merged))
+        if (result.data or {}).get("init_adapter"):  # base + this adapter is not the model
+            artifacts["serve_commands"].pop("lora", None)
     _finish(lease, "succeeded", artifacts=artifacts)
     if job.evaluate_after:  # the cross-domain flow lives here, in the runner
         with get_sessionmaker()() as db:
-            evaluation_service.request_after_training(db, training_job_id=job.id)
+            if job.preference_version_id:  # reward accuracy on the version's test pairs
+                from service.evaluation import preference as preference_eval
+
+                preference_eval.request_after_training(db, training_job_id=job.id)
+            else:
+                evaluation_service.request_after_training(db, training_job_id=job.id)
             db.commit()
     return {"status": "succeeded"}
