@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.core.jobs import JobLifecycleRead
 from service.models import SampleStatus
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -87,8 +88,7 @@ class VersionCreate(BaseModel):
                             "<think>…</think> before the answer (for reasoning models)")
 
 
-class VersionRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class VersionRead(JobLifecycleRead):
     id: int
     dataset_id: int
     project_id: int
@@ -100,6 +100,8 @@ class VersionRead(BaseModel):
     stratify_by: str | None
     reasoning: str
     counts: dict[str, int]
+    progress_done: int = Field(0, description="selected samples the build has frozen so far")
+    progress_total: int | None = Field(None, description="samples the filter selected")
     stats: dict[str, Any]
     leakage: list[dict[str, Any]]
     error: str | None
@@ -111,8 +113,7 @@ class ExportCreate(BaseModel):
     format: ExportFormat
 
 
-class ExportRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class ExportRead(JobLifecycleRead):
     id: int
     version_id: int
     format: str

@@ -28,7 +28,7 @@ import hashlib
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from service.core import jobs
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
-from service.datasets import leakage
+from service.datasets import leakage, strata
 from service.datasets.freeze import REFUSED_LISTED, Unexportable, frozen_messages
 from service.datasets.jobs import BUILD, EXPORT
 from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
@@ -162,10 +162,7 @@ def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
     skey = np.fromiter((sort_key(f"{seed}:{int(i)}") for i in ids), dtype=np.uint64, count=n)
     targets = target_counts(n, ratios)
     if stratify_by == "domain_leaf":  # ``document_ids`` holds the leaves: split each in the ratios
-        order = np.lexsort((ids, skey, document_ids))
-        _leaves, sizes = np.unique(document_ids[order], return_counts=True)
-        sorted_codes = np.concatenate([np.repeat(np.arange(len(SPLITS), dtype=np.int8),
-                                                 target_counts(int(k), ratios)) for k in sizes])
+        order, sorted_codes = strata.by_leaf(ids, document_ids, skey, ratios, target_counts)
     elif stratify_by != "document":
         order = np.lexsort((ids, skey))
         sorted_codes = np.repeat(np.arange(len(SPLITS), dtype=np.int8), targets)
@@ -207,12 +204,10 @@ def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
 
 
 def _filter_stmt(stmt: Any, project_id: int, flt: VersionFilter) -> Any:
-    stmt = stmt.where(Sample.project_id == project_id,
-                      Sample.status.in_([s.value for s in flt.status]))
+    stmt = strata.where_leaves(stmt, flt).where(Sample.project_id == project_id,
+                                                Sample.status.in_([s.value for s in flt.status]))
     if flt.document_ids is not None:
         stmt = stmt.where(Sample.document_id.in_(flt.document_ids))
-    if flt.domain_leaf_ids is not None:
-        stmt = stmt.where(Sample.domain_leaf_id.in_(flt.domain_leaf_ids))
     if flt.created_from is not None:
         stmt = stmt.where(Sample.created_at >= flt.created_from)
     if flt.created_to is not None:
@@ -290,11 +285,10 @@ def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str,
 
 
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
-                      batch: int = BATCH, group_by: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1: ids (ascending) and document ids (or ``group_by`` domain leaf ids; -1 for none)."""
+                      batch: int = BATCH, by: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: ids (ascending) and document ids (``by`` domain_leaf: leaves; -1 for none)."""
     python_filter = flt.tags is not None or flt.score is not None
-    cols = [Sample.id, Sample.domain_leaf_id if group_by == "domain_leaf" else Sample.document_id]
+    cols = [Sample.id, strata.group_column(by)]
     if python_filter:
         cols += [Sample.tags, Sample.scores]
     ids, docs = array("q"), array("q")
@@ -356,16 +350,21 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 
 def build_version(db: Session, version_id: int, *, batch: int = BATCH,
-                  leakage_max: int = leakage.MAX_SAMPLES) -> DatasetVersion:
-    """Freeze the version's samples into items, with counts, stats and the leakage report."""
+                  leakage_max: int = leakage.MAX_SAMPLES,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  read: Session | None = None) -> DatasetVersion:
+    """Freeze the version's samples into items, with counts, stats and the leakage report.
+    ``on_progress(done, total)``: after the selection and every 1,000 samples.
+    ``read``: the session the samples are selected through (default ``db``, which writes)."""
+    read = read or db
     version = db.get(DatasetVersion, version_id)
     if version is None:
         raise NotFound("dataset version not found", code="version_not_found")
     if version.status == "ready":
         return version
     flt = VersionFilter.model_validate(version.filter)
-    ids, docs = select_candidates(db, project_id=version.project_id, flt=flt, batch=batch,
-                                  group_by=version.stratify_by)
+    ids, docs = select_candidates(read, project_id=version.project_id, flt=flt, batch=batch,
+                                  by=version.stratify_by)
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 
@@ -395,8 +394,10 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     write = _item_writer(db)
     prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
     j, n = 0, len(ids)
+    if on_progress is not None:
+        on_progress(0, n)
     for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id, reasoning in _stream(
-            db, stmt, batch):
+            read, stmt, batch):
         while j < n and ids[j] < sid:
             j += 1  # selected in pass 1 but gone since (not possible under REPEATABLE READ)
         if j >= n:
@@ -438,6 +439,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
             write(pending)
             pending = []
         j += 1
+        if on_progress is not None and j % 1000 == 0:
+            on_progress(j, n)
     if refused_total:
         raise Unexportable(refused, refused_total)
     if pending:

@@ -67,6 +67,7 @@ class EvalRunRead(BaseModel):
     created_at: datetime
     sent_at: datetime | None = Field(None, description=(
         "when the broker accepted the run's message; null: not yet (workers re-send it)"))
+    started_at: datetime | None = None
     finished_at: datetime | None
     heartbeat_at: datetime | None
 

@@ -103,9 +103,11 @@ def preview_template(template_id: int, body: schemas.TemplatePreview, access: Pr
             raise NotFound("chunk not found", code="chunk_not_found")
     else:
         chunk = db.scalar(select(Chunk).where(Chunk.project_id == access.project.id).order_by(Chunk.id))
+    if body.text is not None:
+        generation_service.check_template(body.text, t.kind)
     variables = generation_service.template_variables(t, chunk, body.params)
     return {"chunk_id": chunk.id if chunk else None,
-            "rendered": generation_service.render_template(t, variables)}
+            "rendered": generation_service.render_template(t, variables, text=body.text)}
 
 
 @router.post("/generation-jobs", response_model=schemas.JobRead, status_code=status.HTTP_201_CREATED)

@@ -63,7 +63,12 @@ _WIDTH = re.compile(r"%[#0 +\-]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 class PromptError(ValueError):
-    """A template that does not parse, uses an unknown variable, or does something unsafe."""
+    """A template that does not parse, uses an unknown variable, or does something unsafe;
+    ``line``: the template line to blame, when one is."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 MAX_PRODUCED_CHARS = 4 * MAX_OUTPUT_CHARS
@@ -334,7 +339,7 @@ def _compile(text: str) -> jinja2.Template:
     try:
         return _env.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
-        raise PromptError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+        raise _syntax_error(exc) from None
 
 
 def render(template_text: str, /, **variables: Any) -> str:
@@ -362,17 +367,47 @@ def render(template_text: str, /, **variables: Any) -> str:
         _state.budget = previous
 
 
+def _syntax_error(exc: jinja2.TemplateSyntaxError) -> PromptError:
+    return PromptError(f"template syntax error on line {exc.lineno}: {exc.message}",
+                       line=exc.lineno)
+
+
 def template_variables(template_text: str) -> set[str]:
-    """Names the template reads from its context (syntax errors raise :class:`PromptError`)."""
+    """Names the template reads from its context (syntax errors, unknown filters and tests
+    raise :class:`PromptError` naming the line)."""
     try:
         ast = _env.parse(template_text)
-    except jinja2.TemplateSyntaxError as exc:
-        raise PromptError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
-    return set(meta.find_undeclared_variables(ast))
+        _check_names(ast)
+        return set(meta.find_undeclared_variables(ast)) - set(_env.globals)
+    except jinja2.TemplateSyntaxError as exc:  # also an unknown filter found while compiling
+        raise _syntax_error(exc) from None
 
 
-def validate(template_text: str, *, required: set[str] | frozenset[str] = frozenset()) -> set[str]:
-    """Check a template before saving it: it parses and reads every name in ``required``.
+def _check_names(ast: nodes.Template) -> None:
+    """Every filter and test the template names exists (Jinja checks those inside ``{% if %}``
+    only when the branch runs)."""
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        known = _env.filters if isinstance(node, nodes.Filter) else _env.tests
+        if node.name not in known:
+            what = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise PromptError(f"unknown {what} {node.name!r} on line {node.lineno}",
+                              line=node.lineno)
+
+
+def _first_use(ast: nodes.Template, names: set[str]) -> tuple[str, int]:
+    found = [(n.lineno, n.name) for n in ast.find_all(nodes.Name)
+             if n.ctx == "load" and n.name in names]
+    line, name = min(found) if found else (1, min(names))
+    return name, line
+
+
+def validate(template_text: str, *, required: set[str] | frozenset[str] = frozenset(),
+             provides: set[str] | frozenset[str] | None = None) -> set[str]:
+    """Check a template before saving it: it parses, names only known filters and tests,
+    compiles, reads every name in ``required`` and, when ``provides`` is given (what the
+    template's kind renders it with), no other variable than those and the ones its header
+    declares (``variables: ...``, given to a job as ``params.variables``). Raises
+    :class:`PromptError` (with ``line`` when one is to blame).
 
     Returns the variables it reads.
     """
@@ -383,6 +418,14 @@ def validate(template_text: str, *, required: set[str] | frozenset[str] = frozen
         raise PromptError(
             f"template does not use required variable(s): {', '.join(sorted(missing))}"
         )
+    if provides is not None:
+        unknown = names - set(provides) - set(_header_variables(_header(template_text))[0])
+        if unknown:
+            name, line = _first_use(_env.parse(template_text), unknown)
+            raise PromptError(
+                f"unknown variable {name!r} on line {line}: this kind of template is rendered "
+                f"with {', '.join(sorted(provides))}; declare any other in the header comment "
+                "(variables: ...) and give it to the job as params.variables", line=line)
     return names
 
 
@@ -408,8 +451,8 @@ class PromptDefault:
 _HEADER = re.compile(r"\A\{#-?(.*?)-?#\}", re.DOTALL)
 
 
-def _load(path: Path) -> PromptDefault:
-    text = path.read_text(encoding="utf-8")
+def _header(text: str) -> dict[str, str]:
+    """The ``key: value`` lines of the template's leading Jinja comment."""
     header: dict[str, str] = {}
     match = _HEADER.match(text)
     if match:
@@ -417,7 +460,11 @@ def _load(path: Path) -> PromptDefault:
             key, sep, value = line.partition(":")
             if sep:
                 header[key.strip()] = value.strip()
-    stem_kind, _, stem_lang = path.name.removesuffix(".j2").partition(".")
+    return header
+
+
+def _header_variables(header: dict[str, str]) -> tuple[list[str], list[str]]:
+    """``variables: text, n, heading (optional)``: all names, and the optional ones."""
     variables, optional = [], []
     for item in header.get("variables", "").split(","):
         item = item.strip()
@@ -427,6 +474,14 @@ def _load(path: Path) -> PromptDefault:
         variables.append(name)
         if "optional" in item:
             optional.append(name)
+    return variables, optional
+
+
+def _load(path: Path) -> PromptDefault:
+    text = path.read_text(encoding="utf-8")
+    header = _header(text)
+    stem_kind, _, stem_lang = path.name.removesuffix(".j2").partition(".")
+    variables, optional = _header_variables(header)
     return PromptDefault(
         name=path.name.removesuffix(".j2"),
         kind=header.get("kind", stem_kind),

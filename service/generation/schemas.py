@@ -59,7 +59,10 @@ class ProviderRead(BaseModel):
 
 class TemplateCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    kind: Literal["question", "answer", "instruction", "dialogue", "keywords", "custom", "judge"]
+    kind: Literal["question", "answer", "instruction", "dialogue", "keywords", "custom", "judge",
+                  # the steps of the diversity jobs (service/diversity/steps.py)
+                  "domain_tree", "domain_tag", "ga_pairs", "topic_expand", "topic_questions",
+                  "topic_answer"]
     lang: str = Field("en", max_length=10)
     text: str = Field(min_length=1, max_length=100_000)
     parser: dict[str, Any] = Field(default_factory=lambda: {"kind": "text"},
@@ -82,6 +85,9 @@ class TemplateRead(BaseModel):
 class TemplatePreview(BaseModel):
     chunk_id: int | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(None, min_length=1, max_length=100_000, description=(
+        "the text being edited: rendered (and checked as a save would) instead of the saved "
+        "version"))
 
 
 class JobCreate(BaseModel):
@@ -93,7 +99,10 @@ class JobCreate(BaseModel):
     samples_per_chunk: int = Field(1, ge=1, le=100)
     params: dict[str, Any] = Field(default_factory=dict, description=(
         "n (questions per chunk; default from chunk length), rounds, user_role, assistant_role, "
-        "scenario, system_prompt, answer_template_id, sampling {temperature, max_tokens, ...}"))
+        "scenario, system_prompt, answer_template_id, sampling {temperature, max_tokens, ...}, "
+        "variables {name: value} (those a template's header declares), keep_truncated (an "
+        "answer cut off by max_tokens is kept, tagged 'truncated', instead of retried with "
+        "twice the budget and failed)"))
     workers: int = Field(1, ge=1, le=16, description="parallel runners (across worker processes)")
 
 

@@ -17,6 +17,7 @@ from service.core import egress, jobs, security
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.diversity import fanout
+from service.diversity.steps import STEP_VARIABLES
 from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
 from service.generation import llm, parsers, prompts
 from service.generation.jobs import GENERATION
@@ -167,13 +168,33 @@ def ensure_builtin_templates(db: Session) -> None:
     db.flush()
 
 
+# what each kind of template is rendered with (``template_variables``, ``judge_variables``)
+GENERATION_VARIABLES = frozenset({"text", "n", "heading", "rounds", "user_role",
+                                  "assistant_role", "scenario", "question"})
+JUDGE_VARIABLES = frozenset({"question", "prediction", "reference"})
+
+
+def kind_variables(kind: str) -> frozenset[str]:
+    if kind in STEP_VARIABLES:  # the steps of the diversity jobs (service/diversity)
+        return STEP_VARIABLES[kind]
+    return JUDGE_VARIABLES if kind == "judge" else GENERATION_VARIABLES
+
+
+def check_template(text: str, kind: str, field: str = "body.text") -> None:
+    """A 422 naming the field and the line unless ``text`` parses, names only known filters and
+    tests, and reads only what its kind provides (or its header declares)."""
+    try:
+        prompts.validate(text, provides=kind_variables(kind))
+    except prompts.PromptError as exc:
+        detail: dict[str, Any] = {"field": field, "message": str(exc)}
+        if exc.line is not None:
+            detail["line"] = exc.line
+        raise Invalid(f"template does not compile: {exc}", details=[detail]) from exc
+
+
 def create_template(db: Session, *, project_id: int, name: str, kind: str, lang: str, text: str,
                     parser: dict[str, Any], actor_id: int | None) -> PromptTemplate:
-    try:
-        prompts.validate(text)
-    except prompts.PromptError as exc:
-        raise Invalid(f"template does not compile: {exc}",
-                      details=[{"field": "body.text", "message": str(exc)}]) from exc
+    check_template(text, kind)
     kind_name = parser.get("kind", "text")
     if kind_name not in parsers.PARSERS:
         raise Invalid(f"unknown parser {kind_name!r}",
@@ -219,9 +240,11 @@ def template_variables(template: PromptTemplate, chunk: Chunk | None, params: di
             **(params.get("variables") or {})}
 
 
-def render_template(template: PromptTemplate, variables: dict[str, Any]) -> str:
+def render_template(template: PromptTemplate, variables: dict[str, Any],
+                    text: str | None = None) -> str:
+    """Render the template (or ``text``, a draft of it) with ``variables``; a 422 on error."""
     try:
-        return prompts.render(template.text, **variables)
+        return prompts.render(template.text if text is None else text, **variables)
     except prompts.PromptError as exc:
         raise Invalid(f"template failed to render: {exc}",
                       details=[{"field": "template", "message": str(exc)}]) from exc

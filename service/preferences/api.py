@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
 
-from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
+from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import preference as preference_eval
 from service.models import PreferenceEvalRun
@@ -93,8 +93,10 @@ def adjudicate(item_id: int, body: schemas.DecisionCreate, access: ProjectLead, 
 
 
 @router.get("/preference-review/next", response_model=schemas.ItemRead | None)
+@writes_db  # leases the item it hands out
 def next_item(access: ProjectAnnotator, db: SessionDep):
-    """The next item waiting for this annotator's decision (null when none is left)."""
+    """The next item waiting for this annotator's decision, reserved for them for a while so
+    other annotators get other pairs (null when none is left)."""
     item = preferences_review.next_item(db, project_id=access.project.id,
                                         annotator_id=access.user.id)
     return preferences_service.item_read(db, item) if item else None

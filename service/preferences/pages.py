@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
+from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
 from service.core.templating import render
 from service.evaluation import preference as preference_eval
 from service.models import Chunk, PreferenceEvalRun, PreferenceItem, Role, User
@@ -35,6 +35,7 @@ def _pair_context(db: SessionDep, item: PreferenceItem) -> dict[str, Any]:
 
 
 @router.get("/projects/{project_id}/preferences", response_class=HTMLResponse)
+@writes_db  # leases the item it shows
 def pair_review_page(request: Request, access: ProjectAnnotator, db: SessionDep,
                      item: int | None = None):
     current = (preferences_service.get_item(db, project_id=access.project.id, item_id=item)

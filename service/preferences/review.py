@@ -5,19 +5,31 @@ With the project's review overlap ``k`` (the same setting as single review), an 
 ``pending`` until ``k`` annotators decided it; then ``decided`` when they agree (same outcome
 and, for a preference, the same chosen candidate) or ``disputed`` when they do not, which puts
 it in the lead's adjudication queue. A lead's decision makes it ``adjudicated`` and is final.
+``next_item`` leases the item it hands out, so annotators sharing the queue get different pairs.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from itertools import combinations
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.core.config import get_settings
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid
-from service.models import PreferenceCandidate, PreferenceDecision, PreferenceItem, Project, User
+from service.models import (
+    PreferenceCandidate,
+    PreferenceDecision,
+    PreferenceItem,
+    PreferenceLease,
+    Project,
+    User,
+)
 from service.models.preference import ItemStatus, Outcome
 from service.preferences import service as items_service
 from service.review import agreement as review_agreement
@@ -68,6 +80,8 @@ def decide(db: Session, *, project: Project, item: PreferenceItem, annotator_id:
     row.outcome, row.chosen_id, row.rejected_id = outcome, chosen_id, rejected_id
     row.edited_text, row.reason = edited, (reason or None)
     row.created_at = utcnow()
+    db.execute(delete(PreferenceLease).where(PreferenceLease.item_id == item.id,
+                                             PreferenceLease.user_id == annotator_id))
     db.flush()
     _resolve(db, project, item)
     return item
@@ -112,18 +126,65 @@ def adjudicate(db: Session, *, item: PreferenceItem, lead_id: int, outcome: str,
 
 
 def next_item(db: Session, *, project_id: int, annotator_id: int,
-              skip_ids: list[int] | None = None) -> PreferenceItem | None:
-    """The oldest pending item with two or more candidates that this annotator has not decided."""
+              skip_ids: list[int] | None = None, lease_seconds: int | None = None
+              ) -> PreferenceItem | None:
+    """The oldest pending item with two or more candidates that this annotator has not decided,
+    leased to them: annotators sharing the queue never get the same pair at once.
+
+    As in single review (``review_service.next_sample``), the item handed out is reserved for
+    ``lease_seconds`` (``review_lease_seconds``); an annotator holds one lease per project, so
+    asking again returns the same item; items another annotator holds a live lease on are passed
+    over, and on PostgreSQL rows being handed out right now are skipped (``FOR UPDATE SKIP
+    LOCKED``). The lease is a conditional upsert, so two callers racing for one item cannot
+    both win: the loser tries the next. Deciding drops the decider's lease.
+    """
+    now = utcnow()
+    ttl = timedelta(seconds=lease_seconds or get_settings().review_lease_seconds)
     mine = select(PreferenceDecision.item_id).where(PreferenceDecision.annotator_id == annotator_id,
                                                     PreferenceDecision.project_id == project_id)
     ready = (select(PreferenceCandidate.item_id).group_by(PreferenceCandidate.item_id)
              .having(func.count() >= 2))
+    held = exists().where(PreferenceLease.item_id == PreferenceItem.id,
+                          PreferenceLease.user_id != annotator_id, PreferenceLease.expires_at > now)
     stmt = select(PreferenceItem).where(PreferenceItem.project_id == project_id,
                                         PreferenceItem.status == ItemStatus.pending.value,
-                                        PreferenceItem.id.not_in(mine), PreferenceItem.id.in_(ready))
+                                        PreferenceItem.id.not_in(mine), PreferenceItem.id.in_(ready),
+                                        ~held)
     if skip_ids:
         stmt = stmt.where(PreferenceItem.id.not_in(skip_ids))
-    return db.scalars(stmt.order_by(PreferenceItem.id).limit(1)).first()
+    own = select(PreferenceLease.item_id).where(PreferenceLease.user_id == annotator_id,
+                                                PreferenceLease.project_id == project_id,
+                                                PreferenceLease.expires_at > now)
+    lost: list[int] = []
+    for _ in range(20):
+        pick = stmt.where(PreferenceItem.id.not_in(lost)) if lost else stmt
+        # the item this annotator already holds first, then the oldest
+        pick = pick.order_by(PreferenceItem.id.in_(own).desc(), PreferenceItem.id).limit(1)
+        found = db.scalars(pick.with_for_update(of=PreferenceItem, skip_locked=True)).first()
+        if found is None or _take_lease(db, item=found, user_id=annotator_id, now=now, ttl=ttl):
+            return found
+        lost.append(found.id)
+    return None
+
+
+def _take_lease(db: Session, *, item: PreferenceItem, user_id: int, now: Any,
+                ttl: timedelta) -> bool:
+    """Lease ``item`` to ``user_id`` unless someone else holds a live lease on it, and drop the
+    user's other leases in the project."""
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
+                                          user_id=user_id, expires_at=now + ttl)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PreferenceLease.item_id],
+        set_={"user_id": stmt.excluded.user_id, "expires_at": stmt.excluded.expires_at},
+        where=(PreferenceLease.expires_at <= now) | (PreferenceLease.user_id == user_id),
+    ).returning(PreferenceLease.item_id)
+    if db.execute(stmt).first() is None:
+        return False
+    db.execute(delete(PreferenceLease).where(PreferenceLease.user_id == user_id,
+                                             PreferenceLease.project_id == item.project_id,
+                                             PreferenceLease.item_id != item.id))
+    return True
 
 
 def disputed(db: Session, *, project_id: int, limit: int = 100) -> list[PreferenceItem]:

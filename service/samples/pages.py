@@ -200,5 +200,4 @@ def import_page(request: Request, import_id: int, access: ProjectViewer, db: Ses
     job = imports.get_import_job(db, project_id=access.project.id, job_id=import_id)
     report = (job.report or [])[:1000]
     return render(request, "pages/import_detail.html", job=job, report=report,
-                  report_total=len(job.report or []),
-                  running=job.status in ("queued", "running"))
+                  report_total=len(job.report or []))

@@ -5,6 +5,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.core.jobs import JobLifecycleRead
+
 Status = Literal["pending", "accepted", "rejected", "needs_changes"]
 # caps documented in the schema (the input layer in service/core/sanitize.py is the backstop)
 MAX_TAGS = 100
@@ -121,8 +123,7 @@ class BulkAction(BaseModel):
     dry_run: bool = Field(False, description="only count what would change")
 
 
-class ImportRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class ImportRead(JobLifecycleRead):
     id: int
     filename: str
     format: str | None
@@ -130,6 +131,8 @@ class ImportRead(BaseModel):
     mode: str
     status: str
     lines_read: int
+    bytes_read: int = Field(0, description="how far the import has read its file (progress)")
+    bytes_total: int | None = Field(None, description="the file's size, once the import started")
     imported: int
     skipped: int
     report: list[dict[str, Any]]

@@ -32,6 +32,12 @@ if (table && table.dataset.live === "on") {
     badge.className = "badge " + d.status;
     badge.textContent = MOVING.has(d.status) ? d.status + "…" : d.status;
     status.append(badge);
+    if (MOVING.has(d.status)) {
+      // a parse reports no done/total: an indeterminate bar while it moves (no value attribute)
+      const bar = document.createElement("progress");
+      bar.dataset.testid = "parse-progress";
+      status.append(" ", bar);
+    }
     tr.append(name, status, cell(d.format), cell((d.size_bytes / 1024).toFixed(1) + " KiB"),
       cell(d.page_count ? String(d.page_count) : ""), cell(String(d.chunk_count)), cell(d.error || "", "danger"));
     return tr;

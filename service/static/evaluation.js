@@ -73,9 +73,33 @@
     document.getElementById("run-status").textContent = r.status;
     document.getElementById("run-done").textContent = r.done;
     document.getElementById("run-failed").textContent = r.failed;
-    document.getElementById("run-progress").value = r.done + r.failed;
+    // the bar and its ETA: jobs_live.js
     if (["queued", "running"].includes(r.status)) setTimeout(poll, 2000);
-    else if (box.dataset.status !== r.status) location.reload();  // finished: show the scores
+    else if (box.dataset.status !== r.status) finished(r);  // show the scores, no reload
+  };
+  const finished = (r) => {
+    box.dataset.status = r.status;
+    const names = Object.keys(r.aggregate || {});
+    const metrics = document.getElementById("metrics");
+    if (metrics && names.length) {
+      const table = document.createElement("table");
+      table.className = "list"; table.dataset.testid = "aggregate";
+      const head = document.createElement("thead"); const hr = document.createElement("tr");
+      for (const h of ["Metric", "Mean"]) { const th = document.createElement("th"); th.textContent = h; hr.append(th); }
+      head.append(hr);
+      const body = document.createElement("tbody");
+      for (const k of names) {
+        const v = r.aggregate[k];
+        const tr = document.createElement("tr");
+        tr.append(cell(k), cell(typeof v === "number" ? v.toFixed(4) : "–"));
+        body.append(tr);
+      }
+      table.append(head, body);
+      metrics.querySelector(".scores").replaceChildren(table);
+    }
+    document.querySelector("#predictions tbody").replaceChildren();
+    cursor = null;
+    load();
   };
   if (["queued", "running"].includes(box.dataset.status)) setTimeout(poll, 2000);
 })();

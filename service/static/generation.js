@@ -38,7 +38,7 @@
     document.getElementById("preview").onclick = async () => {
       const chunk = tpl.querySelector("[name=chunk_id]").value;
       const res = await api("POST", `/api/v1/projects/${pid}/templates/${tpl.dataset.template}/preview`,
-        {chunk_id: chunk ? Number(chunk) : null});
+        {chunk_id: chunk ? Number(chunk) : null, text: tpl.querySelector("[name=text]").value});
       document.getElementById("rendered").textContent = res.ok ? res.data.rendered : window.annotune.errorText(res);
     };
     const save = document.getElementById("save");

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.core.jobs import JobLifecycleRead
 
 
 class TrainingJobCreate(BaseModel):
@@ -24,8 +26,8 @@ class TrainingJobCreate(BaseModel):
     merge_after: bool = Field(False, description="also write the adapter merged into the base")
 
 
-class TrainingJobRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class TrainingJobRead(JobLifecycleRead):
+    default_queue: ClassVar[str] = "gpu"
     id: int
     project_id: int
     dataset_version_id: int | None

@@ -222,3 +222,34 @@ def test_a_version_stratified_by_leaf_splits_each_leaf_in_the_ratios(client, db,
     first = assign_splits(ids, groups, seed=3, ratios=ratios, stratify_by="domain_leaf")
     again = assign_splits(ids, groups, seed=3, ratios=ratios, stratify_by="domain_leaf")
     assert (first[0] == again[0]).all() and (first[1] == again[1]).all()
+
+
+def test_a_projects_own_template_overrides_the_built_in_step(client, db, project):
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    make_documents(db, pid, docs=1)
+    bad = client.post(f"{api}/templates", headers=owner.headers, json={
+        "name": "domain_tree.en", "kind": "domain_tree", "parser": {"kind": "json"},
+        "text": "Tree for {{ outline }} and {{ nosuchthing }}"})
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "body.text"
+    own = client.post(f"{api}/templates", headers=owner.headers, json={
+        "name": "domain_tree.en", "kind": "domain_tree", "parser": {"kind": "json"},
+        "text": "OUR OWN domain label tree prompt, {{ levels }} levels:\n{{ outline }}"})
+    assert own.status_code == 201, own.text
+    with FakeOpenAIServer(responder=responder) as server:
+        prov = make_provider(client, owner, pid, server.url)
+        job = client.post(f"{api}/domain-tree/build", headers=owner.headers,
+                          json={"provider_id": prov}).json()
+        assert job["params"]["templates"] == {"domain_tree": own.json()["id"]}
+        prompt = server.requests[0]["json"]["messages"][0]["content"]
+        assert prompt.startswith("OUR OWN domain label tree prompt, 2 levels:\nguide0.md")
+        # or named outright; a template of another kind is refused naming the field
+        named = client.post(f"{api}/domain-tree/build", headers=owner.headers, json={
+            "provider_id": prov, "replace": True, "templates": {"domain_tree": own.json()["id"]}})
+        assert named.status_code == 202
+        judge = next(t["id"] for t in client.get(f"{api}/templates", headers=owner.headers).json()
+                     if t["kind"] == "judge")
+        wrong = client.post(f"{api}/domain-tree/build", headers=owner.headers, json={
+            "provider_id": prov, "replace": True, "templates": {"domain_tree": judge}})
+        assert wrong.status_code == 422
+        assert wrong.json()["error"]["details"][0]["field"] == "body.templates.domain_tree"

@@ -42,3 +42,24 @@ def test_default_form_asks_before_a_large_job(browser, live_server, client, db, 
     page.click("#plan-job")
     page.wait_for_selector("#job-msg:has-text('not a chunk id')")
     assert page.js_errors == []
+
+
+def test_preview_renders_the_text_being_edited(browser, live_server, client, db, factories):  # noqa: F811
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "tpl"}, headers=owner.headers).json()["id"]
+    make_chunks(db, pid, 1)
+    tid = client.post(f"/api/v1/projects/{pid}/templates", headers=owner.headers, json={
+        "name": "e", "kind": "custom", "text": "Saved: {{ text }}"}).json()["id"]
+    page = login(browser, live_server, owner.email)
+    page.goto(f"/projects/{pid}/templates/{tid}")
+    page.fill("[name=text]", "Edited <b>{{ n }}</b>: {{ text }}")
+    page.click("#preview")
+    page.wait_for_selector("#rendered:has-text('Edited')")
+    assert page.inner_text("#rendered").startswith("Edited <b>1</b>: 摘要0")  # text, not HTML
+    page.fill("[name=text]", "ok\n{{ text | nosuchfilter }}")
+    page.click("#preview")
+    page.wait_for_selector("#rendered:has-text('nosuchfilter')")
+    assert "line 2" in page.inner_text("#rendered")
+    page.click("#save")
+    page.wait_for_selector("#tmsg:has-text('nosuchfilter')")
+    assert page.js_errors == []

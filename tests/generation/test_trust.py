@@ -269,3 +269,75 @@ def test_tokens_of_a_cancelled_attempt_are_counted(client, db, project):
     assert [(u["status"], u["requests"]) for u in units] == [("done", 1), ("pending", 1),
                                                             ("pending", 0)]
     assert db.scalar(select(func.count()).select_from(Sample)) == 1  # nothing after the cancel
+
+
+# -- D: templates checked when saved; Preview renders the text being edited --------------------
+
+@pytest.mark.parametrize("text, line, says", [
+    ("{{ text | nosuchfilter }}", 1, "unknown filter 'nosuchfilter' on line 1"),
+    ("Passage:\n{{ text }}\n{% if n %}{{ text | nope }}{% endif %}", 3,
+     "unknown filter 'nope' on line 3"),
+    ("{{ text is nosuchtest }}", 1, "unknown test 'nosuchtest'"),
+    ("Passage:\n{{ text }}\n\nWrite {{ numbr }} questions.", 4, "unknown variable 'numbr' on line 4"),
+    ("Passage:\n{% for x in %}", 2, "template syntax error on line 2"),
+])
+def test_a_template_is_checked_when_saved(client, project, text, line, says):
+    owner, pid = project
+    resp = client.post(f"/api/v1/projects/{pid}/templates", headers=owner.headers,
+                       json={"name": "t", "kind": "question", "text": text})
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/json", resp.text
+    [detail] = resp.json()["error"]["details"]
+    assert detail["field"] == "body.text" and detail["line"] == line
+    assert says in detail["message"], detail
+
+
+def test_variables_are_checked_against_what_the_kind_provides(client, db, project):
+    owner, pid = project
+    url = f"/api/v1/projects/{pid}/templates"
+    judge = client.post(url, headers=owner.headers, json={
+        "name": "j", "kind": "judge", "text": "Grade:\n{{ text }}"})
+    assert judge.status_code == 422 and "unknown variable 'text' on line 2" in judge.text
+    assert client.post(url, headers=owner.headers, json={
+        "name": "j", "kind": "judge", "text": "{{ question }} {{ prediction }} {{ reference }}",
+        "parser": {"kind": "json"}}).status_code == 201
+    declared = client.post(url, headers=owner.headers, json={
+        "name": "d", "kind": "custom",
+        "text": "{#-\nvariables: text, audience\n-#}\nFor {{ audience }}: {{ text }}"})
+    assert declared.status_code == 201, declared.text
+    make_chunks(db, pid, 1)
+    preview = client.post(f"{url}/{declared.json()['id']}/preview", headers=owner.headers,
+                          json={"params": {"variables": {"audience": "nurses"}}})
+    assert preview.json()["rendered"].startswith("For nurses: 摘要0")
+
+
+def test_preview_renders_the_text_being_edited(client, db, project):
+    owner, pid = project
+    make_chunks(db, pid, 1)
+    url = f"/api/v1/projects/{pid}/templates"
+    tid = client.post(url, headers=owner.headers, json={
+        "name": "e", "kind": "custom", "text": "Saved: {{ text }}"}).json()["id"]
+    edited = client.post(f"{url}/{tid}/preview", headers=owner.headers,
+                         json={"text": "Edited, {{ n }} items: {{ text | upper }}"})
+    assert edited.status_code == 200 and edited.json()["rendered"].startswith("Edited, 1 items: 摘要0")
+    saved = client.post(f"{url}/{tid}/preview", headers=owner.headers, json={})
+    assert saved.json()["rendered"].startswith("Saved: 摘要0")
+    bad = client.post(f"{url}/{tid}/preview", headers=owner.headers,
+                      json={"text": "fine\n{{ text | nosuchfilter }}"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0] == {
+        "field": "body.text", "line": 2, "message": "unknown filter 'nosuchfilter' on line 2"}
+
+
+def test_keep_truncated_keeps_a_cut_off_draft_tagged(client, db, project):
+    """Drafts with a deliberately small budget (a base model's keywords): asked for, a cut-off
+    answer is kept for review, tagged, and not retried."""
+    owner, pid = project
+    make_chunks(db, pid, 1)
+    with FakeOpenAIServer(responder=lambda req: Reply("kw1;kw2;kw", finish_reason="length")
+                          ) as server:
+        job = _run(client, owner, pid, server, "keywords.en",
+                   {"keep_truncated": True, "sampling": {"max_tokens": 8}})
+        assert server.chat_requests == 1
+    assert job["status"] == "succeeded", job
+    [sample] = client.get(f"/api/v1/projects/{pid}/samples", headers=owner.headers).json()["items"]
+    assert sample["tags"] == ["truncated"] and sample["messages"][1]["content"] == "kw1;kw2;kw"

@@ -22,17 +22,34 @@ def build_version(version_id: int) -> dict[str, Any]:
 
 
 def _build(lease: kit.Lease) -> dict[str, Any]:
-    with get_sessionmaker()() as db:
-        if db.get_bind().dialect.name == "postgresql":
-            # one snapshot for every pass of the build
-            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    maker = get_sessionmaker()
+    with maker() as db, maker() as snapshot:
+        postgres = db.get_bind().dialect.name == "postgresql"
+        if postgres:
+            # one snapshot for every pass of the selection, in a session of its own: the items
+            # and the version row are written through ``db`` (read committed), so the row's
+            # heartbeat and progress, written meanwhile, do not fail its final write (under
+            # REPEATABLE READ, "could not serialize access due to concurrent update")
+            snapshot.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        selected: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            selected[:] = [total]
+            # SQLite has one writer: while the build holds it, a progress write from a second
+            # session would wait on it until the busy timeout (the count shows at the end)
+            if postgres:
+                lease.update(progress_done=done, progress_total=total)
+                lease.check()  # a cancelled or lost build stops between batches
+
         try:
-            version = datasets_service.build_version(db, lease.row_id)
+            version = datasets_service.build_version(db, lease.row_id, on_progress=progress,
+                                                     read=snapshot if postgres else None)
         except datasets_service.Unexportable as exc:
             db.rollback()  # nothing frozen; the version says which samples and why
             lease.fail(str(exc), stats={"refused": exc.refused, "refused_total": exc.total})
             return {"status": "failed", "refused": exc.total}
-        lease.seal(db)
+        total = selected[0] if selected else int((version.counts or {}).get("total", 0))
+        lease.seal(db, progress_done=total, progress_total=total)
         counts = dict(version.counts or {})
         db.commit()
     return {"status": "ready", "counts": counts}

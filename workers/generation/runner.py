@@ -72,6 +72,7 @@ class Attempt:
     number: int  # the unit's attempts after the claim
     usage: llm.Usage = field(default_factory=llm.Usage)
     recorded: bool = False
+    truncated: bool = False  # an answer cut off by the budget was kept (``keep_truncated``)
 
 
 def run_job(job_id: int) -> dict[str, Any]:
@@ -193,8 +194,10 @@ def _call(ctx: Context, attempt: Attempt, messages: list[dict[str, str]],
           check: shapes.Check | None = None) -> llm.ParsedResult:
     """One parsed model call; its cost goes to ``attempt.usage`` whatever happens. An answer cut
     off by the token budget is sent again once with twice the budget, then fails
-    (:class:`llm.Truncated`): it never becomes a sample."""
+    (:class:`llm.Truncated`): it never becomes a sample, unless the job asks for drafts with a
+    deliberately small budget (``params.keep_truncated``: kept, tagged ``truncated``)."""
     _check(ctx)
+    length_retries = None if ctx.params.get("keep_truncated") else 1
     kind = parser.get("kind", "text")
     options = {k: v for k, v in parser.items() if k != "kind"}
     usage = attempt.usage
@@ -202,18 +205,22 @@ def _call(ctx: Context, attempt: Attempt, messages: list[dict[str, str]],
         from workers.generation import local  # lazy: torch
 
         try:
-            return local.chat_parsed(ctx.provider.model, messages, kind, parser_options=options,
-                                     params=params, usage=usage, check=check, length_retries=1,
-                                     lang=lang,
-                                     should_stop=lambda: ctx.lease.should_stop(max_age=0.5))
+            res = local.chat_parsed(ctx.provider.model, messages, kind, parser_options=options,
+                                    params=params, usage=usage, check=check,
+                                    length_retries=length_retries, lang=lang,
+                                    should_stop=lambda: ctx.lease.should_stop(max_age=0.5))
         except local.Stopped as exc:
             raise kit.LeaseLost(f"generation job {ctx.job_id}") from exc
+        attempt.truncated |= res.result.finish_reason == "length"
+        return res
     before = usage.prompt_tokens + usage.completion_tokens
     try:
-        return llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages,
-                               kind, parser_options=options, params=params, limiter=ctx.limiter,
-                               max_repairs=2, lang=lang, usage=usage, check=check,
-                               length_retries=1)
+        res = llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages,
+                              kind, parser_options=options, params=params, limiter=ctx.limiter,
+                              max_repairs=2, lang=lang, usage=usage, check=check,
+                              length_retries=length_retries)
+        attempt.truncated |= res.result.finish_reason == "length"
+        return res
     finally:
         rate = getattr(ctx.limiter, "rate", None)
         if rate is not None:
@@ -389,8 +396,8 @@ def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None
             if convs:
                 ids = list(db.scalars(insert(Sample).returning(Sample.id,
                                                                 sort_by_parameter_order=True),
-                                      [_sample_row(ctx, key, i, chunk, columns, reasoning, usage,
-                                                   pair)
+                                      [_sample_row(ctx, key, i, chunk, columns, reasoning,
+                                                   attempt, pair)
                                        for i, (columns, reasoning) in enumerate(convs)]))
                 db.execute(insert(SampleRevision), [
                     {"sample_id": sid, "version": 1, "action": "create",
@@ -418,10 +425,10 @@ def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
                 columns: dict[str, Any], reasoning: str | None,
-                usage: llm.Usage, pair: dict[str, Any] | None = None) -> dict[str, Any]:
+                attempt: Attempt, pair: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row for a Core INSERT (which the ORM backstop does not see): ``columns`` come from
     ``store.message_columns``, so the row passed the gate and has its hash and search text."""
-    provider, template = ctx.provider, ctx.template
+    provider, template, usage = ctx.provider, ctx.template, attempt.usage
     row = {
         "project_id": ctx.project_id, **columns, "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
         "chunk_id": chunk.id if chunk else None,
@@ -434,7 +441,7 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
             "provider_id": provider.id, "model": provider.model,
             "params": ctx.params.get("sampling", {}), "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens}},
-        "tags": [], "scores": {}, "version": 1}
+        "tags": ["truncated"] if attempt.truncated else [], "scores": {}, "version": 1}
     if pair is not None:  # provenance records the genre–audience pair
         row["provenance"]["generation"]["ga_pair"] = pair
     return row

@@ -8,6 +8,7 @@ transactions of its own so readers see it while the import runs.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -38,6 +39,8 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
         fmt, mapping, mode, actor = job.format, job.mapping, job.mode, job.created_by_id
     report: list[dict[str, Any]] = []
     bad = imported = lines = 0
+    size = os.path.getsize(path)
+    lease.update(bytes_total=size, bytes_read=0)  # before this runner holds SQLite's one writer
     with maker() as db:
         # SQLite has one writer: while this transaction holds it, a progress write from a
         # second session would wait on it until the busy timeout (the count shows at the end)
@@ -66,8 +69,9 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
                         tags=[], scores={}, version=1))
                     if len(pending) >= BATCH:
                         imported += _flush(db, pending, actor)
-                        if progress_visible:
-                            lease.update(lines_read=lines, imported=imported, skipped=bad)
+                        if progress_visible:  # how far the reader got: a bar with an ETA
+                            lease.update(lines_read=lines, imported=imported, skipped=bad,
+                                         bytes_read=min(size, fh.tell()))
                         lease.check()
                 imported += _flush(db, pending, actor)
         except FormatError as exc:
@@ -78,10 +82,10 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
         if mode == "strict" and bad:
             db.rollback()
             lease.finish("rejected", lines_read=lines, imported=0, skipped=bad, report=report,
-                         error=f"{bad} invalid record(s); nothing was imported")
+                         bytes_read=size, error=f"{bad} invalid record(s); nothing was imported")
             return {"status": "rejected", "bad": bad}
         lease.seal(db, status="succeeded", lines_read=lines, imported=imported, skipped=bad,
-                   report=report)
+                   report=report, bytes_read=size)
         db.commit()
     return {"status": "succeeded", "imported": imported, "skipped": bad}
 

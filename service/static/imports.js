@@ -1,0 +1,22 @@
+// Import page: when the import finishes (jobs_live.js), its per-line report and the link to the
+// imported samples appear without a reload. Text only (textContent), never markup.
+const box = document.getElementById("import-job");
+const table = document.querySelector("[data-testid=import-report] tbody");
+
+if (box && table) {
+  box.addEventListener("annotune:job-finished", (e) => {
+    const job = e.detail;
+    document.getElementById("imported-link").hidden = !job.imported;
+    if (!job.report || !job.report.length) return;
+    const rows = job.report.slice(0, 1000).map((r) => {
+      const tr = document.createElement("tr");
+      for (const v of [r.line, r.index, r.code, r.field, r.message]) {
+        const td = document.createElement("td");
+        td.textContent = v === null || v === undefined ? "" : String(v);
+        tr.append(td);
+      }
+      return tr;
+    });
+    table.replaceChildren(...rows);
+  });
+}
