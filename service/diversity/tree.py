@@ -86,6 +86,17 @@ def get_node(db: Session, *, project_id: int, node_id: int) -> DomainNode:
     return node
 
 
+def check_leaf(db: Session, *, project_id: int, leaf_id: Any, field_name: str) -> int:
+    """``leaf_id`` is a leaf of this project's tree (422 naming ``field_name`` otherwise)."""
+    node = db.get(DomainNode, leaf_id) if isinstance(leaf_id, int) else None
+    if node is None or node.project_id != project_id:
+        raise _invalid(field_name, "no such node of this project's domain tree")
+    if db.scalar(select(func.count()).select_from(DomainNode)
+                 .where(DomainNode.parent_id == node.id)):
+        raise _invalid(field_name, "a leaf of the domain tree (this node has children)")
+    return node.id
+
+
 def _depth(db: Session, node: DomainNode | None) -> int:
     """Levels from the root down to ``node`` (a root is level 1; None is level 0)."""
     depth = 0

@@ -16,7 +16,7 @@ from service.auth import audit
 from service.core import egress, jobs, security
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
-from service.diversity import fanout
+from service.diversity import fanout, tree
 from service.diversity.steps import STEP_VARIABLES
 from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
 from service.generation import llm, parsers, prompts
@@ -312,6 +312,9 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
                         samples_per_chunk=samples_per_chunk, status="queued", created_by_id=actor_id)
     db.add(job)
     db.flush()
+    if params.get("domain_leaf_id") is not None:  # every sample of the job covers this leaf
+        tree.check_leaf(db, project_id=project_id, leaf_id=params["domain_leaf_id"],
+                        field_name="body.params.domain_leaf_id")
     keys = _unit_keys(db, project_id, template, chunk_list, samples_per_chunk, params)
     existing = _existing_keys(db, list(keys))
     if not unused_only and existing:

@@ -253,3 +253,31 @@ def test_a_projects_own_template_overrides_the_built_in_step(client, db, project
             "provider_id": prov, "replace": True, "templates": {"domain_tree": judge}})
         assert wrong.status_code == 422
         assert wrong.json()["error"]["details"][0]["field"] == "body.templates.domain_tree"
+
+
+def test_a_generation_job_for_one_leaf_tags_its_samples(client, db, project):
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    make_documents(db, pid, docs=1, chunks=2)
+    client.put(f"{api}/domain-tree", headers=owner.headers,
+               json={"roots": [{"name": "A", "children": ["a1", "a2"]}]})
+    tree = client.get(f"{api}/domain-tree", headers=owner.headers).json()
+    leaves = _leaves(tree)
+    templates = client.get(f"{api}/templates", headers=owner.headers).json()
+    tid = next(t["id"] for t in templates if t["name"] == "keywords.en")
+    with FakeOpenAIServer(responder=responder) as server:
+        prov = make_provider(client, owner, pid, server.url)
+        for bad in (tree["roots"][0]["id"], 987654):  # an inner node, another project's id
+            r = client.post(f"{api}/generation-jobs", headers=owner.headers, json={
+                "template_id": tid, "provider_id": prov, "params": {"domain_leaf_id": bad}})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["details"][0]["field"] == "body.params.domain_leaf_id"
+        job = client.post(f"{api}/generation-jobs", headers=owner.headers, json={
+            "template_id": tid, "provider_id": prov,
+            "params": {"domain_leaf_id": leaves["A › a2"]}}).json()
+    samples = client.get(f"{api}/samples?generation_job_id={job['id']}",
+                         headers=owner.headers).json()["items"]
+    assert len(samples) == 2 and {s["domain_leaf_id"] for s in samples} == {leaves["A › a2"]}
+    cov = {r["path"]: r["samples"] for r in
+           client.get(f"{api}/coverage", headers=owner.headers).json()["leaves"]}
+    assert cov == {"A › a1": 0, "A › a2": 2}

@@ -434,6 +434,7 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
         "chunk_id": chunk.id if chunk else None,
         "document_id": chunk.document_id if chunk else None,
         "generation_job_id": ctx.job_id,
+        "domain_leaf_id": ctx.params.get("domain_leaf_id"),  # a job for one leaf of the tree
         "reasoning": reasoning if provider.keep_reasoning else None,
         "provenance": {"generation": {
             "job_id": ctx.job_id, "unit": key, "template_id": template.id,
