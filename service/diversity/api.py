@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
-from service.diversity import schemas, tree
+from service.core.errors import Invalid
+from service.diversity import dedup, schemas, tree
 from service.diversity import service as diversity_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["diversity"])
@@ -124,6 +125,19 @@ def get_job(job_id: int, access: ProjectViewer, db: SessionDep):
 def cancel_job(job_id: int, access: ProjectLead, db: SessionDep):
     job = diversity_service.get_job(db, project_id=access.project.id, job_id=job_id)
     return diversity_service.cancel_job(db, job)
+
+
+@router.post("/near-duplicates", response_model=schemas.NearDuplicateReport)
+def near_duplicates(body: schemas.NearDuplicateCheck, access: ProjectLead, db: SessionDep):
+    """Near-duplicate questions (MinHash, as the version leakage check) among a generation job's
+    samples, e.g. across a genre–audience fan-out's variants; the later of each pair is tagged."""
+    if body.generation_job_id is None and body.sample_ids is None:
+        raise Invalid("name a generation job or the samples", details=[
+            {"field": "body.generation_job_id", "message": "or body.sample_ids"}])
+    return dedup.near_duplicates(db, project_id=access.project.id,
+                                 generation_job_id=body.generation_job_id,
+                                 sample_ids=body.sample_ids, threshold=body.threshold,
+                                 tag=body.tag, actor_id=access.user.id)
 
 
 @router.get("/ga-pairs", response_model=list[schemas.PairRead])

@@ -142,6 +142,31 @@ class JobRead(JobLifecycleRead):
     created_at: datetime
 
 
+class NearDuplicateCheck(BaseModel):
+    """Which samples to compare: a generation job's (a genre–audience fan-out) or a list."""
+
+    model_config = ConfigDict(extra="forbid")
+    generation_job_id: int | None = None
+    sample_ids: list[int] | None = Field(None, max_length=200_000)
+    threshold: float = Field(0.8, ge=0.5, le=1.0, description="estimated Jaccard similarity")
+    tag: str | None = Field("near-duplicate", min_length=1, max_length=200,
+                            description="tag added to the later sample of each pair (null: "
+                                        "only report)")
+
+
+class NearDuplicatePair(BaseModel):
+    sample_id: int
+    duplicate_of: int
+    similarity: float
+
+
+class NearDuplicateReport(BaseModel):
+    checked: int
+    tagged: int
+    tag: str | None
+    pairs: list[NearDuplicatePair]
+
+
 class PairCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document_id: int

@@ -154,3 +154,35 @@ def test_fan_out_sigkill_mid_job_then_a_new_worker_finishes_without_duplicates(d
     assert len(keys) == len(set(keys)) == 24
     assert db.scalar(select(func.count()).select_from(Sample).where(
         Sample.generation_job_id == job_id)) == 24
+
+
+def test_near_duplicate_questions_across_variants_are_found_and_tagged(client, db, project):
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    questions = ["As a student: what does LoRA train while the pretrained weights stay frozen?",
+                 "As a student, what does LoRA train while the pretrained weights stay frozen",
+                 "How many GPUs does full fine-tuning of a 70B model need, as an engineer?",
+                 "As a STUDENT: what does LoRA train while the pretrained weights stay frozen?"]
+    ids = []
+    for q in questions:
+        s = Sample(project_id=pid, generation_job_id=77, status="pending", version=1,
+                   messages=[{"role": "user", "content": q},
+                             {"role": "assistant", "content": f"answer to {q}"}])
+        db.add(s)
+        db.flush()
+        ids.append(s.id)
+    db.commit()
+    r = client.post(f"{api}/near-duplicates", headers=owner.headers, json={})
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["field"] == "body.generation_job_id"
+    report = client.post(f"{api}/near-duplicates", headers=owner.headers,
+                         json={"generation_job_id": 77, "tag": None}).json()
+    assert report["checked"] == 4 and report["tagged"] == 0
+    assert [(p["sample_id"], p["duplicate_of"]) for p in report["pairs"]] == [
+        (ids[1], ids[0]), (ids[3], ids[0])]
+    assert all(p["similarity"] >= 0.8 for p in report["pairs"])
+    report = client.post(f"{api}/near-duplicates", headers=owner.headers,
+                         json={"sample_ids": ids}).json()
+    assert report["tagged"] == 2
+    tagged = client.get(f"{api}/samples?tag=near-duplicate", headers=owner.headers).json()["items"]
+    assert sorted(s["id"] for s in tagged) == [ids[1], ids[3]]
