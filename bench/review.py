@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +60,15 @@ REASONS = ["factually wrong", "off-topic", "not supported by the source"]
 
 # --------------------------------------------------------------------------- database
 
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options every PostgreSQL bench takes: the server (``--pg``) and ``--samples``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pg", default=os.environ.get(
+        "ANNOTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    return ap
+
+
 def _admin_engine(pg_url: str):
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
@@ -66,11 +76,11 @@ def _admin_engine(pg_url: str):
     return create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
-def create_database(pg_url: str) -> str:
+def create_database(pg_url: str, prefix: str = "annotune_bench_review") -> str:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    name = f"annotune_bench_review_{os.getpid()}"
+    name = f"{prefix}_{os.getpid()}"
     engine = _admin_engine(pg_url)
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -89,12 +99,30 @@ def drop_database(pg_url: str, url: str) -> None:
     engine.dispose()
 
 
-def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7) -> dict:
-    """Users, tokens, a project and ``samples`` samples, loaded with COPY."""
+def bench_messages(i: int, rng: random.Random) -> list[dict[str, str]]:
+    """The review bench's conversation ``i`` (English, a few hundred characters)."""
+    return [{"role": "system", "content": "You are a careful assistant."},
+            {"role": "user", "content": f"Question {i}: how does component {i % 997} work?"},
+            {"role": "assistant", "content": f"Component {i % 997} reads the manual section "
+                                             f"{i % 211} and answers in detail. " * 3}]
+
+
+def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7,
+         messages: Callable[[int, random.Random], list[dict[str, str]]] = bench_messages,
+         assigned: float = 0.6) -> dict:
+    """Users, tokens, a project and ``samples`` samples, loaded with COPY.
+
+    ``assigned``: the share of samples assigned round-robin to the annotators.
+    ``messages(i, rng)`` writes sample ``i``'s conversation; its ``content_hash`` and
+    ``search_text`` come from the functions the app's writers use (``service/samples/store.py``).
+    The trigram index on ``search_text`` is dropped for the COPY and built again after it (the
+    statement the migration runs), as a bulk load into an empty table would do.
+    """
     import psycopg
     from sqlalchemy.engine import make_url
 
     from service.core import security
+    from service.samples import search, store
 
     rng = random.Random(seed_value)
     u = make_url(url)
@@ -123,32 +151,37 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7) -> dic
             cur.execute("INSERT INTO api_tokens (user_id, name, prefix, token_hash, scopes, created_at) "
                         "VALUES (%s, 'bench', %s, %s, %s, %s)", (uid, prefix, digest, '["api"]', now))
             tokens[uid] = secret
-        cols = ("project_id, messages, status, version, content_hash, source, provenance, tags, scores, "
-                "assignee_id, reviewed_by_id, created_at, updated_at")
+        cols = ("project_id, messages, status, version, content_hash, search_text, source, provenance, "
+                "tags, scores, assignee_id, reviewed_by_id, created_at, updated_at")
+        conn.commit()
+        cur.execute(f"DROP INDEX IF EXISTS {search.PG_INDEX}")
         start = time.perf_counter()
         with cur.copy(f"COPY samples ({cols}) FROM STDIN") as copy:
             for i in range(samples):
                 r = rng.random()
                 status = ("pending" if r < 0.70 else "accepted" if r < 0.90
                           else "rejected" if r < 0.97 else "needs_changes")
-                assignee = annotator_ids[i % len(annotator_ids)] if rng.random() < 0.6 else None
+                assignee = annotator_ids[i % len(annotator_ids)] if rng.random() < assigned else None
                 reviewer = annotator_ids[rng.randrange(len(annotator_ids))] if status != "pending" else None
-                msgs = [{"role": "system", "content": "You are a careful assistant."},
-                        {"role": "user", "content": f"Question {i}: how does component {i % 997} work?"},
-                        {"role": "assistant", "content": f"Component {i % 997} reads the manual section "
-                                                         f"{i % 211} and answers in detail. " * 3}]
-                raw = orjson.dumps(msgs)
+                msgs = messages(i, rng)
                 tags = ["bench-a"] if i % 50 == 0 else []
-                copy.write_row((project_id, raw.decode(), status, 1, f"{i:064x}", "import", "{}",
+                copy.write_row((project_id, orjson.dumps(msgs).decode(), status, 1,
+                                store.content_hash(msgs), search.search_text(msgs), "import", "{}",
                                 orjson.dumps(tags).decode(),
                                 orjson.dumps({"judge": rng.randint(1, 5)}).decode(),
                                 assignee, reviewer, now, now))
         conn.commit()
         load_s = time.perf_counter() - start
+        t0 = time.perf_counter()
+        cur.execute("SET maintenance_work_mem = '512MB'")
+        cur.execute(search.PG_INDEX_DDL)  # the trigram index, as the migrations build it
+        cur.execute(search.PG_INDEX_STATISTICS)
+        conn.commit()
+        index_s = time.perf_counter() - t0
         cur.execute("ANALYZE")
         conn.commit()
     return {"project_id": project_id, "lead": lead, "annotators": annotator_ids, "tokens": tokens,
-            "load_seconds": load_s}
+            "load_seconds": load_s, "index_seconds": index_s}
 
 
 # --------------------------------------------------------------------------- queries alone
@@ -363,9 +396,7 @@ def report(title: str, stats: Stats, elapsed: float) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pg", default=os.environ.get("ANNOTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
-    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap = arguments(__doc__)
     ap.add_argument("--annotators", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--phase-seconds", type=float, default=60)

@@ -134,6 +134,11 @@ def create_app() -> FastAPI:
 
     app.mount(apidocs.ASSETS_URL, apidocs.assets(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> RedirectResponse:  # browsers ask for it whatever the page declares
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     routers = _routers()
     for router in routers:
         app.include_router(router)

@@ -75,7 +75,8 @@ def test_slow_local_job_one_runner_cancel_within_a_unit_and_imports_not_starved(
         "default_params": {"max_tokens": 600}})
     db.commit()
     job = gs.create_job(db, project_id=pid, template_id=_custom_template(db, pid),
-                        provider_id=prov.id, params={"sampling": {"max_tokens": 600}})
+                        provider_id=prov.id, params={"sampling": {"max_tokens": 600},
+                                                     "keep_truncated": True})  # slow on purpose
     db.info.pop("annotune_pending_tasks", None)  # sent through the real broker below
     db.commit()
     assert job.queue == "gpu" and job.total_units == 20

@@ -50,8 +50,8 @@ def _jsonl(n: int, seed: int) -> bytes:
 
 
 # what the page shows: the bar's value and max (null while indeterminate), and the status text
-SAMPLE = """() => {
-  const el = document.querySelector("[data-job-url]");
+SAMPLE = """(url) => {
+  const el = document.querySelector(`[data-job-url="${url}"]`);
   const bar = el.querySelector("progress");
   return {value: bar.hasAttribute("value") ? bar.value : null, max: bar.max,
           status: el.dataset.status, eta: el.querySelector(".eta").textContent,
@@ -97,25 +97,31 @@ def test_import_build_and_eval_bars_move_and_finish_without_a_reload(
         assert big.status_code == 201 and big.json()["status"] == "queued", big.text
         assert run.status_code == 201 and run.json()["status"] == "queued", run.text
 
+        # each page, and the REST address its bar follows
         pages = {
-            "import": f"/projects/{pid}/imports/{imp.json()['id']}",
-            "build": f"/projects/{pid}/datasets/{ds['id']}/versions/{big.json()['id']}",
-            "eval": f"/projects/{pid}/evaluation/runs/{run.json()['id']}",
+            "import": (f"/projects/{pid}/imports/{imp.json()['id']}",
+                       f"/api/v1/projects/{pid}/imports/{imp.json()['id']}"),
+            "build": (f"/projects/{pid}/datasets/{ds['id']}/versions/{big.json()['id']}",
+                      f"{versions}/{big.json()['id']}"),
+            "versions": (f"/projects/{pid}/datasets/{ds['id']}", f"{versions}/{big.json()['id']}"),
+            "eval": (f"/projects/{pid}/evaluation/runs/{run.json()['id']}",
+                     f"/api/v1/projects/{pid}/eval-runs/{run.json()['id']}"),
         }
         opened = {}
-        for kind, path in pages.items():
+        for kind, (path, _) in pages.items():
             page = login(browser, live_server, owner.email)
             page.goto(path)
             page.evaluate("() => { window.__notReloaded = true; }")
             opened[kind] = page
         seen: dict[str, list[dict]] = {k: [] for k in pages}
-        done_words = {"import": "succeeded", "build": "ready", "eval": "succeeded"}
+        done_words = {"import": "succeeded", "build": "ready", "versions": "ready",
+                      "eval": "succeeded"}
         log = tmp_path / "worker.log"
         with w.running_worker("ingest,generate", concurrency=3, name="progress", log_path=log):
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 for kind, page in opened.items():
-                    seen[kind].append(page.evaluate(SAMPLE))
+                    seen[kind].append(page.evaluate(SAMPLE, pages[kind][1]))
                 if all(seen[k][-1]["status"] == done_words[k] for k in pages):
                     break
                 time.sleep(0.1)
@@ -132,8 +138,11 @@ def test_import_build_and_eval_bars_move_and_finish_without_a_reload(
         assert page.js_errors == [], page.js_errors
     # what the pages show after the finish, still without a reload
     imp_page = opened["import"]
-    assert imp_page.inner_text("[data-job-field=imported]") == str(IMPORT_LINES)
+    assert f"imported {IMPORT_LINES}" in imp_page.inner_text("#import-counts")
     assert imp_page.is_visible("#imported-link")
     assert opened["build"].is_visible("#version-ready")
     assert opened["build"].inner_text("[data-testid=version-status]") == "ready"
     assert opened["eval"].locator("[data-testid=aggregate]").count() == 1
+    row = opened["versions"].locator(f"tr[data-version-id='{big.json()['id']}']")
+    built = client.get(f"{versions}/{big.json()['id']}", headers=h).json()
+    assert row.locator("[data-job-field='counts.train']").inner_text() == str(built["counts"]["train"])

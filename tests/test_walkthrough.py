@@ -122,7 +122,7 @@ def test_the_loop_through_the_cli(live_server, db, factories, tiny_model, tmp_pa
     zh_docs = [d["id"] for d in uploaded["documents"] if d["filename"].startswith("zh-")]
     job = _json(_cli(env, "generate", "--template", "keywords-zh", "--provider",
                      str(provider["id"]), "--documents", ",".join(map(str, zh_docs)),
-                     "--max-tokens", "8", "--json"))
+                     "--max-tokens", "8", "--param", "keep_truncated=true", "--json"))
     assert job["status"] == "succeeded" and job["total_units"] == len(zh_docs)
 
     refs = tmp_path / "references.jsonl"

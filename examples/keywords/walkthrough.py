@@ -210,7 +210,8 @@ def _draft(api: Client, pid: int, provider: dict[str, Any], templates: dict[str,
             continue
         job = api.generate(pid, template_id=templates[lang]["id"], provider_id=provider["id"],
                            document_ids=[doc_of[n] for n in names],
-                           params={"sampling": {"max_tokens": max_tokens}})
+                           params={"sampling": {"max_tokens": max_tokens},
+                                   "keep_truncated": True})  # drafts, corrected by people
         job = api.wait_generation(pid, job["id"])
         samples += api.list_samples(pid, generation_job_id=job["id"])
     return samples

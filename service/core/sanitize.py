@@ -10,7 +10,12 @@ Whatever the route, it refuses with a 422 naming the field:
   query parameter declared as an integer;
 - a JSON string longer than ``MAX_STRING`` characters, an array longer than ``MAX_ITEMS`` or
   nesting deeper than ``MAX_DEPTH`` (backstops; fields document their own tighter
-  ``max_length`` in the schema).
+  ``max_length`` in the schema);
+- a JSON body that only pydantic's lax mode would take: ``0`` or ``"yes"`` for a boolean,
+  ``false`` or ``"7"`` for an integer, a number for a string (``7.0`` is an integer, as in JSON
+  Schema). The body is what the OpenAPI
+  document says, JSON types included (the route's body model validated in strict mode; what
+  lax validation refuses too is left to FastAPI's own 422).
 
 Document text extracted by the parsers is not input of this kind: it is stripped of NULs there
 with a warning (``strip_text``). The size of a whole body is capped earlier, while it streams
@@ -23,6 +28,7 @@ import re
 from typing import Any, get_args
 
 from fastapi import Request
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from service.core.errors import Invalid
@@ -135,6 +141,44 @@ def _check_params(request: Request) -> None:
                     raise _refuse(field, "integer out of range (signed 64 bits)", "int_range")
 
 
+def _body_adapter(request: Request) -> TypeAdapter[Any] | None:
+    """A validator of the route's JSON body model (None: the route takes no body), built once
+    per route and kept on it."""
+    route = request.scope.get("route")
+    body_field = getattr(route, "body_field", None)
+    if body_field is None:
+        return None
+    adapter: TypeAdapter[Any] | None = getattr(route, "_strict_body", None)
+    if adapter is None:
+        adapter = TypeAdapter(body_field.field_info.annotation)
+        route._strict_body = adapter  # type: ignore[union-attr]
+    return adapter
+
+
+def _check_strict(request: Request, raw: bytes) -> None:
+    """Refuse a body that validates only in lax mode, naming the first such field."""
+    adapter = _body_adapter(request)
+    if adapter is None:
+        return
+    try:
+        adapter.validate_json(raw, strict=True)
+        return
+    except ValidationError as exc:
+        strict_errors = exc.errors()
+    # JSON Schema's integer is any number with no fraction: 3.0 is one
+    strict_errors = [e for e in strict_errors if not (
+        e["type"] == "int_type" and isinstance(e.get("input"), float) and e["input"].is_integer())]
+    if not strict_errors:
+        return
+    try:
+        adapter.validate_json(raw)
+    except ValidationError:
+        return  # invalid in any mode: FastAPI's own 422 names the fields
+    first = strict_errors[0]
+    field = ".".join(["body", *(str(part) for part in first["loc"])])
+    raise _refuse(field, first["msg"], first["type"])
+
+
 async def check_request(request: Request) -> None:
     """App-wide dependency: refuse what no route can store (see the module docstring)."""
     _check_params(request)
@@ -146,6 +190,8 @@ async def check_request(request: Request) -> None:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json") or ctype.endswith("+json"):
         raw = await request.body()  # already read (and size-capped) for routes with a body
+        if raw:
+            _check_strict(request, raw)
         if not raw or (len(raw) <= _WALK_ABOVE and not _SUSPECT.search(raw)):
             return
         try:

@@ -82,11 +82,12 @@ def _read_pdf(
     if garbled:
         metadata["garbled_pages"] = garbled
     scans.report(metadata)
+    text = "".join(parts)
     return ParsedDocument(
-        text="".join(parts),
+        text=text,
         format="pdf",
         pages=pages,
-        headings=source.headings(pages),
+        headings=pdf.place_headings(text, pages, source.outline()),
         metadata=metadata,
     )
 
@@ -122,8 +123,8 @@ class _PypdfSource:
     def metadata(self) -> dict[str, Any]:
         return _pdf_metadata(self.reader)
 
-    def headings(self, pages: list[tuple[int, int, int]]) -> list[tuple[int, str, int]]:
-        return _pdf_outline_headings(self.reader, pages)
+    def outline(self) -> list[tuple[int, str, int]]:
+        return _pdf_outline(self.reader)
 
     def close(self) -> None:
         pass
@@ -158,16 +159,9 @@ class _PdfiumSource:
         with ocr.PDFIUM_LOCK:
             return dict(self.doc.metadata())
 
-    def headings(self, pages: list[tuple[int, int, int]]) -> list[tuple[int, str, int]]:
+    def outline(self) -> list[tuple[int, str, int]]:
         with ocr.PDFIUM_LOCK:
-            outline = list(self.doc.outline())
-        headings = [
-            (min(level, 6), title, pages[index][1])
-            for level, title, index in outline
-            if 0 <= index < len(pages)
-        ]
-        headings.sort(key=lambda h: h[2])
-        return headings
+            return list(self.doc.outline())
 
     def close(self) -> None:
         with ocr.PDFIUM_LOCK:
@@ -414,21 +408,18 @@ def _pdf_metadata(reader: Any) -> dict[str, Any]:
     return metadata
 
 
-def _pdf_outline_headings(
-    reader: Any, pages: list[tuple[int, int, int]]
-) -> list[tuple[int, str, int]]:
-    """Bookmarks as headings; the offset is the start of the page they point to."""
-    headings: list[tuple[int, str, int]] = []
+def _pdf_outline(reader: Any) -> list[tuple[int, str, int]]:
+    """``(level, title, page_index)`` of each bookmark that points to a page, in outline order."""
+    outline: list[tuple[int, str, int]] = []
     try:
         for level, item in _walk_outline(reader.outline, 1):
             page_index = reader.get_destination_page_number(item)
             title = " ".join(str(item.title or "").split())
-            if title and page_index is not None and 0 <= page_index < len(pages):
-                headings.append((min(level, 6), title, pages[page_index][1]))
+            if title and page_index is not None:
+                outline.append((level, title, page_index))
     except Exception:  # noqa: BLE001 - bookmarks are optional; damaged outlines are common
         return []
-    headings.sort(key=lambda h: h[2])
-    return headings
+    return outline
 
 
 def _walk_outline(items: Iterable[Any], level: int) -> Iterator[tuple[int, Any]]:

@@ -404,6 +404,7 @@ def drop_toc(pages: list[str], report: Cleanup) -> list[str]:
 _CJK_CHARS = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _HAS_CJK = re.compile(f"[{_CJK_CHARS}]")
 _WIDE = re.compile(f"[{_CJK_CHARS}]")
+_IDEOGRAPH = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def join_cjk_wraps(page: str) -> str:
@@ -412,23 +413,105 @@ def join_cjk_wraps(page: str) -> str:
         return page
     lines = page.split("\n")
     widths = [len(line) + len(_WIDE.findall(line)) for line in lines]
-    full = 0.85 * max(widths)
+    # the width of a full line of body text: a high quantile, not the maximum, which one long
+    # URL or code line sets far beyond the text column (then no wrap would ever be joined)
+    filled = sorted(w for w in widths if w)
+    if not filled:
+        return page
+    full = 0.85 * filled[min(len(filled) - 1, int(0.8 * len(filled)))]
     out = [lines[0]]
     for i in range(1, len(lines)):
-        if widths[i - 1] >= full and _joins(lines[i - 1], lines[i]):
-            out[-1] += lines[i]
-        else:
+        glue = _wrap_glue(lines[i - 1], lines[i]) if widths[i - 1] >= full else None
+        if glue is None:
             out.append(lines[i])
+        else:
+            out[-1] += glue + lines[i]
     return "\n".join(out)
 
 
-def _joins(previous: str, line: str) -> bool:
-    return (
-        bool(previous)
-        and bool(line)
-        and _WIDE.match(previous[-1]) is not None
-        and _WIDE.match(line[0]) is not None
-    )
+def _wrap_glue(previous: str, line: str) -> str | None:
+    """How a wrapped full line joins the next: nothing between two CJK characters, a space
+    between a CJK character and a Latin letter or digit (as the text sets them inside a line);
+    ``None`` where the break is not a wrap this can tell (list bullets, punctuation)."""
+    if not previous or not line:
+        return None
+    left, right = _WIDE.match(previous[-1]) is not None, _WIDE.match(line[0]) is not None
+    if left and right:
+        return ""
+    # a Latin word wrapped after an ideograph (never after CJK punctuation: "。" then "1.3 …"
+    # is a sentence's end before a numbered heading)
+    if (_IDEOGRAPH.match(previous[-1]) and line[0].isascii() and line[0].isalnum()) or (
+            _IDEOGRAPH.match(line[0]) and previous[-1].isascii() and previous[-1].isalnum()):
+        return " "
+    return None
+
+
+# --------------------------------------------------------------------------- headings
+
+# what a bookmark's title and its line in the text may differ by: spacing, the dots and dashes
+# of section numbers ("1.3." against "1.3"), full-width punctuation
+_SQUEEZE = re.compile(r"[\s.\-_:·．。：、–—]+")
+_TITLE_LEAD = 16  # a heading line may start with its section number before the title
+
+
+def place_headings(text: str, pages: list[tuple[int, int, int]],
+                   outline: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+    """Bookmarks ``(level, title, page_index)`` -> headings ``(level, title, offset)``.
+
+    The offset is where the title's line starts on the page the bookmark points to, searched
+    in outline order after the previous heading found on that page, so two sections that start
+    on one page each begin at their own line; a title the page does not show (a bookmark to a
+    figure, a retitled entry) keeps the page's start.
+    """
+    headings: list[tuple[int, str, int]] = []
+    squeezed: dict[int, tuple[str, list[int]]] = {}
+    after: dict[int, int] = {}
+    for level, title, index in outline:
+        if not 0 <= index < len(pages):
+            continue
+        start = pages[index][1]
+        if index not in squeezed:
+            squeezed[index] = _squeeze(text, start, pages[index][2])
+        offset = _find_title(text, squeezed[index], title, after.get(index, 0))
+        if offset is None:
+            offset = start
+        else:
+            after[index] = offset[1]
+            offset = offset[0]
+        headings.append((min(level, 6), title, offset))
+    headings.sort(key=lambda h: h[2])  # stable: unplaced titles keep their outline order
+    return headings
+
+
+def _squeeze(text: str, start: int, end: int) -> tuple[str, list[int]]:
+    """``text[start:end]`` without spacing and number punctuation, and each kept char's offset."""
+    kept: list[str] = []
+    offsets: list[int] = []
+    position = start
+    for match in _SQUEEZE.finditer(text, start, end):
+        kept.append(text[position:match.start()])
+        offsets.extend(range(position, match.start()))
+        position = match.end()
+    kept.append(text[position:end])
+    offsets.extend(range(position, end))
+    return "".join(kept).casefold(), offsets
+
+
+def _find_title(text: str, page: tuple[str, list[int]], title: str,
+                after: int) -> tuple[int, int] | None:
+    """(line start, search position for the next title) of ``title`` at the head of a line."""
+    squeezed, offsets = page
+    needle = _SQUEEZE.sub("", title).casefold()
+    if len(needle) < 2:
+        return None
+    found = squeezed.find(needle, after)
+    while found >= 0:
+        at = offsets[found]
+        line_start = text.rfind("\n", 0, at) + 1
+        if at - line_start <= _TITLE_LEAD:
+            return max(line_start, offsets[0]), found + len(needle)
+        found = squeezed.find(needle, found + 1)
+    return None
 
 
 # --------------------------------------------------------------------------- the pipeline

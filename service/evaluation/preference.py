@@ -155,17 +155,9 @@ def create_run(db: Session, *, project_id: int, preference_version_id: int, kind
         opts.setdefault("beta", float((job.hyperparameters or {}).get("beta", 0.1)) if job else 0.1)
         judge_provider_id = None
     else:
-        from service.generation import service as generation_service
+        from service.preferences import service as preferences_service
 
-        if judge_provider_id is None:
-            raise _invalid("body.judge_provider_id", "win_rate needs a judge provider")
-        try:
-            judge = generation_service.get_provider(db, project_id=project_id,
-                                                    provider_id=judge_provider_id)
-        except NotFound as exc:
-            raise _invalid("body.judge_provider_id", "provider not found in this project") from exc
-        if judge.kind == "local":
-            raise _invalid("body.judge_provider_id", "the judge is an OpenAI-compatible endpoint")
+        preferences_service.judge_provider(db, project_id=project_id, provider_id=judge_provider_id)
     local = any(is_local(m) for m in resolved.values())
     run = PreferenceEvalRun(project_id=project_id, preference_version_id=version.id, split=split,
                             name=(name or "").strip()[:200], kind=kind, models=resolved,

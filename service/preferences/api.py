@@ -117,6 +117,16 @@ def create_generation_job(body: schemas.GenerationCreate, access: ProjectLead, d
         item_ids=body.item_ids, actor_id=access.user.id)
 
 
+@router.post("/preference-items/prerank", response_model=schemas.GenerationRead,
+             status_code=status.HTTP_201_CREATED)
+def prerank_items(body: schemas.PrerankCreate, access: ProjectLead, db: SessionDep):
+    """A job in which an LLM judge pre-ranks each item's pair (``item.judge``); follow it at
+    ``/preference-generation-jobs/{id}``."""
+    return preferences_service.create_prerank_job(
+        db, project_id=access.project.id, judge_provider_id=body.judge_provider_id,
+        item_ids=body.item_ids, params=body.params, actor_id=access.user.id)
+
+
 @router.get("/preference-generation-jobs/{job_id}", response_model=schemas.GenerationRead,
             responses=NOT_FOUND)
 def get_generation_job(job_id: int, access: ProjectViewer, db: SessionDep):

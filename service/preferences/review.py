@@ -172,14 +172,14 @@ def _take_lease(db: Session, *, item: PreferenceItem, user_id: int, now: Any,
     """Lease ``item`` to ``user_id`` unless someone else holds a live lease on it, and drop the
     user's other leases in the project."""
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
-                                          user_id=user_id, expires_at=now + ttl)
-    stmt = stmt.on_conflict_do_update(
+    values = insert(PreferenceLease).values(item_id=item.id, project_id=item.project_id,
+                                            user_id=user_id, expires_at=now + ttl)
+    upsert = values.on_conflict_do_update(
         index_elements=[PreferenceLease.item_id],
-        set_={"user_id": stmt.excluded.user_id, "expires_at": stmt.excluded.expires_at},
+        set_={"user_id": values.excluded.user_id, "expires_at": values.excluded.expires_at},
         where=(PreferenceLease.expires_at <= now) | (PreferenceLease.user_id == user_id),
     ).returning(PreferenceLease.item_id)
-    if db.execute(stmt).first() is None:
+    if db.execute(upsert).first() is None:
         return False
     db.execute(delete(PreferenceLease).where(PreferenceLease.user_id == user_id,
                                              PreferenceLease.project_id == item.project_id,
@@ -222,7 +222,20 @@ def agreement(db: Session, *, project_id: int) -> dict[str, Any]:
         PreferenceItem.status == ItemStatus.disputed.value)) or 0
     return {"items_with_overlap": len(overlapped),
             "kappa": _round(review_agreement.cohen_kappa(first_a, first_b)),
-            "pairs": pairs, "disputed": int(n_disputed)}
+            "pairs": pairs, "disputed": int(n_disputed), **judge_agreement(db, project_id)}
+
+
+def judge_agreement(db: Session, project_id: int) -> dict[str, Any]:
+    """How often an LLM judge's pre-ranking picked the answer people preferred, over the
+    resolved pairs the judge ranked (a judge's tie counts as a miss)."""
+    rows = db.execute(select(PreferenceItem.chosen_id, PreferenceItem.judge).where(
+        PreferenceItem.project_id == project_id, PreferenceItem.judge.is_not(None),
+        PreferenceItem.status.in_((ItemStatus.decided.value, ItemStatus.adjudicated.value)),
+        PreferenceItem.outcome == Outcome.preferred.value)).all()
+    ranked = [(chosen, judge) for chosen, judge in rows if isinstance(judge, dict)]
+    hits = sum(1 for chosen, judge in ranked if judge.get("chosen_id") == chosen)
+    return {"judge_items": len(ranked),
+            "judge_agreement": _round(hits / len(ranked)) if ranked else None}
 
 
 def _round(x: float | None) -> float | None:

@@ -93,6 +93,9 @@ class ItemRead(BaseModel):
     chosen_id: int | None
     rejected_id: int | None
     chosen_text: str | None
+    judge: dict[str, Any] | None = Field(None, description=(
+        "an LLM judge's pre-ranking of the pair shown: chosen_id/rejected_id (null: a tie or "
+        "the two orders disagreed), score of the first shown, verdicts in both orders"))
     created_at: datetime
     candidates: list[CandidateRead] = []
 
@@ -131,6 +134,9 @@ class AgreementRead(BaseModel):
     kappa: float | None
     pairs: list[AgreementPair]
     disputed: int
+    judge_items: int = Field(0, description="resolved pairs an LLM judge pre-ranked")
+    judge_agreement: float | None = Field(None, description=(
+        "share of those where the judge picked the answer people preferred"))
 
 
 class GenerationSource(BaseModel):
@@ -148,6 +154,16 @@ class GenerationCreate(BaseModel):
     sources: list[GenerationSource] = Field(min_length=2, max_length=4)
     item_ids: list[int] | None = Field(None, max_length=20_000,
                                        description="default: every item missing a candidate")
+
+
+class PrerankCreate(BaseModel):
+    """Have a judge provider pre-rank the pairs (both orders, so position bias cancels)."""
+
+    model_config = ConfigDict(extra="forbid")
+    judge_provider_id: int = Field(ge=1, le=2**63 - 1)
+    item_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        None, max_length=20_000, description="default: every item with two candidates")
+    params: dict[str, Any] = Field(default_factory=dict, description="sent with every request")
 
 
 class GenerationRead(JobLifecycleRead):

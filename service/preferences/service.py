@@ -1,5 +1,6 @@
 """Comparison items and their candidates: create, import, from SFT samples, list; and the jobs
-that draft missing candidates (the runner is ``workers/preferences/runner.py``)."""
+that draft missing candidates or have an LLM judge pre-rank the pairs (the runner is
+``workers/preferences/runner.py``)."""
 from __future__ import annotations
 
 import hashlib
@@ -197,7 +198,7 @@ def display_order(item_id: int, candidates: Sequence[PreferenceCandidate]) -> li
 def item_read(db: Session, item: PreferenceItem) -> dict[str, Any]:
     data = {c: getattr(item, c) for c in ("id", "project_id", "prompt", "chunk_id", "document_id",
                                           "sample_id", "source", "status", "outcome", "chosen_id",
-                                          "rejected_id", "chosen_text", "created_at")}
+                                          "rejected_id", "chosen_text", "judge", "created_at")}
     data["candidates"] = candidates_of(db, item.id)
     return data
 
@@ -231,11 +232,7 @@ def create_generation_job(db: Session, *, project_id: int, sources: Sequence[dic
                          "kind": provider.kind, "params": dict(src.get("params") or {})})
     have = (select(PreferenceCandidate.item_id).group_by(PreferenceCandidate.item_id)
             .having(func.count() >= len(resolved)))
-    stmt = select(PreferenceItem.id).where(PreferenceItem.project_id == project_id,
-                                           PreferenceItem.id.not_in(have))
-    if item_ids:
-        stmt = stmt.where(PreferenceItem.id.in_(list(item_ids)))
-    ids = [int(i) for i in db.scalars(stmt.order_by(PreferenceItem.id))]
+    ids = _chosen_ids(db, project_id, PreferenceItem.id.not_in(have), item_ids)
     if not ids:
         raise _invalid("body.item_ids", "no item is missing a candidate")
     heavy = any(generation_service.heavy_queue(generation_service.get_provider(
@@ -254,3 +251,53 @@ def get_generation_job(db: Session, *, project_id: int, job_id: int) -> Preferen
     if job is None or job.project_id != project_id:
         raise NotFound("generation job not found", code="job_not_found")
     return job
+
+
+def create_prerank_job(db: Session, *, project_id: int, judge_provider_id: int,
+                       item_ids: Sequence[int] | None, params: dict[str, Any] | None,
+                       actor_id: int | None) -> PreferenceGenerationJob:
+    """A job in which an LLM judge pre-ranks the pair each chosen item shows its reviewers (the
+    first two candidates in display order), in both orders (``service.preferences.judge``),
+    into ``item.judge``. Items the same judge ranked already are left as they are. It is a
+    ``PreferenceGenerationJob`` whose one source has ``role: judge``; the same runner, queue,
+    lease and counters as candidate drafting."""
+    provider = judge_provider(db, project_id=project_id, provider_id=judge_provider_id)
+    ready = (select(PreferenceCandidate.item_id).group_by(PreferenceCandidate.item_id)
+             .having(func.count() >= 2))
+    ids = _chosen_ids(db, project_id, PreferenceItem.id.in_(ready), item_ids)
+    if not ids:
+        raise _invalid("body.item_ids", "no item with two candidates to rank")
+    job = PreferenceGenerationJob(
+        project_id=project_id, item_ids=ids, total_items=len(ids), status="queued",
+        created_by_id=actor_id, sources=[{"role": "judge", "provider_id": provider.id,
+                                          "model": provider.model, "kind": provider.kind,
+                                          "params": dict(params or {})}])
+    db.add(job)
+    db.flush()
+    jobs.enqueue(db, GENERATE, job)
+    return job
+
+
+def _chosen_ids(db: Session, project_id: int, condition: Any,
+                item_ids: Sequence[int] | None) -> list[int]:
+    """The project's items meeting ``condition``, among ``item_ids`` when given, in id order."""
+    stmt = select(PreferenceItem.id).where(PreferenceItem.project_id == project_id, condition)
+    if item_ids:
+        stmt = stmt.where(PreferenceItem.id.in_(list(item_ids)))
+    return [int(i) for i in db.scalars(stmt.order_by(PreferenceItem.id))]
+
+
+def judge_provider(db: Session, *, project_id: int, provider_id: int | None,
+                   field: str = "body.judge_provider_id") -> Any:
+    """The project's provider to judge with: an OpenAI-compatible endpoint (422 naming
+    ``field`` otherwise)."""
+    if provider_id is None:
+        raise _invalid(field, "a judge provider is required")
+    try:
+        provider = generation_service.get_provider(db, project_id=project_id,
+                                                   provider_id=provider_id)
+    except NotFound as exc:
+        raise _invalid(field, "provider not found in this project") from exc
+    if provider.kind == "local":
+        raise _invalid(field, "the judge is an OpenAI-compatible endpoint")
+    return provider

@@ -3,7 +3,7 @@ bulk changes, history, imports and token statistics. Services flush; callers com
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -130,6 +130,16 @@ def _stale(db: Session, sample_id: int) -> Conflict:
                     code="version_conflict", extra={"current": sample_to_dict(current)})
 
 
+def _changes_nothing(sample: Sample, values: dict[str, Any]) -> bool:
+    """Whether an edit's ``values`` leave ``sample`` as it is (messages in canonical form)."""
+    if "messages" in values and (values["content_hash"] != sample.content_hash
+                                 or values["messages"] != sample.messages):
+        return False
+    if "tags" in values and values["tags"] != sorted(set(sample.tags or [])):
+        return False
+    return "reasoning" not in values or (values["reasoning"] or None) == (sample.reasoning or None)
+
+
 def update_sample(db: Session, *, project_id: int, sample_id: int, expected_version: int,
                   actor_id: int | None, messages: Any = None, tags: list[str] | None = None,
                   reasoning: str | None = None, status: str | None = None,
@@ -137,7 +147,8 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
     """Apply an edit only if the sample is still at ``expected_version`` (else 409 + current).
 
     The compare-and-set is one UPDATE ... WHERE version = :expected, so of two concurrent
-    writers exactly one wins, whatever the isolation level.
+    writers exactly one wins, whatever the isolation level. An edit (no ``status``) that changes
+    nothing writes nothing: no revision, the same version, the sample as it is.
     """
     sample = get_sample(db, project_id=project_id, sample_id=sample_id)
     before_msgs, before_status = sample.messages, sample.status
@@ -153,6 +164,12 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
         values["reject_reason"] = reject_reason if status == "rejected" else None
         if status != "pending":
             values.update(reviewed_by_id=actor_id, reviewed_at=utcnow())
+    elif _changes_nothing(sample, values):
+        # the messages it already has (in any key order), the same tags or reasoning: nothing
+        # to write, no revision, the same version; from a stale version still a conflict
+        if sample.version != expected_version:
+            raise _stale(db, sample_id)
+        return sample
     result = db.execute(
         update(Sample).where(Sample.id == sample_id, Sample.version == expected_version)
         .values(**values).execution_options(synchronize_session=False)
@@ -266,10 +283,11 @@ def check_sort(sort: str | None, field_name: str = "query.sort") -> str:
     return sort
 
 
-def sort_order(sort: str) -> list[Any]:
-    """ORDER BY for ``sort``: the key, then id in the same direction (a total, stable order)."""
+def sort_order(sort: str, entity: Any = Sample) -> list[Any]:
+    """ORDER BY for ``sort``: the key, then id in the same direction (a total, stable order);
+    ``entity``: samples or an alias of it."""
     name, desc = SORTS[sort]
-    cols = [getattr(Sample, name)] if name == "id" else [getattr(Sample, name), Sample.id]
+    cols = [getattr(entity, name)] if name == "id" else [getattr(entity, name), entity.id]
     return [c.desc() for c in cols] if desc else [c.asc() for c in cols]
 
 
@@ -316,11 +334,13 @@ def list_samples(db: Session, *, project_id: int, flt: SampleFilter, limit: int,
                  sort: str | None = None) -> tuple[list[Sample], str | None]:
     """One keyset page in ``sort`` order (``descending`` is the old spelling of ``-id``)."""
     sort = check_sort(sort) if sort else ("-id" if descending else DEFAULT_SORT)
-    stmt = select(Sample).where(and_(*flt.clauses(db, project_id)))
-    if cursor:
-        stmt = stmt.where(_after(sort, cursor))
-    stmt = stmt.order_by(*sort_order(sort)).limit(limit + 1)
-    rows = list(db.scalars(stmt))
+    after = [_after(sort, cursor)] if cursor else []
+    if flt.q and search.fold(flt.q) and db.get_bind().dialect.name == "postgresql":
+        rows = search.pg_page(db, where=[*replace(flt, q=None).clauses(db, project_id), *after],
+                              query=flt.q, order=lambda e: sort_order(sort, e), limit=limit + 1)
+    else:
+        stmt = select(Sample).where(and_(*flt.clauses(db, project_id), *after))
+        rows = list(db.scalars(stmt.order_by(*sort_order(sort)).limit(limit + 1)))
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]

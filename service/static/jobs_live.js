@@ -1,9 +1,10 @@
 // Live job progress on any page, without a reload: every [data-job-url] element (rendered by the
 // job_progress macro, templates/pages/_progress.html) polls its job's REST shape while the job is
 // not finished, fills its <progress> and ETA (progress.js) from the job's own counters, and the
-// text of the [data-job-field] elements beside it (status, counters; data-job-hide-empty: hidden
+// text of the [data-job-field] elements beside it (status, counters, "counts.train"; data-job-hide-empty: hidden
 // while empty). A job kind without a
-// done/total (a document's parse) shows an indeterminate bar while it moves.
+// done/total (a document's parse) shows an indeterminate bar while it moves. Each poll fires
+// "annotune:job-progress" on the element, the last one "annotune:job-finished" too (detail: the job).
 import {show} from "./progress.js";
 
 const PERIOD_MS = 1500;
@@ -16,7 +17,7 @@ const KINDS = {
   export: {finished: ["ready", "failed", "cancelled"], counts: (j) => [j.progress, 100]},
   training: {finished: ["succeeded", "failed", "cancelled"], counts: (j) => [j.step, j.total_steps]},
   eval: {finished: ["succeeded", "failed", "cancelled"], counts: (j) => [j.done + j.failed, j.total]},
-  parse: {finished: ["parsed", "failed"], counts: () => [null, null]},
+  parse: {queued: "uploaded", finished: ["parsed", "failed"], counts: () => [null, null]},
 };
 
 const kindOf = (el) => KINDS[el.dataset.jobKind];
@@ -30,22 +31,27 @@ export function paint(el, job, initial = false) {
   el.dataset.status = job.status;
   if (job.started_at) el.dataset.started = job.started_at;
   const bar = el.querySelector("progress");
-  if (total) {
+  if (total && (over || done > 0)) {
     // a finished job shows where it got to; one that succeeded is full
     const ok = over && !["failed", "cancelled", "rejected"].includes(job.status);
     show(el, {done: ok ? total : done || 0, total, startedAt: el.dataset.started, finished: over});
   } else if (bar) {
-    if (over) { bar.max = 1; bar.value = job.status === "failed" ? 0 : 1; } else bar.removeAttribute("value");
+    // nothing counted yet: empty while queued (with the reason it waits), indeterminate while
+    // it starts (or where the kind counts nothing, or SQLite shows the count only at the end)
+    if (over) { bar.max = 1; bar.value = job.status === "failed" ? 0 : 1; }
+    else if (job.status === (kind.queued || "queued")) { bar.max = 1; bar.value = 0; }
+    else bar.removeAttribute("value");
     const eta = el.querySelector(".eta");
-    if (eta) eta.textContent = "";
+    if (eta) eta.textContent = !over && job.waiting ? job.waiting : "";
   }
   if (initial) return;  // the page rendered the fields; only the bar is drawn from its numbers
   for (const f of scope(el).querySelectorAll("[data-job-field]")) {
-    const value = job[f.dataset.jobField];
+    const value = f.dataset.jobField.split(".").reduce((o, k) => (o == null ? undefined : o[k]), job);
     if (value === undefined) continue;
     f.textContent = value === null ? "" : String(value);
     if ("jobHideEmpty" in f.dataset) f.hidden = !f.textContent;
   }
+  el.dispatchEvent(new CustomEvent("annotune:job-progress", {bubbles: true, detail: job}));
   if (over) el.dispatchEvent(new CustomEvent("annotune:job-finished", {bubbles: true, detail: job}));
 }
 

@@ -341,3 +341,31 @@ def test_keep_truncated_keeps_a_cut_off_draft_tagged(client, db, project):
     assert job["status"] == "succeeded", job
     [sample] = client.get(f"/api/v1/projects/{pid}/samples", headers=owner.headers).json()["items"]
     assert sample["tags"] == ["truncated"] and sample["messages"][1]["content"] == "kw1;kw2;kw"
+
+
+def test_a_unit_whose_samples_exist_is_closed_as_done_with_its_cost(client, db, project):
+    """A unit that finds its samples already written (an earlier run's) is done, never run
+    again and never a second copy; its attempt's tokens still count."""
+    from service.generation import service as gs
+    from service.samples import service as samples_service
+    from tests.generation.test_engine import _create_job_without_sending
+    from workers.generation import runner
+
+    owner, pid = project
+    make_chunks(db, pid, 1)
+    with FakeOpenAIServer(responder=lambda req: "kw1;kw2") as server:
+        prov = gs.create_provider(db, project_id=pid, data={
+            "name": "p", "base_url": server.url, "model": "m", "max_concurrency": 1})
+        db.commit()
+        job_id = _create_job_without_sending(db, pid, prov.id, "keywords.en")
+        key = db.scalar(select(GenerationUnit.key).where(GenerationUnit.job_id == job_id))
+        earlier = samples_service.create_sample(db, project_id=pid, messages=[
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "kw0"}])
+        earlier.unit_key = f"{key}#0"
+        db.commit()
+        assert runner.run_job(job_id)["status"] == "succeeded"
+        job = client.get(f"/api/v1/projects/{pid}/generation-jobs/{job_id}",
+                         headers=owner.headers).json()
+        [unit] = _assert_accounted(client, owner, pid, job, server)
+    assert unit["status"] == "done" and unit["sample_id"] == earlier.id and unit["requests"] == 1
+    assert db.scalar(select(func.count()).select_from(Sample)) == 1

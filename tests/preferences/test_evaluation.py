@@ -196,3 +196,33 @@ def test_cancel_queued_and_finished(client, db, team, monkeypatch):
                           headers=team.viewer.headers).status_code == 404
     finally:
         w.purge()
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not w.redis_available(), reason="no Redis")
+def test_win_rate_through_a_real_generate_worker(client, db, team, monkeypatch, tmp_path):
+    """No local model: the run goes to the generate queue and a real worker runs it."""
+    import time
+
+    pid = team.project_id
+    vid = held_out_version(client, db, team, n=8)
+    w.purge()
+    w.route_to_worker(monkeypatch, "preferences.evaluate")
+    with FakeOpenAIServer(responder=_answers_and_judge) as server:
+        good, weak, judge = (_provider(client, team, server, m) for m in ("good", "weak", "judge"))
+        with w.running_worker("generate", name="gen-pref-eval", log_path=tmp_path / "w.log"):
+            resp = client.post(_url(pid, "preference-evals"), headers=team.lead.headers, json={
+                "preference_version_id": vid, "kind": "win_rate", "judge_provider_id": judge,
+                "models": {"candidate": {"kind": "provider", "provider_id": weak},
+                           "baseline": {"kind": "provider", "provider_id": good}}})
+            assert resp.status_code == 201 and resp.json()["status"] == "queued", resp.text
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                db.expire_all()
+                run = db.get(PreferenceEvalRun, resp.json()["id"])
+                if run.status in ("succeeded", "failed"):
+                    break
+                time.sleep(0.3)
+    assert run.status == "succeeded", (run.error, (tmp_path / "w.log").read_text()[-3000:])
+    assert run.aggregate["win_rate"] == 0.0 and run.aggregate["losses"] == run.total
+    assert run.worker and run.attempts == 1

@@ -52,7 +52,7 @@ def test_trained_model_drafts_samples_and_is_evaluated(client, db, factories, ti
         "parser": {"kind": "text"}}).json()
     gen = client.post(f"{api}/generation-jobs", headers=h, json={
         "template_id": tpl["id"], "provider_id": provider["id"],
-        "params": {"sampling": {"max_tokens": 8}}}).json()
+        "params": {"sampling": {"max_tokens": 8}, "keep_truncated": True}}).json()
     gen = client.get(f"{api}/generation-jobs/{gen['id']}", headers=h).json()
     assert gen["status"] == "succeeded" and gen["done_units"] == 2, gen
     assert gen["queue"] == "gpu"

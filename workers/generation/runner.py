@@ -418,9 +418,24 @@ def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None
         except IntegrityError:  # the unit's samples exist already: never a second copy
             db.rollback()
             log.warning("unit %s already produced its samples", key)
+            _done_already(ctx, attempt, key)
         except kit.LeaseLost:
             db.rollback()
             raise
+
+
+def _done_already(ctx: Context, attempt: Attempt, key: str) -> None:
+    """The unit's samples exist (written by an earlier run): mark it done with them and this
+    attempt's cost, rather than run it again."""
+    with get_sessionmaker()() as db:
+        first = select(Sample.id).where(Sample.unit_key == f"{key}#0").scalar_subquery()
+        if db.execute(update(GenerationUnit).where(
+                GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running")
+                .values(status="done", error=None, error_code=None, leased_until=None,
+                        sample_id=first, **_added(attempt.usage))).rowcount:
+            ctx.lease.fence(db)
+            db.commit()
+            attempt.recorded = True
 
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,

@@ -1,0 +1,84 @@
+"""Pages of a text search on PostgreSQL (``search.pg_page``): the bounded walk in list order and
+the trigram-index fallback give the same pages, cursor after cursor and in every sort order, as
+the plain filter would, for a term in every sample, one only the newest samples hold, and one no
+sample holds. The walk is shortened (``probe_rows``) so a small project crosses it."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+
+from service.samples import search
+from service.samples import service as samples_service
+
+N = 120
+
+
+def conv(i: int) -> list[dict[str, str]]:
+    late = " 只有新样本提到熔断器模式" if i >= N - 7 else ""
+    return [{"role": "user", "content": f"Question {i} about checksums"},
+            {"role": "assistant", "content": f"Answer {i}: compare the checksum.{late}"}]
+
+
+@pytest.fixture
+def project(db, factories, client):
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("pg_page is the PostgreSQL path")
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "search pages"},
+                      headers=owner.headers).json()["id"]
+    ids = [samples_service.create_sample(db, project_id=pid, messages=conv(i)).id for i in range(N)]
+    db.commit()
+    return owner, pid, ids
+
+
+def _walk(client, owner, pid, q: str, sort: str, limit: int) -> list[int]:
+    seen: list[int] = []
+    params: dict[str, str | int] = {"q": q, "limit": limit, "sort": sort}
+    while True:
+        resp = client.get(f"/api/v1/projects/{pid}/samples", params=params, headers=owner.headers)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert len(body["items"]) <= limit
+        seen += [s["id"] for s in body["items"]]
+        if not body["next_cursor"]:
+            return seen
+        params["cursor"] = body["next_cursor"]
+
+
+@pytest.mark.parametrize("sort", ["id", "-id", "-updated_at", "created_at"])
+def test_pages_match_the_plain_filter(client, db, project, monkeypatch, sort):
+    owner, pid, ids = project
+    monkeypatch.setattr(search, "probe_rows", lambda limit: 3 * limit)
+    calls: list[int] = []
+    real = search.pg_page
+    monkeypatch.setattr(search, "pg_page", lambda db, **kw: calls.append(1) or real(db, **kw))
+    ordered = ids[::-1] if sort.startswith("-") else ids
+    assert _walk(client, owner, pid, "CHECKSUM", sort, 7) == ordered          # every sample
+    assert _walk(client, owner, pid, "熔断器模式", sort, 4) == [i for i in ordered if i in ids[-7:]]
+    assert _walk(client, owner, pid, "no such words", sort, 5) == []
+    assert calls  # the API went through pg_page
+
+
+def test_the_walk_answers_a_common_term_and_the_index_a_rare_one(db, project, monkeypatch):
+    _owner, pid, ids = project
+    monkeypatch.setattr(search, "probe_rows", lambda limit: 3 * limit)
+    statements: list[str] = []
+
+    engine = db.get_bind().engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        flt = samples_service.SampleFilter(q="checksum")
+        rows, _ = samples_service.list_samples(db, project_id=pid, flt=flt, limit=5, cursor=None)
+        assert [r.id for r in rows] == ids[:5]
+        assert not any("MATERIALIZED" in s for s in statements)  # the walk held a full page
+        statements.clear()
+        flt = samples_service.SampleFilter(q="熔断器模式")
+        rows, _ = samples_service.list_samples(db, project_id=pid, flt=flt, limit=5, cursor=None)
+        assert [r.id for r in rows] == ids[-7:-2]
+        assert any("MATERIALIZED" in s for s in statements)  # the index found the rest
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
