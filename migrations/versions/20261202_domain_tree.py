@@ -6,7 +6,7 @@ Both new columns are plain (no foreign key), added with ``ALTER TABLE ... ADD CO
 SQLite a batch rebuild of ``samples`` would drop its text-search triggers.
 
 Revision ID: 0016_domain_tree
-Revises: 0014_pref_leases
+Revises: 0015_search_index
 Create Date: 2026-12-02 02:30:00
 """
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 import service.core.db
 
 revision = "0016_domain_tree"
-down_revision = "0014_pref_leases"
+down_revision = "0015_search_index"
 branch_labels = None
 depends_on = None
 
