@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core.errors import Invalid
+from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
 from service.generation import service as generation_service
 from service.generation.schemas import JobCreate
 from service.models import Chunk, Document, GenerationJob, GenerationUnit, PromptTemplate, Sample
@@ -47,7 +48,9 @@ class JobPlan(BaseModel):
 
 
 def first_stage_templates(templates: list[PromptTemplate]) -> list[PromptTemplate]:
-    return [t for t in templates if t.kind not in SECOND_STAGE_KINDS]
+    """Templates a generation job may start with (not an answer stage, not a diversity step)."""
+    return [t for t in templates
+            if t.kind not in SECOND_STAGE_KINDS and t.kind not in DIVERSITY_KINDS]
 
 
 def provider_stats(db: Session, *, provider_id: int) -> ProviderStats:

@@ -115,3 +115,58 @@ def test_tree_and_pairs_edited_in_the_page(browser, live_server, db, factories):
     got = {(p.genre, p.audience) for p in db.scalars(select(GAPair))}
     assert got == {("exam question", "teacher"), ("troubleshooting", "engineer")}
     assert page.js_errors == []
+
+
+def test_the_generation_form_fans_out_over_chosen_pairs_for_a_leaf(browser, live_server, db,
+                                                                   factories, client):
+    from service.diversity import service as diversity_service
+    from tests.diversity.conftest import make_documents, make_provider
+    from tests.diversity.test_variants import ga_responder
+    from tests.support.openai_server import FakeOpenAIServer
+
+    owner = factories.make_actor(db)
+    pid = client.post("/api/v1/projects", json={"name": "fan"}, headers=owner.headers).json()["id"]
+    make_documents(db, pid, docs=1, chunks=2)
+    doc_id = db.scalar(select(Document.id).where(Document.project_id == pid))
+    pairs = [diversity_service.create_pair(db, project_id=pid, document_id=doc_id, genre=g,
+                                           audience=a).id
+             for g, a in (("exam question", "student"), ("FAQ", "customer"), ("memo", "boss"))]
+    leaf = tree.add_tree(db, project_id=pid, spec=tree.normalize_spec(
+        [{"name": "Fine-tuning", "children": ["LoRA"]}]))[0][0]
+    db.commit()
+    with FakeOpenAIServer(responder=ga_responder) as server:
+        make_provider(client, owner, pid, server.url)
+        page = login(browser, live_server, owner.email)
+        page.goto(f"/projects/{pid}/generation")
+        form = page.locator("#new-job")
+        options = form.locator("[name=template_id] option").all_inner_texts()
+        assert not any("domain_tree" in o or "topic_" in o for o in options)  # diversity steps
+        form.locator("[name=template_id]").select_option(label=next(
+            o for o in options if o.startswith("question_ga.en")))
+        form.locator("[name=n]").fill("1")
+        form.locator("[name=document_ids]").select_option([str(doc_id)])
+        form.locator("[name=ga_pair_ids]").select_option([str(pairs[0]), str(pairs[1])])
+        form.locator("[name=domain_leaf_id]").select_option(str(leaf))
+        page.click("#plan-job")
+        page.wait_for_function("() => document.querySelector('[data-testid=job-plan]')"
+                               ".textContent.includes('4 unit(s)')")
+        page.click("#start-job")
+        page.wait_for_function("() => document.querySelector('#jobs tr[data-job]') !== null")
+        job = _finished_job(db)
+        assert job.total_units == 4 and job.params["ga_pair_ids"] == pairs[:2]
+    samples = db.scalars(select(Sample).where(Sample.generation_job_id == job.id)).all()
+    assert len(samples) == 4 and {s.domain_leaf_id for s in samples} == {leaf}
+    assert {s.provenance["generation"]["ga_pair"]["audience"] for s in samples} == {"student",
+                                                                                   "customer"}
+    assert page.js_errors == []
+
+
+def _finished_job(db):
+    from service.models import GenerationJob
+    from tests.support import worker as w
+
+    def latest():
+        job = db.scalar(select(GenerationJob).order_by(GenerationJob.id.desc()).limit(1))
+        return job if job is not None and job.status == "succeeded" else None
+
+    return w.wait_for(db, latest, 30, "the job to finish")
