@@ -109,3 +109,26 @@ def test_a_resumed_distillation_asks_nothing_twice_and_writes_no_second_copy(cli
         job = client.get(f"{api}/diversity-jobs/{job['id']}", headers=owner.headers).json()
         assert job["status"] == "succeeded" and job["result"]["samples"] == 2, job
         assert not any("sub-topics" in r["json"]["messages"][0]["content"] for r in server.requests)
+
+
+def test_a_cancelled_job_never_runs_and_a_finished_one_cannot_be_cancelled(client, db, project):
+    from service.diversity import service as diversity_service
+
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    with FakeOpenAIServer(responder=responder) as server:
+        prov = make_provider(client, owner, pid, server.url)
+        job = diversity_service.create_job(db, project_id=pid, kind="distill", provider_id=prov,
+                                           params={"topic": TOPIC, "depth": 1, "breadth": 1,
+                                                   "questions_per_leaf": 1}, actor_id=None)
+        db.info.pop("annotune_pending_tasks", None)  # not sent: cancelled while queued
+        db.commit()
+        r = client.post(f"{api}/diversity-jobs/{job.id}/cancel", headers=owner.headers)
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert runner.run_job(job.id) == {"status": "skipped"}
+        assert server.requests == []
+        again = client.post(f"{api}/diversity-jobs/{job.id}/cancel", headers=owner.headers)
+        assert again.status_code == 409
+        listed = client.get(f"{api}/diversity-jobs", headers=owner.headers).json()
+        assert [j["id"] for j in listed] == [job.id]
+    assert db.scalar(select(func.count()).select_from(Sample)) == 0
