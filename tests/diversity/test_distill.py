@@ -30,7 +30,10 @@ def test_distillation_from_a_topic_reaches_reviewed_exported_samples(client, db,
         job = client.get(f"{api}/diversity-jobs/{job.json()['id']}", headers=owner.headers).json()
         # 1 + 2 expansions, 4 leaves x (1 question call + 2 answers)
         assert job["status"] == "succeeded" and job["result"]["samples"] == 8, job
-        assert job["result"]["usage"]["calls"] == 3 + 4 * 3 == len(server.requests)
+        usage = job["result"]["usage"]
+        assert usage["requests"] == 3 + 4 * 3 == len(server.requests)
+        assert usage["prompt_tokens"] == server.stats()["served_prompt_tokens"] > 0
+        assert usage["completion_tokens"] == server.stats()["served_completion_tokens"]
     tree = client.get(f"{api}/domain-tree", headers=owner.headers).json()
     assert [r["name"] for r in tree["roots"]] == [TOPIC] and tree["leaves"] == 4
     leaf_names = [leaf["name"] for child in tree["roots"][0]["children"] for leaf in child["children"]]

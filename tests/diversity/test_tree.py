@@ -43,7 +43,7 @@ def test_tree_built_edited_used_to_tag_filter_bulk_and_freeze(client, db, projec
         assert job.status_code == 202, job.text
         job = client.get(f"{api}/diversity-jobs/{job.json()['id']}", headers=owner.headers).json()
         assert job["status"] == "succeeded", job
-        assert job["result"]["leaves"] == 4 and job["result"]["usage"]["calls"] == 1
+        assert job["result"]["leaves"] == 4 and job["result"]["usage"]["requests"] == 1
         prompt = server.requests[0]["json"]["messages"][0]["content"]
         assert "guide0.md › Chapter 0 › Part 1" in prompt  # the TOC
         assert "LoRA trains low-rank matrices 1-2" in prompt  # a sampled chunk
@@ -177,6 +177,7 @@ def test_a_tree_put_whole_and_bad_model_output_fails_the_job_with_a_reason(clien
                           json={"provider_id": prov, "replace": True}).json()
     job = client.get(f"{api}/diversity-jobs/{job['id']}", headers=owner.headers).json()
     assert job["status"] == "failed" and job["error"], job
+    assert job["result"]["usage"]["requests"] == 3 == len(server.requests)  # 2 repair rounds
     # the old tree is untouched
     assert client.get(f"{api}/domain-tree", headers=owner.headers).json()["leaves"] == 3
 

@@ -61,8 +61,8 @@ class Ctx:
     provider: LLMProvider
     templates: dict[str, PromptTemplate]
     limiter: Any
-    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0,
-                                                           "completion_tokens": 0, "calls": 0})
+    # every request's cost, also of calls that failed (``llm.Usage``), kept in ``result.usage``
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 def run_job(job_id: int) -> dict[str, Any]:
@@ -84,8 +84,15 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
     ctx = Ctx(lease=lease, provider=provider, templates=templates,
               limiter=provider_limiter(provider), **values)
     before = ctx.result.get("usage") or {}
-    ctx.usage = {k: int(before.get(k, 0)) for k in ("prompt_tokens", "completion_tokens", "calls")}
-    return {"tree": _tree, "tag": _tag, "ga": _ga, "distill": _distill}[ctx.kind](ctx)
+    ctx.usage = {k: int(before.get(k, 0)) for k in llm.Usage().columns()}
+    step = {"tree": _tree, "tag": _tag, "ga": _ga, "distill": _distill}[ctx.kind]
+    try:
+        return step(ctx)
+    except (kit.LeaseLost, kit.Cancelled):
+        raise
+    except Exception:  # the job fails (``kit.drive``); what its calls cost still counts
+        ctx.lease.update(result=_result(ctx))
+        raise
 
 
 def _ask(ctx: Ctx, step: str, variables: dict[str, Any]) -> Any:
@@ -97,22 +104,25 @@ def _ask(ctx: Ctx, step: str, variables: dict[str, Any]) -> Any:
     kind = parser.pop("kind", "text")
     messages = [{"role": "user", "content": prompt}]
     sampling = ctx.params.get("sampling") or {}
-    if ctx.provider.kind == "local":
-        from workers.generation import local  # lazy: torch
+    usage = llm.Usage()
+    try:
+        if ctx.provider.kind == "local":
+            from workers.generation import local  # lazy: torch
 
-        try:
-            res = local.chat_parsed(ctx.provider.model, messages, kind, parser_options=parser,
-                                    params=sampling,
-                                    should_stop=lambda: ctx.lease.should_stop(max_age=0.5))
-        except local.Stopped as exc:
-            raise kit.LeaseLost(f"diversity job {ctx.job_id}") from exc
-    else:
-        res = llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages, kind,
-                              parser_options=parser, params=sampling, limiter=ctx.limiter,
-                              max_repairs=2, lang=template.lang)
-    ctx.usage["prompt_tokens"] += res.result.prompt_tokens or 0
-    ctx.usage["completion_tokens"] += res.result.completion_tokens or 0
-    ctx.usage["calls"] += 1
+            try:
+                res = local.chat_parsed(ctx.provider.model, messages, kind, parser_options=parser,
+                                        params=sampling, usage=usage, lang=template.lang,
+                                        should_stop=lambda: ctx.lease.should_stop(max_age=0.5))
+            except local.Stopped as exc:
+                raise kit.LeaseLost(f"diversity job {ctx.job_id}") from exc
+        else:
+            res = llm.chat_parsed(generation_service.provider_settings(ctx.provider), messages,
+                                  kind, parser_options=parser, params=sampling,
+                                  limiter=ctx.limiter, max_repairs=2, lang=template.lang,
+                                  usage=usage)
+    finally:
+        for key, value in usage.columns().items():
+            ctx.usage[key] = ctx.usage.get(key, 0) + value
     return res.value
 
 
