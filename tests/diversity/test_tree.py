@@ -282,3 +282,40 @@ def test_a_generation_job_for_one_leaf_tags_its_samples(client, db, project):
     cov = {r["path"]: r["samples"] for r in
            client.get(f"{api}/coverage", headers=owner.headers).json()["leaves"]}
     assert cov == {"A › a1": 0, "A › a2": 2}
+
+
+def test_tagging_runs_at_the_providers_concurrency_and_reports_what_it_could_not_tag(client, db,
+                                                                                   project):
+    owner, pid = project
+    api = f"/api/v1/projects/{pid}"
+    client.put(f"{api}/domain-tree", headers=owner.headers,
+               json={"roots": [{"name": "A", "children": ["a1", "a2"]}]})
+    ids = [_sample(client, owner, pid, f"question {i} about a1") for i in range(6)]
+    ids += [_sample(client, owner, pid, "an off-topic question")]
+
+    def judge(request):  # a leaf number out of range for the off-topic one
+        text = request["messages"][-1]["content"]
+        return '{"leaf": 9}' if "off-topic" in text else '{"leaf": 1}'
+
+    with FakeOpenAIServer(responder=judge, latency=0.2) as server:
+        resp = client.post(f"{api}/providers", headers=owner.headers, json={
+            "name": "wide", "base_url": server.url, "model": "m", "max_concurrency": 3})
+        job = client.post(f"{api}/domain-tree/tag", headers=owner.headers,
+                          json={"provider_id": resp.json()["id"]}).json()
+        job = client.get(f"{api}/diversity-jobs/{job['id']}", headers=owner.headers).json()
+        assert server.max_in_flight >= 2
+    assert job["status"] == "succeeded" and job["result"]["tagged"] == 6, job
+    assert job["result"]["failed"] == 1 and "1..2" in job["result"]["errors"][0]
+    db.expire_all()
+    assert db.get(Sample, ids[-1]).domain_leaf_id is None
+    assert {db.get(Sample, i).domain_leaf_id for i in ids[:-1]} == {_leaves(client.get(
+        f"{api}/domain-tree", headers=owner.headers).json())["A › a1"]}
+    # only the untagged one is asked again; when nothing can be tagged the job fails
+    with FakeOpenAIServer(responder=judge) as server:
+        resp = client.post(f"{api}/providers", headers=owner.headers, json={
+            "name": "again", "base_url": server.url, "model": "m"})
+        job = client.post(f"{api}/domain-tree/tag", headers=owner.headers,
+                          json={"provider_id": resp.json()["id"]}).json()
+        job = client.get(f"{api}/diversity-jobs/{job['id']}", headers=owner.headers).json()
+        assert len(server.requests) == 1
+    assert job["status"] == "failed" and "nothing produced" in job["error"], job

@@ -17,6 +17,8 @@ lost its job, or a job cancelled meanwhile, writes nothing.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ from workers import jobs as kit
 log = logging.getLogger(__name__)
 MAX_OUTLINE_LINES = 200
 EXCERPT_CHARS = 500
+PROGRESS_EVERY = 10  # tagged samples between two writes of a tag job's progress
 STEP_ERRORS = (llm.LLMError, parsers.ParseFailure, Invalid, validation.SampleInvalid, KeyError,
                TypeError, ValueError)
 
@@ -63,6 +66,7 @@ class Ctx:
     limiter: Any
     # every request's cost, also of calls that failed (``llm.Usage``), kept in ``result.usage``
     usage: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a tag job's threads
 
 
 def run_job(job_id: int) -> dict[str, Any]:
@@ -121,8 +125,9 @@ def _ask(ctx: Ctx, step: str, variables: dict[str, Any]) -> Any:
                                   limiter=ctx.limiter, max_repairs=2, lang=template.lang,
                                   usage=usage)
     finally:
-        for key, value in usage.columns().items():
-            ctx.usage[key] = ctx.usage.get(key, 0) + value
+        with ctx.lock:
+            for key, value in usage.columns().items():
+                ctx.usage[key] = ctx.usage.get(key, 0) + value
     return res.value
 
 
@@ -202,13 +207,15 @@ def _tag(ctx: Ctx) -> dict[str, Any]:
             stmt = stmt.where(Sample.domain_leaf_id.is_(None))
         ids = list(db.scalars(stmt.order_by(Sample.id)))
     numbered = "\n".join(f"{i}. {path}" for i, (_id, path) in enumerate(leaves, 1))
-    tagged, failed = int(ctx.result.get("tagged", 0)), int(ctx.result.get("failed", 0))
-    errors: list[str] = list(ctx.result.get("errors", []))
-    for sid in ids:
+    state = {"tagged": int(ctx.result.get("tagged", 0)), "failed": int(ctx.result.get("failed", 0)),
+             "errors": list(ctx.result.get("errors", []))}
+    pending = iter(ids)
+
+    def one(sid: int) -> None:
         with get_sessionmaker()() as db:
             messages = db.scalar(select(Sample.messages).where(Sample.id == sid))
         if messages is None:
-            continue
+            return
         try:
             value = _ask(ctx, "domain_tag", {"leaves": numbered, "question": _last(messages, "user"),
                                              "answer": _last(messages, "assistant")})
@@ -216,19 +223,37 @@ def _tag(ctx: Ctx) -> dict[str, Any]:
             if not 1 <= number <= len(leaves):
                 raise ValueError(f"leaf {number} is not one of 1..{len(leaves)}")
         except STEP_ERRORS as exc:
-            failed += 1
-            errors = (errors + [f"sample {sid}: {getattr(exc, 'message', None) or exc}"])[-20:]
-            ctx.lease.update(result=_result(ctx, tagged=tagged, failed=failed, errors=errors))
-            continue
-        with get_sessionmaker()() as db:
+            with ctx.lock:
+                state["failed"] += 1
+                state["errors"] = (state["errors"] + [
+                    f"sample {sid}: {getattr(exc, 'message', None) or exc}"])[-20:]
+            return
+        with get_sessionmaker()() as db:  # fenced: a lost or cancelled runner writes nothing
             db.execute(update(Sample).where(Sample.id == sid)
                        .values(domain_leaf_id=leaves[number - 1][0])
                        .execution_options(synchronize_session=False))
-            tagged += 1
-            ctx.lease.guard(db, result=_result(ctx, tagged=tagged, failed=failed, errors=errors))
+            ctx.lease.fence(db)
             db.commit()
+        with ctx.lock:
+            state["tagged"] += 1
+            if state["tagged"] % PROGRESS_EVERY == 0:
+                ctx.lease.update(result=_result(ctx, **state))
+
+    def work() -> None:  # one thread: take the next sample until none is left or we must stop
+        while not ctx.lease.should_stop():
+            with ctx.lock:
+                sid = next(pending, None)
+            if sid is None:
+                return
+            one(sid)
+
+    threads = 1 if ctx.provider.kind == "local" else max(1, ctx.provider.max_concurrency)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"tag{ctx.job_id}") as pool:
+        for future in [pool.submit(work) for _ in range(threads)]:
+            future.result()
+    ctx.lease.check()  # cancelled or lost while the last samples ran: not ours to close
     with get_sessionmaker()() as db:
-        return _finish(ctx, db, produced=tagged, tagged=tagged, failed=failed, errors=errors)
+        return _finish(ctx, db, produced=state["tagged"], **state)
 
 
 # -- genre–audience pairs -------------------------------------------------------------------------
