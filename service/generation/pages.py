@@ -39,4 +39,5 @@ def generation_page(request: Request, access: ProjectViewer, db: SessionDep):
 @router.get("/projects/{project_id}/templates/{template_id}", response_class=HTMLResponse)
 def template_page(request: Request, template_id: int, access: ProjectViewer, db: SessionDep):
     t = generation_service.get_template(db, project_id=access.project.id, template_id=template_id)
-    return render(request, "pages/template.html", template=t, can_edit=access.at_least(Role.lead))
+    return render(request, "pages/template.html", template=t, can_edit=access.at_least(Role.lead),
+                  variables=sorted(generation_service.kind_variables(t.kind)))

@@ -19,7 +19,11 @@ function paint(row, j) {
   // a queued job says why it is not running yet (no free worker on its queue, or not yet sent)
   row.querySelector(".st").textContent = j.waiting ? `${j.status} (${j.waiting})` : j.status;
   row.querySelector(".done").textContent = `${j.done_units} / ${j.total_units}`;
-  row.querySelector(".failed").textContent = j.failed_units;
+  // failed units by reason (truncated, wrong_shape, ...); the job's error on hover
+  const reasons = Object.entries(j.failure_reasons || {}).map(([code, n]) => `${n} ${code}`).join(", ");
+  const failed = row.querySelector(".failed");
+  failed.textContent = reasons ? `${j.failed_units} (${reasons})` : j.failed_units;
+  failed.title = j.error || "";
   row.querySelector(".retried").textContent = j.retried;
   row.querySelector(".tok").textContent = `${j.prompt_tokens} / ${j.completion_tokens}`;
   paintProgress(row, j.done_units + j.failed_units, j.total_units);

@@ -52,6 +52,7 @@ def test_preview_renders_the_text_being_edited(browser, live_server, client, db,
         "name": "e", "kind": "custom", "text": "Saved: {{ text }}"}).json()["id"]
     page = login(browser, live_server, owner.email)
     page.goto(f"/projects/{pid}/templates/{tid}")
+    assert "variables: assistant_role, heading, n, question" in page.inner_text("#template")
     page.fill("[name=text]", "Edited <b>{{ n }}</b>: {{ text }}")
     page.click("#preview")
     page.wait_for_selector("#rendered:has-text('Edited')")

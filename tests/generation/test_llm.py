@@ -325,3 +325,28 @@ def test_api_key_never_in_errors_or_logs(server, caplog):
         assert wrong not in text
     # ...while the server did receive it.
     assert server.requests[-1]["headers"]["authorization"] == f"Bearer {SECRET}"
+
+
+def test_usage_counts_every_request_also_when_the_call_fails(server):
+    """``Usage`` adds up what was served as it happens: retried requests, repair rounds, a
+    cut-off answer and its larger-budget retry, and a call that ends in an error."""
+    from service.generation.llm_types import Truncated, Usage
+    from tests.support.openai_server import Reply, rate_limited
+
+    settings = settings_for(server, backoff_base=0.0)
+    usage = Usage()
+    server.script(rate_limited(0), Reply("not json"), Reply('{"a": 1}'))
+    parsed = llm.chat_parsed(settings, USER, "json", usage=usage)
+    assert parsed.value == {"a": 1} and parsed.repairs == 1
+    assert (usage.requests, usage.retries, usage.repairs) == (3, 1, 1)
+    with pytest.raises(parsers.ParseFailure):
+        llm.chat_parsed(settings, USER, "json", usage=usage, max_repairs=0)  # echo: not JSON
+    server.script(Reply("cut", finish_reason="length"), Reply("cut", finish_reason="length"))
+    with pytest.raises(Truncated) as cut:
+        llm.chat_parsed(settings, USER, "text", usage=usage, length_retries=1,
+                        params={"max_tokens": 300})
+    assert cut.value.raw == "cut" and "also with max_tokens 600" in cut.value.message
+    assert [r["json"].get("max_tokens") for r in server.requests[-2:]] == [300, 600]
+    assert usage.requests == server.chat_requests == 6 and usage.retries == 2
+    assert usage.prompt_tokens == server.served_prompt_tokens > 0
+    assert usage.completion_tokens == server.served_completion_tokens > 0

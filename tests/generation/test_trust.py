@@ -143,6 +143,20 @@ def test_a_shape_that_never_fits_fails_with_a_readable_reason(client, db, projec
                                    "the answer does not have the shape")
 
 
+
+def test_the_jobs_page_shows_why_units_failed(client, db, factories, project):
+    owner, pid = project
+    make_chunks(db, pid, 1)
+    with FakeOpenAIServer(responder=lambda req: '{"messages": "<b>no</b>"}') as server:
+        job = _run(client, owner, pid, server, "dialogue.en", {"rounds": 2})
+    factories.browser_login(client, owner.email)
+    page = client.get(f"/projects/{pid}/generation")
+    assert page.status_code == 200
+    assert ('<td class="failed" title="all 1 of 1 unit(s) failed (1 wrong_shape); first error: '
+            'the answer does not have the shape') in page.text
+    assert "<b>no</b>" not in page.text and job["failure_reasons"] == {"wrong_shape": 1}
+
+
 def test_a_truncated_answer_is_retried_with_a_larger_budget_then_fails(client, db, project):
     owner, pid = project
     make_chunks(db, pid, 2)
