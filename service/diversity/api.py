@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
-from service.core.errors import Invalid
 from service.diversity import dedup, schemas, tree
 from service.diversity import service as diversity_service
 
@@ -130,10 +129,8 @@ def cancel_job(job_id: int, access: ProjectLead, db: SessionDep):
 @router.post("/near-duplicates", response_model=schemas.NearDuplicateReport)
 def near_duplicates(body: schemas.NearDuplicateCheck, access: ProjectLead, db: SessionDep):
     """Near-duplicate questions (MinHash, as the version leakage check) among a generation job's
-    samples, e.g. across a genre–audience fan-out's variants; the later of each pair is tagged."""
-    if body.generation_job_id is None and body.sample_ids is None:
-        raise Invalid("name a generation job or the samples", details=[
-            {"field": "body.generation_job_id", "message": "or body.sample_ids"}])
+    samples, e.g. across a genre–audience fan-out's variants (or the listed samples, or all the
+    project's); the later of each pair is tagged."""
     return dedup.near_duplicates(db, project_id=access.project.id,
                                  generation_job_id=body.generation_job_id,
                                  sample_ids=body.sample_ids, threshold=body.threshold,

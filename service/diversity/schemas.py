@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.core.jobs import JobLifecycleRead
 
 Lang = Literal["en", "zh"]
-Name = Field(min_length=1, max_length=200)
+Name = Field(min_length=1, max_length=200, pattern=r"\S")  # not only whitespace
 
 
 class NodeCreate(BaseModel):
@@ -22,7 +22,7 @@ class NodeUpdate(BaseModel):
     """Rename and/or move; send ``parent_id: null`` to move a node to the top level."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
     parent_id: int | None = None
     position: int | None = Field(None, ge=0, le=10_000)
 
@@ -143,7 +143,8 @@ class JobRead(JobLifecycleRead):
 
 
 class NearDuplicateCheck(BaseModel):
-    """Which samples to compare: a generation job's (a genre–audience fan-out) or a list."""
+    """Which samples to compare: a generation job's (a genre–audience fan-out), a list, or
+    (neither given) all the project's samples, up to 200,000."""
 
     model_config = ConfigDict(extra="forbid")
     generation_job_id: int | None = None
@@ -176,8 +177,8 @@ class PairCreate(BaseModel):
 
 class PairUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    genre: str | None = Field(None, min_length=1, max_length=200)
-    audience: str | None = Field(None, min_length=1, max_length=200)
+    genre: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
+    audience: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
 
 
 class PairRead(BaseModel):

@@ -174,7 +174,7 @@ def create_pair(db: Session, *, project_id: int, document_id: int, genre: str,
                 audience: str) -> GAPair:
     doc = db.get(Document, document_id)
     if doc is None or doc.project_id != project_id:
-        raise _invalid("body.document_id", "no such document in this project")
+        raise NotFound("document not found in this project", code="document_not_found")
     have = list_pairs(db, project_id=project_id, document_id=document_id)
     if len(have) >= MAX_PAIRS:
         raise _invalid("body.document_id", f"a document has at most {MAX_PAIRS} pairs")

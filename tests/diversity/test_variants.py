@@ -172,9 +172,13 @@ def test_near_duplicate_questions_across_variants_are_found_and_tagged(client, d
         db.flush()
         ids.append(s.id)
     db.commit()
-    r = client.post(f"{api}/near-duplicates", headers=owner.headers, json={})
-    assert r.status_code == 422
-    assert r.json()["error"]["details"][0]["field"] == "body.generation_job_id"
+    other = Sample(project_id=pid, status="pending", version=1, messages=[
+        {"role": "user", "content": questions[0]}, {"role": "assistant", "content": "x"}])
+    db.add(other)
+    db.commit()
+    everything = client.post(f"{api}/near-duplicates", headers=owner.headers,
+                             json={"tag": None}).json()  # neither: all the project's samples
+    assert everything["checked"] == 5 and other.id in {p["sample_id"] for p in everything["pairs"]}
     report = client.post(f"{api}/near-duplicates", headers=owner.headers,
                          json={"generation_job_id": 77, "tag": None}).json()
     assert report["checked"] == 4 and report["tagged"] == 0
