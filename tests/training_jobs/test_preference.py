@@ -223,7 +223,7 @@ def test_evaluate_after_reward_accuracy_and_local_win_rate(client, db, factories
     assert agg["n"] == run["total"] == db.get(PreferenceEvalRun, run["id"]).total > 0
     assert run["settings"]["beta"] == 0.1
     # trained on pairs like these, the policy ranks held-out chosen answers first
-    assert agg["reward_accuracy"] == 1.0 and agg["reward_margin"] > 0
+    assert agg["reward_accuracy"] == 1.0 and agg["reward_margin"] > 0, agg
     assert agg["reward_accuracy_ci_low"] <= agg["reward_accuracy"] <= agg["reward_accuracy_ci_high"]
     items = client.get(f"/api/v1/projects/{pid}/preference-evals/{run['id']}/items",
                        headers=owner.headers).json()["items"]
@@ -252,3 +252,26 @@ def test_evaluate_after_reward_accuracy_and_local_win_rate(client, db, factories
     assert win.aggregate["win_rate"] == 0.5 and win.aggregate["position_consistency"] == 0.0
     page = client.get(f"/projects/{pid}/evaluation/preferences/{run['id']}", headers=owner.headers)
     assert page.status_code == 200 and "reward accuracy: 1.000" in page.text
+
+
+def test_a_stale_export_under_a_reused_version_id_is_rewritten(client, db, factories):
+    """Exports are folders named by version id: one left by another version with that id (a
+    database recreated under a kept data folder) is rewritten before training, never used."""
+    import json
+
+    from service.preferences import export as preferences_export
+    from workers.training import preference
+
+    vid = preference_version(client, db, factories, n=4)[2]
+    folder = preferences_export.export_dir(vid, "trl")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(
+        {"version": {"id": vid, "built_at": "2020-01-01T00:00:00+00:00"}}))
+    (folder / "train.jsonl").write_text('{"prompt": "another version"}\n')
+    job = TrainingJob(method="dpo", preference_version_id=vid)
+    out = preference.ensure_export(job)
+    lines = (out / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all("Keywords of text" in line for line in lines)
+    written = (out / "manifest.json").stat().st_mtime_ns
+    assert preference.ensure_export(job) == out  # this version's own: kept as it is
+    assert (out / "manifest.json").stat().st_mtime_ns == written

@@ -15,6 +15,7 @@ adapter is regularised towards the SFT model, not the bare base. Output layout a
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict
@@ -44,12 +45,20 @@ REWARD_KEYS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewar
 
 
 def ensure_export(job: TrainingJob) -> Path:
-    """The version's TRL export (KTO's for ``kto``), written here if missing: same bytes always."""
+    """The version's TRL export (KTO's for ``kto``), written here unless the folder holds this
+    very version's (same bytes always). The folder is named by version id only, so a manifest
+    of another version with that id (a database recreated under a kept data folder) is
+    rewritten, never trained on."""
     fmt = "kto" if job.method == "kto" else "trl"
     folder = preferences_export.export_dir(job.preference_version_id, fmt)
-    if not (folder / "manifest.json").is_file():
-        with get_sessionmaker()() as db:
-            preferences_export.write_export(db, db.get(PreferenceVersion, job.preference_version_id), fmt)
+    manifest = folder / "manifest.json"
+    with get_sessionmaker()() as db:
+        version = db.get_one(PreferenceVersion, job.preference_version_id)
+        want = {"id": version.id,
+                "built_at": version.built_at.isoformat() if version.built_at else None}
+        have = json.loads(manifest.read_text()).get("version") or {} if manifest.is_file() else {}
+        if {k: have.get(k) for k in want} != want:
+            preferences_export.write_export(db, version, fmt)
     return folder
 
 
