@@ -115,8 +115,8 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7,
     ``assigned``: the share of samples assigned round-robin to the annotators.
     ``messages(i, rng)`` writes sample ``i``'s conversation; its ``content_hash`` and
     ``search_text`` come from the functions the app's writers use (``service/samples/store.py``).
-    The trigram index on ``search_text`` is dropped for the COPY and built again after it (the
-    statement the migration runs), as a bulk load into an empty table would do.
+    The trigram indexes on ``search_text`` are dropped for the COPY and built again after it (the
+    statements the migrations run), as a bulk load into an empty table would do.
     """
     import psycopg
     from sqlalchemy.engine import make_url
@@ -155,6 +155,7 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7,
                 "tags, scores, assignee_id, reviewed_by_id, created_at, updated_at")
         conn.commit()
         cur.execute(f"DROP INDEX IF EXISTS {search.PG_INDEX}")
+        cur.execute(f"DROP INDEX IF EXISTS {search.PG_PHRASE_INDEX}")
         start = time.perf_counter()
         with cur.copy(f"COPY samples ({cols}) FROM STDIN") as copy:
             for i in range(samples):
@@ -174,8 +175,8 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7,
         load_s = time.perf_counter() - start
         t0 = time.perf_counter()
         cur.execute("SET maintenance_work_mem = '512MB'")
-        cur.execute(search.PG_INDEX_DDL)  # the trigram index, as the migrations build it
-        cur.execute(search.PG_INDEX_STATISTICS)
+        for statement in (search.PG_DDL[1], *search.PG_PHRASE_DDL):  # as the migrations do
+            cur.execute(statement)
         conn.commit()
         index_s = time.perf_counter() - t0
         cur.execute("ANALYZE")

@@ -8,14 +8,17 @@ and ``update_sample``'s compare-and-set), so it is never out of date and holds n
 quotes or ``\\uXXXX`` escapes. A query is folded the same way and matched as a substring of
 one message: a word, part of a word, a phrase, Chinese with no spaces at all.
 
-* **PostgreSQL**: ``translate(search_text, ' ', 'ǂ') LIKE '%…%'`` (the needle's spaces
-  translated too) answered by the GIN trigram index ``ix_samples_search_text`` on that expression
-  (``pg_trgm``, ``gin_trgm_ops``; migration 0015). pg_trgm cuts text into words at every
-  non-letter, so on the plain text a phrase's trigrams are its words' trigrams: ``model data``
-  matched every sample holding both words, each read from the table and rejected. With spaces
-  as ``ǂ`` (U+01C2, a letter to pg_trgm, rare in text people write: a ``ǂ`` in a query matches
-  a space too) a line is one word and the trigrams that straddle a space (``lǂd``) pick out the
-  phrase itself. Trigrams of non-ASCII letters need a database whose ``LC_CTYPE`` classifies
+* **PostgreSQL**: ``search_text LIKE '%…%'`` answered by the GIN trigram index
+  ``ix_samples_search_text`` (``pg_trgm``, ``gin_trgm_ops``), and for a query with a space
+  ``replace(search_text, ' ', 'ǂ') LIKE '%…%'`` (the needle's spaces replaced too) answered
+  by ``ix_samples_search_phrase`` on that expression (migration 0015). pg_trgm cuts text into
+  words at every non-letter, so on the plain text a phrase's trigrams are its words' trigrams:
+  ``model data`` matched every sample holding both words, each read from the table and
+  rejected. With spaces as ``ǂ`` (U+01C2, a letter to pg_trgm, rare in text people write: a
+  ``ǂ`` in a phrase query matches a space too) a line is one word and the trigrams that
+  straddle a space (``lǂd``) pick out the phrase itself. A query without a space keeps the plain
+  index: rechecking a candidate there is a plain LIKE, not a ``replace`` of its whole text.
+  Trigrams of non-ASCII letters need a database whose ``LC_CTYPE`` classifies
   them (``C.UTF-8``, ``en_US.UTF-8``, ...; with plain ``C`` they are not indexed and a Chinese
   query reads every row: still right, only slower).
 * **SQLite**: the FTS5 table ``samples_fts`` with the ``trigram`` tokenizer, an external-content
@@ -76,11 +79,13 @@ SQLITE_DROP = (
     "DROP TRIGGER IF EXISTS samples_fts_update",
     f"DROP TABLE IF EXISTS {FTS_TABLE}",
 )
-JOIN = "\u01c2"  # ǂ: the space of search_text as the PostgreSQL index sees it
-# the index since 0015 (0013's, on the plain column, is PG_DDL[1])
-PG_INDEX_DDL = (f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON samples USING gin "
-                f"(translate(search_text, ' ', '{JOIN}') gin_trgm_ops)")
-PG_INDEX_STATISTICS = f"ALTER INDEX {PG_INDEX} ALTER COLUMN 1 SET STATISTICS 1000"
+JOIN = "\u01c2"  # ǂ: the space of search_text as the phrase index sees it
+PG_PHRASE_INDEX = "ix_samples_search_phrase"  # since 0015
+PG_PHRASE_DDL = (
+    (f"CREATE INDEX IF NOT EXISTS {PG_PHRASE_INDEX} ON samples USING gin "
+     f"(replace(search_text, ' ', '{JOIN}') gin_trgm_ops)"),
+    f"ALTER INDEX {PG_PHRASE_INDEX} ALTER COLUMN 1 SET STATISTICS 1000",
+)
 PG_DDL = (
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON samples USING gin (search_text gin_trgm_ops)",
@@ -109,7 +114,7 @@ def search_text(messages: Any) -> str:
 
 def is_search_object(name: str | None) -> bool:
     """Database objects this module owns outside the models (for Alembic's autogenerate)."""
-    return bool(name) and (name == PG_INDEX or name == FTS_TABLE
+    return bool(name) and (name in (PG_INDEX, PG_PHRASE_INDEX) or name == FTS_TABLE
                            or name.startswith(f"{FTS_TABLE}_"))
 
 
@@ -119,15 +124,18 @@ def _escape_like(value: str) -> str:
 
 def clause(db: Session, query: str, target: Any = None) -> ColumnElement[bool] | None:
     """The WHERE condition for samples whose text contains ``query`` (None: nothing to search);
-    ``target``: the ``search_text`` of an alias of samples (PostgreSQL only)."""
+    ``target``: the ``search_text`` of an alias of samples (PostgreSQL only; a plain LIKE, for
+    filtering rows already read, never an index condition)."""
     needle = fold(query)
     if not needle:
         return None
     col = Sample.search_text if target is None else target
-    if db.get_bind().dialect.name == "postgresql":
-        return func.translate(col, " ", JOIN).like(
-            f"%{_escape_like(needle).replace(' ', JOIN)}%", escape="\\")
     like = col.like(f"%{_escape_like(needle)}%", escape="\\")
+    if db.get_bind().dialect.name == "postgresql":
+        if " " not in needle or target is not None:
+            return like
+        return func.replace(col, " ", JOIN).like(
+            f"%{_escape_like(needle).replace(' ', JOIN)}%", escape="\\")
     if len(needle) < MIN_INDEXED:
         return like
     phrase = '"' + needle.replace('"', '""') + '"'

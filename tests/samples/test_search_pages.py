@@ -55,6 +55,8 @@ def test_pages_match_the_plain_filter(client, db, project, monkeypatch, sort):
     ordered = ids[::-1] if sort.startswith("-") else ids
     assert _walk(client, owner, pid, "CHECKSUM", sort, 7) == ordered          # every sample
     assert _walk(client, owner, pid, "熔断器模式", sort, 4) == [i for i in ordered if i in ids[-7:]]
+    assert _walk(client, owner, pid, "compare the  Checksum", sort, 9) == ordered  # a phrase
+    assert _walk(client, owner, pid, "新样本提到 熔断", sort, 4) == []  # no such phrase
     assert _walk(client, owner, pid, "no such words", sort, 5) == []
     assert calls  # the API went through pg_page
 
@@ -82,3 +84,20 @@ def test_the_walk_answers_a_common_term_and_the_index_a_rare_one(db, project, mo
         assert any("MATERIALIZED" in s for s in statements)  # the index found the rest
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(("q", "index"), [("checksum", search.PG_INDEX),
+                                          ("compare the checksum", search.PG_PHRASE_INDEX)])
+def test_a_word_uses_the_plain_index_and_a_phrase_the_phrase_index(db, project, q, index):
+    from sqlalchemy import func, select, text
+
+    from service.models import Sample
+
+    stmt = select(func.count()).select_from(Sample).where(search.clause(db, q))
+    db.execute(text("ANALYZE samples"))
+    db.execute(text("SET LOCAL enable_seqscan = off"))  # a small table: ask whether it *can*
+    compiled = stmt.compile(dialect=db.get_bind().dialect)
+    plan = "\n".join(r[0] for r in db.connection().exec_driver_sql(
+        "EXPLAIN " + str(compiled), compiled.params))
+    db.rollback()
+    assert index in plan, plan
