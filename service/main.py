@@ -42,7 +42,8 @@ def _routers() -> list:
                    "service.generation.api", "service.generation.pages", "service.training.api",
                    "service.training.pages", "service.evaluation.api", "service.evaluation.pages",
                    "service.users.api", "service.users.pages", "service.preferences.api",
-                   "service.preferences.pages"):
+                   "service.preferences.pages", "service.diversity.api",
+                   "service.diversity.pages"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -22,6 +22,7 @@ TASK_MODULES = [
     "workers.tasks.training",
     "workers.tasks.evaluation",
     "workers.tasks.preferences",
+    "workers.tasks.diversity",
 ]
 
 

@@ -56,6 +56,7 @@ DECLARATIONS = (
     "service.training.jobs",
     "service.evaluation.jobs",
     "service.preferences.jobs",
+    "service.diversity.jobs",
 )
 
 # a queued row whose message never reached the broker is re-sent once it is this old (seconds):

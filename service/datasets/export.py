@@ -338,7 +338,9 @@ def build_manifest(dataset: Dataset, version: DatasetVersion, fmt: str,
         "reasoning": version.reasoning,
         "split_method": "sha256(f'{seed}:{sample_id}') order"
                         + (", whole documents by sha256(f'{seed}:doc:{document_id}')"
-                           if version.stratify_by == "document" else ""),
+                           if version.stratify_by == "document" else
+                           ", each leaf of the domain tree in the ratios"
+                           if version.stratify_by == "domain_leaf" else ""),
         "source_documents": stats.get("document_ids", []),
         "generation": {"templates": stats.get("templates", {}), "models": stats.get("models", {})},
         "reviewers": stats.get("reviewers", []),

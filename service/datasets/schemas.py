@@ -49,6 +49,8 @@ class VersionFilter(BaseModel):
     status: list[SampleStatus] = Field(default_factory=lambda: [SampleStatus.accepted], min_length=1)
     tags: list[str] | None = Field(None, description="samples with at least one of these tags")
     document_ids: list[int] | None = None
+    domain_leaf_ids: list[int] | None = Field(None, description="samples tagged with one of these "
+                                                                "leaves of the domain tree")
     score: ScoreRange | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
@@ -78,7 +80,9 @@ class VersionCreate(BaseModel):
     filter: VersionFilter = Field(default_factory=VersionFilter)
     split: SplitRatios = Field(default_factory=SplitRatios)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    stratify_by: Literal["document"] | None = None
+    stratify_by: Literal["document", "domain_leaf"] | None = Field(None, description=(
+        "document: whole documents per split; domain_leaf: each leaf of the domain tree split "
+        "in the ratios (untagged samples as one group)"))
     reasoning: Literal["omit", "think"] = Field(
         "omit", description="think: each sample's reasoning goes into its last assistant turn as "
                             "<think>…</think> before the answer (for reasoning models)")

@@ -40,7 +40,7 @@ from service.core import jobs
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.pagination import paginate
-from service.datasets import leakage
+from service.datasets import leakage, strata
 from service.datasets.freeze import REFUSED_LISTED, Unexportable, frozen_messages
 from service.datasets.jobs import BUILD, EXPORT
 from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
@@ -161,7 +161,9 @@ def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
         return codes, positions
     skey = np.fromiter((sort_key(f"{seed}:{int(i)}") for i in ids), dtype=np.uint64, count=n)
     targets = target_counts(n, ratios)
-    if stratify_by != "document":
+    if stratify_by == "domain_leaf":  # ``document_ids`` holds the leaves: split each in the ratios
+        order, sorted_codes = strata.by_leaf(ids, document_ids, skey, ratios, target_counts)
+    elif stratify_by != "document":
         order = np.lexsort((ids, skey))
         sorted_codes = np.repeat(np.arange(len(SPLITS), dtype=np.int8), targets)
     else:
@@ -202,8 +204,8 @@ def assign_splits(ids: np.ndarray, document_ids: np.ndarray, *, seed: int,
 
 
 def _filter_stmt(stmt: Any, project_id: int, flt: VersionFilter) -> Any:
-    stmt = stmt.where(Sample.project_id == project_id,
-                      Sample.status.in_([s.value for s in flt.status]))
+    stmt = strata.where_leaves(stmt, flt).where(Sample.project_id == project_id,
+                                                Sample.status.in_([s.value for s in flt.status]))
     if flt.document_ids is not None:
         stmt = stmt.where(Sample.document_id.in_(flt.document_ids))
     if flt.created_from is not None:
@@ -283,10 +285,10 @@ def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str,
 
 
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
-                      batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1: ids (ascending) and document ids (-1 for none) of the matching samples."""
+                      batch: int = BATCH, by: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: ids (ascending) and document ids (``by`` domain_leaf: leaves; -1 for none)."""
     python_filter = flt.tags is not None or flt.score is not None
-    cols = [Sample.id, Sample.document_id]
+    cols = [Sample.id, strata.group_column(by)]
     if python_filter:
         cols += [Sample.tags, Sample.scores]
     ids, docs = array("q"), array("q")
@@ -361,7 +363,8 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     if version.status == "ready":
         return version
     flt = VersionFilter.model_validate(version.filter)
-    ids, docs = select_candidates(read, project_id=version.project_id, flt=flt, batch=batch)
+    ids, docs = select_candidates(read, project_id=version.project_id, flt=flt, batch=batch,
+                                  by=version.stratify_by)
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 

@@ -6,6 +6,8 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectViewer, SessionDep
 from service.core.templating import render
+from service.diversity import service as diversity_service
+from service.diversity import tree as diversity_tree
 from service.generation import plan as generation_plan
 from service.generation import service as generation_service
 from service.models import Document, GenerationJob, Role
@@ -29,6 +31,8 @@ def generation_page(request: Request, access: ProjectViewer, db: SessionDep):
                   providers=generation_service.list_providers(db, project_id=pid),
                   templates=templates, first_stage=first_stage, default_template=default,
                   answer_templates=[t for t in templates if t.kind == "answer"],
+                  ga_pairs=diversity_service.list_pairs(db, project_id=pid),
+                  leaves=diversity_tree.leaves(db, project_id=pid),
                   large_job=generation_plan.LARGE_JOB_UNITS, can_edit=access.at_least(Role.lead))
 
 

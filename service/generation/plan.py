@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core.errors import Invalid
+from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
 from service.generation import service as generation_service
 from service.generation.schemas import JobCreate
 from service.models import Chunk, Document, GenerationJob, GenerationUnit, PromptTemplate, Sample
@@ -47,7 +48,9 @@ class JobPlan(BaseModel):
 
 
 def first_stage_templates(templates: list[PromptTemplate]) -> list[PromptTemplate]:
-    return [t for t in templates if t.kind not in SECOND_STAGE_KINDS]
+    """Templates a generation job may start with (not an answer stage, not a diversity step)."""
+    return [t for t in templates
+            if t.kind not in SECOND_STAGE_KINDS and t.kind not in DIVERSITY_KINDS]
 
 
 def provider_stats(db: Session, *, provider_id: int) -> ProviderStats:
@@ -98,13 +101,16 @@ def plan_job(db: Session, *, project_id: int, body: JobCreate) -> JobPlan:
             stmt = stmt.where(Chunk.document_id.in_(body.document_ids))
         if body.chunk_ids:
             stmt = stmt.where(Chunk.id.in_(body.chunk_ids))
-        chunk_rows = db.execute(stmt).all()
+        chunk_rows = {cid: (tokens, chars) for cid, tokens, chars in db.execute(stmt).all()}
         chunks = len(chunk_rows)
         rows = []
-        for cid, tokens, chars in chunk_rows:
+        # the job's own keys (a genre–audience fan-out has one unit per chunk and pair)
+        keys = generation_service._unit_keys(db, project_id, template, sorted(chunk_rows),
+                                             body.samples_per_chunk, body.params) if chunk_rows else {}
+        for key, (cid, _i, _pair) in keys.items():
+            tokens, chars = chunk_rows[cid]
             calls = 1 + _questions(body.params, chars or 0) if template.kind == "question" else 1
-            for i in range(body.samples_per_chunk):
-                rows.append((generation_service.unit_key(template, cid, i), calls, int(tokens or 0)))
+            rows.append((key, calls, int(tokens or 0)))
         if template.kind == "question":
             notes.append("each question unit asks its questions, then one answer per question")
         if not body.document_ids and not body.chunk_ids:

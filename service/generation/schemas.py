@@ -59,7 +59,10 @@ class ProviderRead(BaseModel):
 
 class TemplateCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    kind: Literal["question", "answer", "instruction", "dialogue", "keywords", "custom", "judge"]
+    kind: Literal["question", "answer", "instruction", "dialogue", "keywords", "custom", "judge",
+                  # the steps of the diversity jobs (service/diversity/steps.py)
+                  "domain_tree", "domain_tag", "ga_pairs", "topic_expand", "topic_questions",
+                  "topic_answer"]
     lang: str = Field("en", max_length=10)
     text: str = Field(min_length=1, max_length=100_000)
     parser: dict[str, Any] = Field(default_factory=lambda: {"kind": "text"},

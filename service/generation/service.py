@@ -16,6 +16,9 @@ from service.auth import audit
 from service.core import egress, jobs, security
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
+from service.diversity import fanout, tree
+from service.diversity.steps import STEP_VARIABLES
+from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
 from service.generation import llm, parsers, prompts
 from service.generation.jobs import GENERATION
 from service.models import (
@@ -172,6 +175,8 @@ JUDGE_VARIABLES = frozenset({"question", "prediction", "reference"})
 
 
 def kind_variables(kind: str) -> frozenset[str]:
+    if kind in STEP_VARIABLES:  # the steps of the diversity jobs (service/diversity)
+        return STEP_VARIABLES[kind]
     return JUDGE_VARIABLES if kind == "judge" else GENERATION_VARIABLES
 
 
@@ -253,8 +258,11 @@ def heavy_queue(provider: LLMProvider) -> str | None:
     return "gpu" if provider.kind == "local" else None
 
 
-def unit_key(template: PromptTemplate, chunk_id: int, index: int) -> str:
-    return f"t{template.id}v{template.version}:c{chunk_id}:i{index}"
+def unit_key(template: PromptTemplate, chunk_id: int, index: int, pair_id: int | None = None
+             ) -> str:
+    """A unit's key; a genre–audience fan-out's unit names its pair too."""
+    pair = f":g{pair_id}" if pair_id is not None else ""
+    return f"t{template.id}v{template.version}:c{chunk_id}{pair}:i{index}"
 
 
 def create_job(db: Session, *, project_id: int, template_id: int, provider_id: int,
@@ -268,6 +276,10 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
                       "as params.answer_template_id",
                       details=[{"field": "body.template_id",
                                 "message": "a first-stage template (not kind 'answer')"}])
+    if template.kind in DIVERSITY_KINDS:  # run by the diversity jobs (service/diversity)
+        raise Invalid(f"a {template.kind} template is a step of a diversity job, not a generation "
+                      "job", details=[{"field": "body.template_id",
+                                       "message": "a generation template"}])
     provider = get_provider(db, project_id=project_id, provider_id=provider_id)
     params = dict(params or {})
     if template.kind == "question":
@@ -300,13 +312,36 @@ def create_job(db: Session, *, project_id: int, template_id: int, provider_id: i
                         samples_per_chunk=samples_per_chunk, status="queued", created_by_id=actor_id)
     db.add(job)
     db.flush()
-    keys = {unit_key(template, cid, i): (cid, i) for cid in chunk_list for i in range(samples_per_chunk)}
+    if params.get("domain_leaf_id") is not None:  # every sample of the job covers this leaf
+        tree.check_leaf(db, project_id=project_id, leaf_id=params["domain_leaf_id"],
+                        field_name="body.params.domain_leaf_id")
+    keys = _unit_keys(db, project_id, template, chunk_list, samples_per_chunk, params)
     existing = _existing_keys(db, list(keys))
     if not unused_only and existing:
         raise Conflict(f"{len(existing)} unit(s) already exist for this template version; "
                        "units are never repeated", code="units_exist")
-    return _start_units(db, job, [GenerationUnit(job_id=job.id, key=k, chunk_id=cid, index=i)
-                                  for k, (cid, i) in keys.items() if k not in existing], workers)
+    return _start_units(db, job, [GenerationUnit(job_id=job.id, key=k, chunk_id=cid, index=i,
+                                                 ga_pair_id=pair)
+                                  for k, (cid, i, pair) in keys.items() if k not in existing],
+                        workers)
+
+
+def _unit_keys(db: Session, project_id: int, template: PromptTemplate, chunk_list: list[int],
+               samples_per_chunk: int, params: dict[str, Any]
+               ) -> dict[str, tuple[int, int, int | None]]:
+    """key → (chunk, index, pair): chunk × index, or with ``params.ga_pair_ids`` chunk × pair
+    of its document × index (``service/diversity/fanout.py``)."""
+    pair_ids = fanout.chosen_pairs(params)
+    if pair_ids is None:
+        return {unit_key(template, cid, i): (cid, i, None)
+                for cid in chunk_list for i in range(samples_per_chunk)}
+    combos = fanout.pairs_for_chunks(db, project_id=project_id, chunk_ids=chunk_list,
+                                     pair_ids=pair_ids)
+    if not combos:
+        raise Invalid("no selected chunk belongs to a document of the chosen pairs",
+                      details=[{"field": fanout.FIELD, "message": "pairs of other documents"}])
+    return {unit_key(template, cid, i, pair): (cid, i, pair)
+            for cid, pair in combos for i in range(samples_per_chunk)}
 
 
 def _existing_keys(db: Session, keys: list[str]) -> set[str]:

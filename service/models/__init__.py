@@ -1,6 +1,7 @@
 """ORM models, one module per aggregate. Models never import domain code."""
 from service.models.audit import AuditEvent
 from service.models.dataset import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
+from service.models.diversity import DiversityJob, DomainNode, GAPair
 from service.models.document import Chunk, Document
 from service.models.evaluation import EvalPrediction, EvalRun
 from service.models.generation import GenerationJob, GenerationUnit, LLMProvider, PromptTemplate
@@ -31,9 +32,12 @@ __all__ = [
     "DatasetExport",
     "DatasetVersion",
     "DatasetVersionItem",
+    "DiversityJob",
     "Document",
+    "DomainNode",
     "EvalPrediction",
     "EvalRun",
+    "GAPair",
     "GenerationJob",
     "GenerationUnit",
     "ImportJob",

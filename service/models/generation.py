@@ -90,6 +90,8 @@ class GenerationUnit(Base):
     key: Mapped[str] = mapped_column(String(200))
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
     index: Mapped[int] = mapped_column(Integer, default=0)
+    # a genre–audience fan-out: the pair this unit asks in (``GAPair``; kept if the pair goes)
+    ga_pair_id: Mapped[int | None] = mapped_column(BigId)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"))

@@ -29,6 +29,7 @@ class Sample(Base):
         Index("ix_samples_project_id_assignee_id_status", "project_id", "assignee_id", "status"),
         Index("ix_samples_chunk_id", "chunk_id"),
         Index("ix_samples_import_job_id", "import_job_id"),
+        Index("ix_samples_project_id_domain_leaf_id", "project_id", "domain_leaf_id"),
         # list sorts (keyset on the sort key, ties by id)
         Index("ix_samples_project_id_updated_at_id", "project_id", "updated_at", "id"),
         Index("ix_samples_project_id_created_at_id", "project_id", "created_at", "id"),
@@ -54,6 +55,9 @@ class Sample(Base):
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="RESTRICT"))
     document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="RESTRICT"))
     generation_job_id: Mapped[int | None] = mapped_column(BigId)
+    # the leaf of the project's domain tree the sample covers (service/diversity); no foreign
+    # key (SQLite would rebuild the table): the tree's edits move or clear it themselves
+    domain_leaf_id: Mapped[int | None] = mapped_column(BigId)
     import_job_id: Mapped[int | None] = mapped_column(ForeignKey("import_jobs.id", ondelete="SET NULL"))
     import_line: Mapped[int | None] = mapped_column(Integer)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -19,11 +19,13 @@ SORT_HELP = ("one of " + ", ".join(samples_service.SORTS) + "; default id (order
 
 
 def _filter(status_: list[str] | None, tag, document_id, generation_job_id, import_job_id,
-            assignee_id, unassigned, reviewer_id, q, score_key, score_min, score_max):
+            assignee_id, unassigned, reviewer_id, q, score_key, score_min, score_max,
+            domain_leaf_id=None):
     return samples_service.SampleFilter(
         status=status_ or [], tag=tag, document_id=document_id, generation_job_id=generation_job_id,
         import_job_id=import_job_id, assignee_id=assignee_id, unassigned=unassigned,
-        reviewer_id=reviewer_id, q=q, score_key=score_key, score_min=score_min, score_max=score_max)
+        reviewer_id=reviewer_id, q=q, score_key=score_key, score_min=score_min, score_max=score_max,
+        domain_leaf_id=domain_leaf_id)
 
 
 def _expected_version(if_match: str | None, body_version: int | None) -> int:
@@ -50,9 +52,10 @@ def list_samples(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, curs
                  reviewer_id: int | None = None, q: str | None = None, score_key: str | None = None,
                  score_min: float | None = None, score_max: float | None = None,
                  order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
-                 sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
+                 sort: Annotated[str | None, Query(description=SORT_HELP)] = None,
+                 domain_leaf_id: int | None = None):
     flt = _filter(status_, tag, document_id, generation_job_id, import_job_id, assignee_id,
-                  unassigned, reviewer_id, q, score_key, score_min, score_max)
+                  unassigned, reviewer_id, q, score_key, score_min, score_max, domain_leaf_id)
     items, nxt = samples_service.list_samples(db, project_id=access.project.id, flt=flt, limit=limit,
                                               cursor=cursor, descending=order == "desc", sort=sort)
     return {"items": items, "next_cursor": nxt}

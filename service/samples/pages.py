@@ -48,6 +48,7 @@ def filter_from_query(request: Request) -> tuple[samples_service.SampleFilter, d
         "document_id": _int(qp.get("document_id")),
         "generation_job_id": _int(qp.get("generation_job_id")),
         "import_job_id": _int(qp.get("import_job_id")),
+        "domain_leaf_id": _int(qp.get("domain_leaf_id")),
         "assignee_id": _int(assignee) if assignee != "none" else None,
         "unassigned": assignee == "none", "reviewer_id": _int(qp.get("reviewer")),
         "q": (qp.get("q") or "").strip() or None,

@@ -70,6 +70,7 @@ class SampleRead(BaseModel):
     chunk_id: int | None
     document_id: int | None
     generation_job_id: int | None
+    domain_leaf_id: int | None = None
     import_job_id: int | None
     import_line: int | None
     assignee_id: int | None
@@ -108,6 +109,8 @@ class FilterSpec(BaseModel):
     score_min: float | None = None
     score_max: float | None = None
     ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
+    domain_leaf_id: int | None = Field(None, description="samples tagged with this leaf of the "
+                                                         "domain tree")
 
 
 class BulkAction(BaseModel):

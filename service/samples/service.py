@@ -207,6 +207,7 @@ class SampleFilter:
     score_min: float | None = None
     score_max: float | None = None
     ids: list[int] | None = None
+    domain_leaf_id: int | None = None  # the leaf of the domain tree (service/diversity)
 
     def clauses(self, db: Session, project_id: int) -> list[Any]:
         out: list[Any] = [Sample.project_id == project_id]
@@ -222,6 +223,8 @@ class SampleFilter:
             out.append(Sample.generation_job_id == self.generation_job_id)
         if self.import_job_id is not None:
             out.append(Sample.import_job_id == self.import_job_id)
+        if self.domain_leaf_id is not None:
+            out.append(Sample.domain_leaf_id == self.domain_leaf_id)
         if self.assignee_id is not None:
             out.append(Sample.assignee_id == self.assignee_id)
         if self.unassigned:

@@ -85,6 +85,9 @@ function body() {
   if (val("n").value) params.n = Number(val("n").value);
   const kind = val("template_id").selectedOptions[0]?.dataset.kind;
   if (kind === "question" && val("answer_template_id").value) params.answer_template_id = Number(val("answer_template_id").value);
+  const pairs = val("ga_pair_ids") ? [...val("ga_pair_ids").selectedOptions].map((o) => Number(o.value)) : [];
+  if (pairs.length) params.ga_pair_ids = pairs;  // a genre–audience fan-out
+  if (val("domain_leaf_id") && val("domain_leaf_id").value) params.domain_leaf_id = Number(val("domain_leaf_id").value);
   return {template_id: Number(val("template_id").value), provider_id: Number(val("provider_id").value),
     samples_per_chunk: Number(val("samples_per_chunk").value), document_ids: docs.length ? docs : null,
     chunk_ids: chunks.length ? chunks : null, params};

@@ -14,6 +14,17 @@ SAMPLE_VARS = {
     "assistant_role": "teacher",
     "prediction": "低秩矩阵",
     "reference": "低秩矩阵 A 和 B",
+    # the diversity steps (service/diversity)
+    "outline": "第一章 LoRA\n1.1 低秩分解",
+    "excerpts": "LoRA 冻结预训练权重。",
+    "levels": 3,
+    "leaves": "1. 微调 › LoRA\n2. 微调 › 全参数",
+    "answer": "低秩矩阵 A 和 B",
+    "title": "lora.md",
+    "topic": "参数高效微调",
+    "path": "参数高效微调 › LoRA",
+    "genre": "考试题",
+    "audience": "学生",
 }
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.db import get_sessionmaker
 from service.core.errors import Invalid
+from service.diversity import fanout
 from service.generation import llm, parsers
 from service.generation import service as generation_service
 from service.generation.jobs import GENERATION
@@ -140,6 +141,7 @@ class Claimed:
     key: str
     target: int | None  # judge units: the sample under judgement
     chunk: Chunk | None
+    pair: dict[str, Any] | None = None  # a genre–audience fan-out's pair (id, genre, audience)
 
 
 def _claim_unit(ctx: Context) -> Claimed | None:
@@ -155,17 +157,18 @@ def _claim_unit(ctx: Context) -> Claimed | None:
                          .values(status="running", attempts=GenerationUnit.attempts + 1)
                          .returning(GenerationUnit.id, GenerationUnit.attempts,
                                     GenerationUnit.key, GenerationUnit.sample_id,
-                                    GenerationUnit.chunk_id)
+                                    GenerationUnit.chunk_id, GenerationUnit.ga_pair_id)
                          .execution_options(synchronize_session=False)).first()
         if row is None:
             db.commit()
             return None
         chunk = db.get(Chunk, row.chunk_id) if row.chunk_id else None
+        pair = fanout.pair_variables(db, row.ga_pair_id)
         db.commit()
         if chunk is not None:
             db.expunge(chunk)
     return Claimed(id=int(row.id), attempt=int(row.attempts), key=row.key, target=row.sample_id,
-                   chunk=chunk)
+                   chunk=chunk, pair=pair)
 
 
 def _work(ctx: Context) -> None:
@@ -230,11 +233,13 @@ Conversation = tuple[dict[str, Any], str | None]
 
 
 def _samples_for(ctx: Context, attempt: Attempt, value: Any, prompt: str,
-                 chunk: Chunk | None) -> list[Conversation]:
+                 chunk: Chunk | None, params: dict[str, Any] | None = None
+                 ) -> list[Conversation]:
     """Turn a parsed answer (its shape checked by ``shapes``) into canonical conversations
-    (plus reasoning); one more call per question for Q→A."""
+    (plus reasoning); one more call per question for Q→A. ``params``: the job's, with a
+    genre–audience pair's variables when the unit has one."""
     out: list[tuple[list[dict[str, Any]], str | None]] = []
-    params = ctx.params
+    params = params if params is not None else ctx.params
     system = params.get("system_prompt")
     sys_msgs = [{"role": "system", "content": system}] if system else []
     kind = ctx.template.kind
@@ -324,21 +329,25 @@ def _attempt(ctx: Context, claimed: Claimed, attempt: Attempt) -> None:
                          int((time.perf_counter() - started) * 1000))
         return
     raw = None
+    params = ctx.params
+    if claimed.pair is not None:  # the pair's genre and audience reach the unit's prompts
+        params = {**params, "variables": {**(params.get("variables") or {}),
+                                          "genre": claimed.pair["genre"],
+                                          "audience": claimed.pair["audience"]}}
     try:
-        variables = generation_service.template_variables(ctx.template, claimed.chunk,
-                                                          ctx.params)
+        variables = generation_service.template_variables(ctx.template, claimed.chunk, params)
         prompt = generation_service.render_template(ctx.template, variables)
         res = _call(ctx, attempt, [{"role": "user", "content": prompt}],
                     ctx.template.parser or {"kind": "text"}, ctx.params.get("sampling", {}),
                     ctx.template.lang, check=shapes.for_kind(ctx.template.kind, variables))
         raw = res.result.content
-        convs = _samples_for(ctx, attempt, res.value, prompt, claimed.chunk)
+        convs = _samples_for(ctx, attempt, res.value, prompt, claimed.chunk, params)
     except _UNIT_ERRORS as exc:
         _unit_failed(ctx, attempt, _message(exc), getattr(exc, "raw", None) or raw,
                      _reason(exc))
         return
     _write_samples(ctx, attempt, claimed.key, claimed.chunk, convs, raw,
-                   latency_ms=int((time.perf_counter() - started) * 1000))
+                   latency_ms=int((time.perf_counter() - started) * 1000), pair=claimed.pair)
 
 
 def _added(usage: llm.Usage, retries: int = 0) -> dict[str, Any]:
@@ -375,7 +384,8 @@ def _settle_counters(job_id: int) -> None:
 
 
 def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None,
-                   convs: list[Conversation], raw: str | None, *, latency_ms: int) -> None:
+                   convs: list[Conversation], raw: str | None, *, latency_ms: int,
+                   pair: dict[str, Any] | None = None) -> None:
     """The unit's samples, its done mark and the job's counters: one fenced transaction."""
     usage = attempt.usage
     with get_sessionmaker()() as db:
@@ -387,7 +397,7 @@ def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None
                 ids = list(db.scalars(insert(Sample).returning(Sample.id,
                                                                 sort_by_parameter_order=True),
                                       [_sample_row(ctx, key, i, chunk, columns, reasoning,
-                                                   attempt)
+                                                   attempt, pair)
                                        for i, (columns, reasoning) in enumerate(convs)]))
                 db.execute(insert(SampleRevision), [
                     {"sample_id": sid, "version": 1, "action": "create",
@@ -430,15 +440,16 @@ def _done_already(ctx: Context, attempt: Attempt, key: str) -> None:
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
                 columns: dict[str, Any], reasoning: str | None,
-                attempt: Attempt) -> dict[str, Any]:
+                attempt: Attempt, pair: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row for a Core INSERT (which the ORM backstop does not see): ``columns`` come from
     ``store.message_columns``, so the row passed the gate and has its hash and search text."""
     provider, template, usage = ctx.provider, ctx.template, attempt.usage
-    return {
+    row = {
         "project_id": ctx.project_id, **columns, "status": "pending", "source": "generation", "unit_key": f"{key}#{index}",
         "chunk_id": chunk.id if chunk else None,
         "document_id": chunk.document_id if chunk else None,
         "generation_job_id": ctx.job_id,
+        "domain_leaf_id": ctx.params.get("domain_leaf_id"),  # a job for one leaf of the tree
         "reasoning": reasoning if provider.keep_reasoning else None,
         "provenance": {"generation": {
             "job_id": ctx.job_id, "unit": key, "template_id": template.id,
@@ -447,6 +458,9 @@ def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
             "params": ctx.params.get("sampling", {}), "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens}},
         "tags": ["truncated"] if attempt.truncated else [], "scores": {}, "version": 1}
+    if pair is not None:  # provenance records the genre–audience pair
+        row["provenance"]["generation"]["ga_pair"] = pair
+    return row
 
 
 def _unit_failed(ctx: Context, attempt: Attempt, message: str, raw: str | None,
