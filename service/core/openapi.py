@@ -9,6 +9,8 @@ route's access marker (service/core/deps.py) and method, for every operation at 
   names a resource; 409 for unsafe methods; 413 where a body is sent, 400 where one is read, 428 where ``If-Match`` is taken. FastAPI's own
   ``{"detail": ...}`` 422, which the API never sends, is gone. A route adds a status of its own
   with ``responses={428: {"description": ...}}``: it gets the envelope too;
+- a route that answers a file says so (``file_response``: its media types, binary, and
+  ``Content-Disposition``), not an untyped JSON document;
 - the bounds the sanitation layer enforces on every integer (signed 64 bits);
 - the bearer security scheme (API tokens, ``Authorization: Bearer atk_...``) on every
   authenticated operation, ``security: []`` on public ones.
@@ -59,6 +61,34 @@ _HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}},
     503: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
 }
+
+
+# the files the API serves, by suffix (exports, artifacts); anything else is octet-stream
+FILE_MEDIA = {".jsonl": "application/x-ndjson", ".json": "application/json",
+              ".md": "text/markdown; charset=utf-8", ".parquet": "application/vnd.apache.parquet",
+              ".zip": "application/zip", ".safetensors": "application/octet-stream"}
+_DISPOSITION = {"Content-Disposition": {
+    "schema": {"type": "string"}, "description": "`attachment; filename=...`: a download"}}
+
+
+def file_media(name: str) -> str:
+    """The media type a served file of this name is sent with."""
+    suffix = name[name.rfind("."):] if "." in name else ""
+    return FILE_MEDIA.get(suffix, "application/octet-stream")
+
+
+def file_response(*media_types: str, description: str = "the file",
+                  attachment: bool = True) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route that answers a file, not a JSON document: its media types
+    (a JSON file is any JSON; others are bytes) and, for a download, ``Content-Disposition``.
+    Pair it with a ``response_class`` that names no media type of its own (``FileResponse``,
+    ``StreamingResponse``, ``Response``)."""
+    content = {m: {"schema": {} if m == "application/json"
+                   else {"type": "string", "format": "binary"}} for m in media_types}
+    response: dict[str, Any] = {"description": description, "content": content}
+    if attachment:
+        response["headers"] = _DISPOSITION
+    return {200: response}
 
 
 def access_marker(route: APIRoute) -> str | None:

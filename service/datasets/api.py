@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.openapi import FILE_MEDIA, file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page
 from service.datasets import export as datasets_export
 from service.datasets import schemas
@@ -11,8 +12,8 @@ from service.datasets import service as datasets_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/datasets", tags=["datasets"])
 
-MEDIA = {".jsonl": "application/x-ndjson", ".json": "application/json",
-         ".md": "text/markdown; charset=utf-8", ".parquet": "application/vnd.apache.parquet"}
+EXPORT_FILES = file_response(*sorted({FILE_MEDIA[s] for s in (".jsonl", ".json", ".md", ".parquet")}),
+                             description="the file (its type from its suffix)")
 
 
 @router.post("", response_model=schemas.DatasetRead, status_code=status.HTTP_201_CREATED)
@@ -95,7 +96,9 @@ def get_export(dataset_id: int, version_id: int, fmt: str, access: ProjectViewer
     return datasets_service.get_export(db, version_id=version.id, fmt=fmt)
 
 
-@router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}/download")
+@router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}/download",
+            response_class=FileResponse,
+            responses=file_response("application/zip", description="the export's zip"))
 def download_export(dataset_id: int, version_id: int, fmt: str, access: ProjectViewer,
                     db: SessionDep):
     """The whole export as one zip (deterministic bytes)."""
@@ -106,7 +109,8 @@ def download_export(dataset_id: int, version_id: int, fmt: str, access: ProjectV
     return FileResponse(path, media_type="application/zip", filename=export.files["zip"])
 
 
-@router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}/files/{name}")
+@router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}/files/{name}",
+            response_class=FileResponse, responses=EXPORT_FILES)
 def download_export_file(dataset_id: int, version_id: int, fmt: str, name: str,
                          access: ProjectViewer, db: SessionDep):
     """One file of the export; ``name`` must be one of the files its manifest lists."""
@@ -114,5 +118,4 @@ def download_export_file(dataset_id: int, version_id: int, fmt: str, name: str,
                                            dataset_id=dataset_id)
     export = datasets_service.get_export(db, version_id=version.id, fmt=fmt)
     path = datasets_export.file_path(export, name)
-    return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"),
-                        filename=name)
+    return FileResponse(path, media_type=file_media(path.name), filename=name)

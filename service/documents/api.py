@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.core import jobs
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
@@ -51,10 +51,11 @@ def get_document(document_id: int, access: ProjectViewer, db: SessionDep):
     return documents_service.get_document(db, project_id=access.project.id, document_id=document_id)
 
 
-@router.get("/documents/{document_id}/text")
+@router.get("/documents/{document_id}/text", response_class=PlainTextResponse,
+            responses={200: {"description": "the parsed text"}})
 def get_document_text(document_id: int, access: ProjectViewer, db: SessionDep) -> Response:
     doc = documents_service.get_document(db, project_id=access.project.id, document_id=document_id)
-    return Response(doc.text or "", media_type="text/plain; charset=utf-8")
+    return PlainTextResponse(doc.text or "")
 
 
 @router.get("/documents/{document_id}/chunks", response_model=Page[schemas.ChunkRead])
@@ -65,7 +66,7 @@ def list_chunks(document_id: int, access: ProjectViewer, db: SessionDep, limit: 
     return {"items": items, "next_cursor": nxt}
 
 
-@router.post("/documents/{document_id}/chunk-preview")
+@router.post("/documents/{document_id}/chunk-preview", response_model=schemas.ChunkPreview)
 def preview_chunks(document_id: int, body: schemas.ChunkSettingsIn, access: ProjectLead,
                    db: SessionDep) -> dict:
     return documents_service.preview_chunks(db, project_id=access.project.id, document_id=document_id,
@@ -84,7 +85,8 @@ def delete_document(document_id: int, access: ProjectLead, db: SessionDep) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/duplicates", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/duplicates", response_model=schemas.DedupQueued,
+             status_code=status.HTTP_202_ACCEPTED)
 def run_dedup(body: schemas.DedupRequest, access: ProjectLead, db: SessionDep) -> dict:
     jobs.enqueue(db, DEDUP, project_id=access.project.id, threshold=body.threshold)
     return {"queued": True}

@@ -110,3 +110,35 @@ class DedupRequest(BaseModel):
 
 class DedupReport(BaseModel):
     report: dict[str, Any] | None
+
+
+class ChunkSettingsRead(BaseModel):
+    """The chunk settings in effect (the project's, with the request's override)."""
+    strategy: Literal["markdown", "recursive", "tokens"]
+    max_chars: int
+    overlap: int
+    max_tokens: int
+    tokenizer: str
+
+
+class ChunkPiece(BaseModel):
+    """One chunk the settings would make; ``text == document_text[char_start:char_end]``."""
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    page_start: int | None
+    page_end: int | None
+    heading_path: list[str]
+    token_count: int
+    content_hash: str
+
+
+class ChunkPreview(BaseModel):
+    settings: ChunkSettingsRead
+    count: int = Field(description="chunks the settings make")
+    chunks: list[ChunkPiece] = Field(description="the first 200 of them")
+
+
+class DedupQueued(BaseModel):
+    queued: bool

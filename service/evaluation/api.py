@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from service.core.deps import CurrentUser, ProjectLead, ProjectViewer, SessionDep
+from service.core.openapi import file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import schemas
@@ -83,7 +84,8 @@ def list_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep, li
     return {"items": items, "next_cursor": nxt}
 
 
-@router.get(P + "/eval-runs/{run_id}/predictions.jsonl")
+@router.get(P + "/eval-runs/{run_id}/predictions.jsonl", response_class=StreamingResponse,
+            responses=file_response("application/x-ndjson", description="one JSON line per item"))
 def download_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep) -> StreamingResponse:
     """One JSON line per item, as LLaMA-Factory's ``generated_predictions.jsonl`` (``prompt``,
     ``predict``, ``label``) plus ``scores``, ``messages`` (the prompt turns) and ids."""
@@ -100,7 +102,7 @@ def download_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep
         "Content-Disposition": f'attachment; filename="eval-run-{run.id}-predictions.jsonl"'})
 
 
-@router.get(P + "/eval-compare")
+@router.get(P + "/eval-compare", response_model=schemas.EvalComparison)
 def compare_eval_runs(access: ProjectViewer, db: SessionDep,
                       runs: Annotated[str, Query(description="run ids, comma-separated; the first "
                                                              "is the baseline unless baseline= is given")],

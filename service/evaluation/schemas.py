@@ -103,3 +103,65 @@ class MetricRead(BaseModel):
     higher_is_better: bool | None
     scale: float | None
     description: str
+
+
+class RunMeans(BaseModel):
+    """A compared run: its mean per metric over the items it scored."""
+    id: int
+    n_samples: int
+    means: dict[str, float]
+    name: str
+    model_kind: str
+    model: str
+    status: str
+    total: int
+    done: int
+    failed: int
+
+
+class MetricComparison(BaseModel):
+    """A candidate against the baseline on one metric, over the items both scored: the paired
+    bootstrap's delta and interval; win/tie/loss (null for a descriptive metric)."""
+    baseline_mean: float
+    mean: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    n: int
+    p_worse: float = Field(description="the share of resampled deltas <= 0")
+    win: int | None
+    tie: int | None
+    loss: int | None
+
+
+class RunComparison(BaseModel):
+    id: int
+    metrics: dict[str, MetricComparison]
+
+
+class SampleComparison(BaseModel):
+    """One item: the worst candidate's delta on ``sort_metric`` and every run's score."""
+    sample: str = Field(description="the dataset version item id")
+    delta: float
+    scores: dict[int, float] = Field(description="per run id")
+    predictions: dict[int, str] = Field(default_factory=dict, description="per run id")
+    reference: str | None = None
+    prompt: str
+    sample_id: int | None
+    item_id: int | None
+
+
+class EvalComparison(BaseModel):
+    baseline: int
+    metrics: list[str]
+    confidence: float
+    n_resamples: int
+    seed: int | None
+    runs: list[RunMeans]
+    comparisons: list[RunComparison]
+    sort_metric: str | None
+    per_sample: list[SampleComparison] = Field(description="largest regression first")
+    dataset_version_id: int
+    split: str
+    higher_is_better: dict[str, bool | None]
+    compare_url: str

@@ -65,7 +65,7 @@ def delete_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/providers/{provider_id}/test")
+@router.post("/providers/{provider_id}/test", response_model=schemas.ProviderTest)
 def test_provider(provider_id: int, access: ProjectLead, db: SessionDep) -> dict:
     p = generation_service.get_provider(db, project_id=access.project.id, provider_id=provider_id)
     return generation_service.test_provider(p)
@@ -90,7 +90,7 @@ def create_template(body: schemas.TemplateCreate, access: ProjectLead, db: Sessi
                                               parser=body.parser, actor_id=access.user.id)
 
 
-@router.post("/templates/{template_id}/preview")
+@router.post("/templates/{template_id}/preview", response_model=schemas.TemplateRendered)
 def preview_template(template_id: int, body: schemas.TemplatePreview, access: ProjectViewer,
                      db: SessionDep) -> dict:
     t = generation_service.get_template(db, project_id=access.project.id, template_id=template_id)

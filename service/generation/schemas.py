@@ -90,6 +90,26 @@ class TemplatePreview(BaseModel):
         "version"))
 
 
+class TemplateRendered(BaseModel):
+    chunk_id: int | None = Field(description="the chunk rendered (the project's first when none "
+                                             "was named; null: the project has none)")
+    rendered: str
+
+
+class ProviderTest(BaseModel):
+    """Whether the provider answers: its model list, else a one-token chat (``method``); for the
+    in-worker model, only whether its weights are where the worker looks."""
+    ok: bool
+    method: Literal["models", "chat"] | None = None
+    models: list[str] | None = Field(None, description="the models the endpoint lists")
+    model_listed: bool | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    status_code: int | None = Field(None, description="the endpoint's HTTP status on failure")
+    model: str | None = Field(None, description="the in-worker model checked")
+    note: str | None = None
+
+
 class JobCreate(BaseModel):
     template_id: int
     provider_id: int

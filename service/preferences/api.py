@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
+from service.core.openapi import file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import preference as preference_eval
 from service.models import PreferenceEvalRun
@@ -164,12 +165,16 @@ def write_export(version_id: int, fmt: str, access: ProjectLead, db: SessionDep)
     return preferences_export.write_export(db, version, fmt)
 
 
-@router.get("/preference-versions/{version_id}/exports/{fmt}/{name}", responses=NOT_FOUND)
+@router.get("/preference-versions/{version_id}/exports/{fmt}/{name}", response_class=FileResponse,
+            responses={**NOT_FOUND, **file_response(
+                "application/x-ndjson", "application/json",
+                description="the file (its type from its suffix)")})
 def download_export_file(version_id: int, fmt: str, name: str, access: ProjectViewer,
                          db: SessionDep) -> FileResponse:
     version = preferences_versions.get_version(db, project_id=access.project.id,
                                                version_id=version_id)
-    return FileResponse(preferences_export.file_path(version, fmt, name), filename=name)
+    return FileResponse(preferences_export.file_path(version, fmt, name), filename=name,
+                        media_type=file_media(name))
 
 
 @router.post("/preference-evals", response_model=schemas.EvalRead,

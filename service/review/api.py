@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from service.core.config import get_settings
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
@@ -105,26 +106,37 @@ def adjudicate(sample_id: int, body: schemas.DecisionCreate, access: ProjectLead
     return {"sample": sample, "resolved": True, "flagged": False, "decisions": 0}
 
 
-@router.post("/assign")
-def assign(body: schemas.AssignRequest, access: ProjectLead, db: SessionDep,
-           response: Response) -> dict:
+BULK_STARTED = {202: {"model": schemas.BulkJobStarted,
+                      "description": "more samples than one request changes: a background job "
+                                     "started (poll its status_url)"}}
+
+
+def bulk_answer(result: dict) -> dict | JSONResponse:
+    """A bulk change or assignment's answer: the counts (200, the route's model), or the job
+    it started (202)."""
+    if "job_id" in result:
+        job = schemas.BulkJobStarted.model_validate(result)
+        return JSONResponse(job.model_dump(mode="json"), status_code=202)
+    return result
+
+
+@router.post("/assign", response_model=schemas.AssignResult, responses=BULK_STARTED)
+def assign(body: schemas.AssignRequest, access: ProjectLead, db: SessionDep):
     """Assign now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
     flt = samples_service.SampleFilter(**body.filter.model_dump())
     result = review_service.assign(db, project_id=access.project.id, actor_id=access.user.id,
                                    flt=flt, annotator_ids=body.annotator_ids, mode=body.mode,
                                    count=body.count, dry_run=body.dry_run)
-    if "job_id" in result:
-        response.status_code = 202
-    return result
+    return bulk_answer(result)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=schemas.BulkJobRead)
 def bulk_job(job_id: str, access: ProjectLead, db: SessionDep) -> dict:
     """Progress of a bulk change or assignment running as a task (the page polls this)."""
     return review_bulk.get_job(db, project_id=access.project.id, job_id=job_id)
 
 
-@router.get("/agreement")
+@router.get("/agreement", response_model=schemas.ReviewAgreement)
 def agreement(access: ProjectViewer, db: SessionDep) -> dict:
     return review_service.agreement(db, project_id=access.project.id)
 

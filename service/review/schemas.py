@@ -86,3 +86,74 @@ class ProgressRead(BaseModel):
     target_accepted: int | None
     accepted: int
     percent: float | None = Field(description="accepted of the target, capped at 100")
+
+
+class BulkChangeResult(BaseModel):
+    """A bulk change done within the request (200), or only counted (``dry_run``: no
+    ``unchanged``/``skipped``)."""
+    matching: int = Field(description="samples the filter selects")
+    changed: int
+    unchanged: int | None = Field(None, description="already as asked")
+    skipped: int | None = Field(None, description="edited by someone else meanwhile: left as is")
+    dry_run: bool
+
+
+class AssignResult(BaseModel):
+    """An assignment done within the request (200), or only planned (``dry_run``)."""
+    matching: int = Field(description="samples selected (up to count per annotator)")
+    per_annotator: dict[str, int] = Field(description="samples per annotator id")
+    changed: int
+    dry_run: bool
+
+
+class BulkJobRead(BaseModel):
+    """A bulk change or assignment running as a background task (above
+    ``review_bulk.TASK_THRESHOLD`` samples)."""
+    id: str
+    project_id: int
+    kind: Literal["change", "assign"]
+    status: str
+    matching: int | None
+    processed: int
+    changed: int
+    unchanged: int
+    skipped: int
+    error: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    done: bool
+    per_annotator: dict[str, int] | None = None
+
+
+class BulkJobStarted(BulkJobRead):
+    """The 202 answer when a bulk change or assignment starts as a task: poll ``status_url``."""
+    job_id: str
+    dry_run: bool = False
+    status_url: str
+
+
+class PairAgreement(BaseModel):
+    a: int
+    b: int
+    a_email: str | None
+    b_email: str | None
+    items: int
+    agreement: float
+    cohen_kappa: float | None
+    edit_distance: float | None
+
+
+class ReviewerAgreement(BaseModel):
+    reviewer_id: int
+    email: str | None
+    agreement: float
+    items: int
+
+
+class ReviewAgreement(BaseModel):
+    items: int = Field(description="samples decided by two or more reviewers")
+    raters: int | None = Field(description="the usual number of reviewers per such sample")
+    fleiss_kappa: float | None
+    pairs: list[PairAgreement]
+    reviewers: list[ReviewerAgreement]

@@ -8,7 +8,9 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid
 from service.core.pagination import CursorQ, LimitQ, Page
+from service.review import api as review_api
 from service.review import bulk as review_bulk
+from service.review import schemas as review_schemas
 from service.review import service as review_service
 from service.samples import imports, schemas, tokens
 from service.samples import service as samples_service
@@ -106,9 +108,9 @@ def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep):
     return samples_service.history(db, project_id=access.project.id, sample_id=sample_id)
 
 
-@router.post("/samples-bulk")
-def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep,
-                response: Response) -> dict:
+@router.post("/samples-bulk", response_model=review_schemas.BulkChangeResult,
+             response_model_exclude_unset=True, responses=review_api.BULK_STARTED)
+def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep):
     """Change now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
     flt = samples_service.SampleFilter(**body.filter.model_dump())
     if body.assignee_id is not None:
@@ -117,11 +119,11 @@ def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep,
     matching = samples_service.count_samples(db, project_id=access.project.id, flt=flt)
     if body.dry_run:
         return {"matching": matching, "changed": 0, "dry_run": True}
-    response.status_code, result = review_bulk.bulk_change(
+    _status, result = review_bulk.bulk_change(
         db, project_id=access.project.id, actor_id=access.user.id, flt=flt, matching=matching,
         status=body.status, add_tags=body.add_tags, remove_tags=body.remove_tags,
         assignee_id=body.assignee_id, unassign=body.unassign)
-    return result
+    return review_api.bulk_answer(result)
 
 
 TOKENIZER_HELP = ("simple, tiktoken:<encoding> (cl100k_base, o200k_base, ...) or a configured "
@@ -143,7 +145,7 @@ def checked_tokenizer(name: str | None, field: str = "query.tokenizer") -> str |
     return name
 
 
-@router.get("/sample-stats")
+@router.get("/sample-stats", response_model=schemas.SampleStats)
 def sample_stats(access: ProjectViewer, db: SessionDep,
                  tokenizer: Annotated[str | None, Query(max_length=500,
                                                         description=TOKENIZER_HELP)] = None) -> dict:

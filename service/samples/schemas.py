@@ -139,3 +139,24 @@ class ImportRead(JobLifecycleRead):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+class TokenSummary(BaseModel):
+    """Token counts over samples (``service/samples/tokens.py:summarize``); ``None`` when there
+    are none."""
+    min: int | None
+    mean: float | None
+    p95: int | None = Field(description="the nearest-rank 95th percentile")
+    max: int | None
+    count: int
+
+
+class TokenStats(BaseModel):
+    tokenizer: str
+    total: TokenSummary = Field(description="tokens of each whole conversation")
+    assistant: TokenSummary = Field(description="tokens of each conversation's assistant turns")
+
+
+class SampleStats(BaseModel):
+    status_counts: dict[str, int] = Field(description="samples per status")
+    tokens: TokenStats

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid, NotFound
+from service.core.openapi import file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation.schemas import ProviderRead
 from service.models import TrainingJob
@@ -59,7 +60,8 @@ def cancel_training_job(job_id: int, access: ProjectLead, db: SessionDep):
 
 @router.post("/training-jobs/{job_id}/provider", response_model=ProviderRead,
              status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "the job was registered before: the same provider"},
+             responses={200: {"model": ProviderRead,
+                              "description": "the job was registered before: the same provider"},
                         409: {"description": "the job has not succeeded (no model yet)"}})
 def register_training_provider(job_id: int, access: ProjectLead, db: SessionDep,
                                response: Response):
@@ -82,8 +84,8 @@ def training_events(job_id: int, access: ProjectViewer, db: SessionDep,
     return {"items": items, "next_after": items[-1].id if items else after}
 
 
-@router.get("/training-jobs/{job_id}/checkpoints")
-def training_checkpoints(job_id: int, access: ProjectViewer, db: SessionDep) -> list[dict]:
+@router.get("/training-jobs/{job_id}/checkpoints", response_model=list[schemas.CheckpointRead])
+def training_checkpoints(job_id: int, access: ProjectViewer, db: SessionDep):
     training_service.get_job(db, project_id=access.project.id, job_id=job_id)
     return [{"step": e.step, "path": Path(e.data.get("path", "")).name, "metrics": e.data.get("metrics"),
              "created_at": e.created_at}
@@ -95,7 +97,9 @@ ARTIFACT_FILES = ("adapter_model.safetensors", "adapter_config.json", "training_
                   "loss_curve.json")
 
 
-@router.get("/training-jobs/{job_id}/artifacts/{name}")
+@router.get("/training-jobs/{job_id}/artifacts/{name}", response_class=FileResponse,
+            responses=file_response("application/octet-stream", "application/json",
+                                    description="the artifact (weights: bytes; configs: JSON)"))
 def download_artifact(job_id: int, name: str, access: ProjectViewer, db: SessionDep) -> FileResponse:
     job = training_service.get_job(db, project_id=access.project.id, job_id=job_id)
     if name not in ARTIFACT_FILES:
@@ -103,5 +107,5 @@ def download_artifact(job_id: int, name: str, access: ProjectViewer, db: Session
     root = training_service.training_dir(job)
     for candidate in (root / "adapter" / name, root / name):
         if candidate.is_file() and candidate.resolve().is_relative_to(root):
-            return FileResponse(candidate, filename=name)
+            return FileResponse(candidate, filename=name, media_type=file_media(name))
     raise NotFound("artifact not written yet", code="artifact_not_found")

@@ -67,3 +67,10 @@ class JobEventRead(BaseModel):
 class EventsPage(BaseModel):
     items: list[JobEventRead]
     next_after: int | None
+
+
+class CheckpointRead(BaseModel):
+    step: int | None
+    path: str = Field(description="the checkpoint folder's name")
+    metrics: dict[str, Any] | None
+    created_at: datetime
