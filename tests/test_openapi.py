@@ -126,3 +126,60 @@ def test_integers_carry_their_bounds(spec):
     param = next(p for _n, path, op in _operations(spec) if path == "/api/v1/projects/{project_id}"
                  for p in op.get("parameters", []) if p["name"] == "project_id")
     assert param["schema"]["maximum"] == 2**63 - 1 and param["schema"]["format"] == "int64"
+
+
+def test_job_statuses_are_enums(spec):
+    """Every job table's status words are one StrEnum (service/models/job.py), shared by the
+    job kit's declarations and the API's schemas; the column stays a string."""
+    import service.main  # noqa: F401  (every domain registers its job kinds)
+    from service.core.db import Base
+    from service.core.jobs import KINDS
+    from service.models.job import STATUS_ENUMS, JobMixin
+
+    tables = {m.class_.__tablename__ for m in Base.registry.mappers
+              if issubclass(m.class_, JobMixin)}
+    assert tables == set(STATUS_ENUMS)
+    for kind in KINDS.values():
+        words = {s.value for s in STATUS_ENUMS[kind.model.__tablename__]}
+        assert {kind.queued, kind.running, *kind.finished} <= words, kind.name
+    schemas = spec["components"]["schemas"]
+    for name in ("SampleStatus", "DocumentStatus", "BuildStatus", "ExportStatus", "ImportStatus",
+                 "TrainingStatus", "BulkStatus", "UnitStatus", "JobStatus", "ItemStatus"):
+        assert schemas[name]["type"] == "string" and schemas[name]["enum"], name
+    reads = [n for n, s in schemas.items() if "status" in s.get("properties", {})
+             and ("Read" in n or n.endswith("JobStarted"))]
+    assert reads
+    for name in reads:
+        status = schemas[name]["properties"]["status"]
+        assert "$ref" in str(status) or "enum" in status, (name, status)
+
+
+def _param(spec, method, path, name):
+    op = spec["paths"][path][method]
+    return next(p for p in op.get("parameters", []) if p["name"] == name)["schema"]
+
+
+def test_query_parameters_state_their_values(spec):
+    """What the routes refuse, the document says: enums, a pattern, at least one file."""
+    from service.samples import service as samples_service
+    from service.samples.schemas import SampleSort
+
+    P = "/api/v1/projects/{project_id}"
+    status = _param(spec, "get", f"{P}/samples", "status")
+    assert "SampleStatus" in str(status)
+    assert {s.value for s in SampleSort} == set(samples_service.SORTS)
+    for method, path in (("get", f"{P}/samples"), ("get", f"{P}/review/next"),
+                         ("post", f"{P}/review/samples/{{sample_id}}/skip")):
+        assert "SampleSort" in str(_param(spec, method, path, "sort")), path
+    runs = _param(spec, "get", f"{P}/eval-compare", "runs")
+    assert runs["pattern"].startswith("^")
+    import re
+    assert re.fullmatch(runs["pattern"], "1,2") and re.fullmatch(runs["pattern"], "3, 4 ,5")
+    assert not re.fullmatch(runs["pattern"], "1") and not re.fullmatch(runs["pattern"], "1,x")
+    upload = spec["paths"][f"{P}/documents"]["post"]["requestBody"]["content"]
+    body_ref = upload["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][body_ref]["properties"]["files"]["minItems"] == 1
+    for path, enum in ((f"{P}/documents", "DocumentStatus"), (f"{P}/eval-runs", "JobStatus"),
+                       (f"{P}/preference-items", "ItemStatus"),
+                       (f"{P}/generation-jobs/{{job_id}}/units", "UnitStatus")):
+        assert enum in str(_param(spec, "get", path, "status")), path

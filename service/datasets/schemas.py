@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.core.jobs import JobLifecycleRead
-from service.models import SampleStatus
+from service.models import BuildStatus, ExportStatus, SampleStatus
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 EXPORT_FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "openai", "hf")
@@ -93,7 +93,7 @@ class VersionRead(JobLifecycleRead):
     dataset_id: int
     project_id: int
     number: int
-    status: str
+    status: BuildStatus
     filter: dict[str, Any]
     split: dict[str, float]
     seed: int
@@ -117,7 +117,7 @@ class ExportRead(JobLifecycleRead):
     id: int
     version_id: int
     format: str
-    status: str
+    status: ExportStatus
     progress: int
     files: dict[str, Any]
     manifest_sha256: str | None

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.jobs import JobLifecycleRead
+from service.models import JobStatus
 
 Lang = Literal["en", "zh"]
 Name = Field(min_length=1, max_length=200, pattern=r"\S")  # not only whitespace
@@ -133,6 +134,7 @@ class DistillJobCreate(_JobBase):
 
 class JobRead(JobLifecycleRead):
     default_queue = "generate"
+    status: JobStatus
     id: int
     project_id: int
     kind: str

@@ -12,13 +12,15 @@ from service.core.pagination import CursorQ, LimitQ, Page
 from service.documents import schemas
 from service.documents import service as documents_service
 from service.documents.jobs import DEDUP
+from service.models import DocumentStatus
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["documents"])
 
 
 @router.post("/documents", response_model=schemas.UploadResponse, status_code=status.HTTP_201_CREATED)
 def upload_documents(access: ProjectLead, db: SessionDep,
-                     files: Annotated[list[UploadFile], File(description="one or more files")]):
+                     files: Annotated[list[UploadFile], File(description="one or more files",
+                                                             min_length=1)]):
     """Upload many files at once. Each gets its own result; an oversized file is refused (413)
     and nothing of it is kept, without affecting the others."""
     results = []
@@ -40,8 +42,9 @@ def upload_documents(access: ProjectLead, db: SessionDep,
 
 @router.get("/documents", response_model=Page[schemas.DocumentRead])
 def list_documents(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
-                   status_: Annotated[str | None, Query(alias="status")] = None):
-    items, nxt = documents_service.list_documents(db, project_id=access.project.id, status=status_,
+                   status_: Annotated[DocumentStatus | None, Query(alias="status")] = None):
+    items, nxt = documents_service.list_documents(db, project_id=access.project.id,
+                                                  status=status_.value if status_ else None,
                                                   limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
 

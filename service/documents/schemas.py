@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field
 
+from service.models import DocumentStatus
+
 
 class DocumentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -15,7 +17,7 @@ class DocumentRead(BaseModel):
     format: str
     size_bytes: int
     sha256: str
-    status: str
+    status: DocumentStatus
     error: str | None
     page_count: int | None
     chunk_count: int
@@ -96,7 +98,7 @@ class UploadResult(BaseModel):
     document_id: int | None = None
     duplicate: bool = False
     sha256: str | None = None
-    status: str | None = None
+    status: DocumentStatus | None = None
     error: str | None = None
 
 

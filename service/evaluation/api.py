@@ -13,10 +13,12 @@ from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import schemas
 from service.evaluation import service as evaluation_service
-from service.models import EvalPrediction, EvalRun
+from service.models import EvalPrediction, EvalRun, JobStatus
 
 router = APIRouter(prefix="/api/v1", tags=["evaluation"])
 P = "/projects/{project_id}"
+# two to MAX_COMPARE_RUNS ids, comma-separated (spaces allowed around them)
+RUN_IDS = rf"^ *[0-9]{{1,19}} *(, *[0-9]{{1,19}} *){{1,{evaluation_service.MAX_COMPARE_RUNS - 1}}}$"
 
 
 @router.get("/eval-metrics", response_model=list[schemas.MetricRead])
@@ -41,10 +43,11 @@ def create_eval_run(body: schemas.EvalRunCreate, access: ProjectLead, db: Sessio
 def list_eval_runs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
                    training_job_id: Annotated[int | None, Query(description=(
                        "runs of a training job (the base/adapter pair of evaluate_after)"))] = None,
-                   dataset_version_id: int | None = None, status: str | None = None):
+                   dataset_version_id: int | None = None, status: JobStatus | None = None):
     pid = access.project.id
     stmt = evaluation_service.runs_query(project_id=pid, training_job_id=training_job_id,
-                                         dataset_version_id=dataset_version_id, status=status)
+                                         dataset_version_id=dataset_version_id,
+                                         status=status.value if status else None)
     items, nxt = paginate(db, stmt, EvalRun.id, limit=limit, cursor=cursor, descending=True)
     url = None
     if training_job_id is not None:
@@ -104,8 +107,10 @@ def download_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep
 
 @router.get(P + "/eval-compare", response_model=schemas.EvalComparison)
 def compare_eval_runs(access: ProjectViewer, db: SessionDep,
-                      runs: Annotated[str, Query(description="run ids, comma-separated; the first "
-                                                             "is the baseline unless baseline= is given")],
+                      runs: Annotated[str, Query(
+                          description="two or more run ids (at most 8), comma-separated; the "
+                                      "first is the baseline unless baseline= is given",
+                          pattern=RUN_IDS, max_length=200)],
                       baseline: int | None = None, sort_metric: str | None = None,
                       seed: int = 0,
                       n_resamples: Annotated[int, Query(ge=100, le=20000)] = 2000) -> dict:

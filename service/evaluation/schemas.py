@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.models import JobStatus
+
 DEFAULT_RUN_METRICS = ["exact_match", "bleu-4", "rouge", "char_f1"]
 
 
@@ -56,7 +58,7 @@ class EvalRunRead(BaseModel):
     generation: dict[str, Any]
     metrics: list[str]
     metric_options: dict[str, Any]
-    status: str
+    status: JobStatus
     cancel_requested: bool
     attempts: int
     total: int
@@ -113,7 +115,7 @@ class RunMeans(BaseModel):
     name: str
     model_kind: str
     model: str
-    status: str
+    status: JobStatus
     total: int
     done: int
     failed: int

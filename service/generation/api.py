@@ -12,7 +12,7 @@ from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
 from service.generation import service as generation_service
-from service.models import Chunk, GenerationJob, GenerationUnit, Role
+from service.models import Chunk, GenerationJob, GenerationUnit, Role, UnitStatus
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["generation"])
 
@@ -143,11 +143,12 @@ def job_action(job_id: int, action: Literal["pause", "resume", "cancel"], access
 
 @router.get("/generation-jobs/{job_id}/units", response_model=Page[schemas.UnitRead])
 def list_units(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
-               cursor: CursorQ = None, status_: Annotated[str | None, Query(alias="status")] = None):
+               cursor: CursorQ = None,
+               status_: Annotated[UnitStatus | None, Query(alias="status")] = None):
     generation_service.get_job(db, project_id=access.project.id, job_id=job_id)
     stmt = select(GenerationUnit).where(GenerationUnit.job_id == job_id)
     if status_:
-        stmt = stmt.where(GenerationUnit.status == status_)
+        stmt = stmt.where(GenerationUnit.status == status_.value)
     items, nxt = paginate(db, stmt, GenerationUnit.id, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": nxt}
 

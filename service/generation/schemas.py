@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.jobs import JobLifecycleRead
+from service.models import JobStatus, UnitStatus
 
 
 class ProviderCreate(BaseModel):
@@ -136,7 +137,7 @@ class JobRead(JobLifecycleRead):
     params: dict[str, Any]
     chunk_filter: dict[str, Any]
     samples_per_chunk: int
-    status: str
+    status: JobStatus
     total_units: int
     done_units: int
     failed_units: int
@@ -166,7 +167,7 @@ class UnitRead(BaseModel):
     key: str
     chunk_id: int | None
     index: int
-    status: str
+    status: UnitStatus
     attempts: int
     sample_id: int | None
     raw_output: str | None

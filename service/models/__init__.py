@@ -6,6 +6,17 @@ from service.models.document import Chunk, Document
 from service.models.evaluation import EvalPrediction, EvalRun
 from service.models.generation import GenerationJob, GenerationUnit, LLMProvider, PromptTemplate
 from service.models.invitation import Invitation
+from service.models.job import (
+    STATUS_ENUMS,
+    BuildStatus,
+    BulkStatus,
+    DocumentStatus,
+    ExportStatus,
+    ImportStatus,
+    JobStatus,
+    TrainingStatus,
+    UnitStatus,
+)
 from service.models.preference import (
     PreferenceCandidate,
     PreferenceDecision,
@@ -24,9 +35,12 @@ from service.models.user import ApiToken, RateCounter, User, WebSession
 
 __all__ = [
     "ROLE_RANK",
+    "STATUS_ENUMS",
     "ApiToken",
     "AuditEvent",
+    "BuildStatus",
     "BulkJob",
+    "BulkStatus",
     "Chunk",
     "Dataset",
     "DatasetExport",
@@ -34,15 +48,19 @@ __all__ = [
     "DatasetVersionItem",
     "DiversityJob",
     "Document",
+    "DocumentStatus",
     "DomainNode",
     "EvalPrediction",
     "EvalRun",
+    "ExportStatus",
     "GAPair",
     "GenerationJob",
     "GenerationUnit",
     "ImportJob",
+    "ImportStatus",
     "Invitation",
     "JobEvent",
+    "JobStatus",
     "LLMProvider",
     "Membership",
     "PreferenceCandidate",
@@ -64,6 +82,8 @@ __all__ = [
     "SampleRevision",
     "SampleStatus",
     "TrainingJob",
+    "TrainingStatus",
+    "UnitStatus",
     "User",
     "WebSession",
 ]

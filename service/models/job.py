@@ -17,7 +17,8 @@ import, a bulk change, a document parse) is driven by the job kit in ``workers/j
 
 Tables keep their own word for a state where the product already shows one (a version is
 ``building`` and then ``ready``, a document ``parsing`` and then ``parsed``); the job kit's
-registry maps those words onto :class:`JobStatus`.
+registry maps those words onto :class:`JobStatus`. Each table's words are a ``StrEnum`` here
+(``STATUS_ENUMS``), shared by the API's schemas and the pages; the column stays a string.
 """
 from __future__ import annotations
 
@@ -40,6 +41,88 @@ class JobStatus(StrEnum):
 
 
 FINISHED = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class DocumentStatus(StrEnum):
+    """A document: stored, then parsed (and chunked) by ``documents.parse``."""
+    uploaded = "uploaded"
+    parsing = "parsing"
+    parsed = "parsed"
+    failed = "failed"
+
+
+class BuildStatus(StrEnum):
+    """A frozen version (of a dataset, of preference data) being built."""
+    queued = "queued"
+    building = "building"
+    ready = "ready"
+    failed = "failed"
+
+
+class ExportStatus(StrEnum):
+    """A dataset version's export in one format."""
+    queued = "queued"
+    running = "running"
+    ready = "ready"
+    failed = "failed"
+
+
+class ImportStatus(StrEnum):
+    """A file of samples being imported; ``rejected``: strict mode met a bad line."""
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    rejected = "rejected"
+    failed = "failed"
+
+
+class TrainingStatus(StrEnum):
+    """A training job; ``validating``: its dataset and settings are being checked."""
+    validating = "validating"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class BulkStatus(StrEnum):
+    """A bulk change or assignment running as a task."""
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class UnitStatus(StrEnum):
+    """One unit of work (a chunk and a sample index) of a generation job."""
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+# the words each job table's ``status`` holds (strings in the database; the API, the schemas and
+# the pages use these enums); tests/test_openapi.py checks every JobKind's words against them
+STATUS_ENUMS: dict[str, type[StrEnum]] = {
+    "documents": DocumentStatus,
+    "dataset_versions": BuildStatus,
+    "preference_versions": BuildStatus,
+    "dataset_exports": ExportStatus,
+    "import_jobs": ImportStatus,
+    "training_jobs": TrainingStatus,
+    "bulk_jobs": BulkStatus,
+    "generation_jobs": JobStatus,
+    "eval_runs": JobStatus,
+    "diversity_jobs": JobStatus,
+    "preference_generation_jobs": JobStatus,
+    "preference_eval_runs": JobStatus,
+}
+
+
+def status_enum(table: str) -> type[StrEnum]:
+    """The status words of a job table (``JobStatus`` unless it has words of its own)."""
+    return STATUS_ENUMS.get(table, JobStatus)
 
 
 class JobMixin:

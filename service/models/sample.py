@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import enum
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
@@ -11,7 +11,7 @@ from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
 from service.models.job import JobMixin
 
 
-class SampleStatus(str, enum.Enum):
+class SampleStatus(StrEnum):
     pending = "pending"
     accepted = "accepted"
     rejected = "rejected"

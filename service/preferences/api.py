@@ -13,6 +13,7 @@ from service.core.openapi import file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import preference as preference_eval
 from service.models import PreferenceEvalRun
+from service.models.preference import ItemStatus
 from service.preferences import export as preferences_export
 from service.preferences import review as preferences_review
 from service.preferences import schemas
@@ -54,8 +55,9 @@ def items_from_samples(body: schemas.FromSamples, access: ProjectLead, db: Sessi
 
 @router.get("/preference-items", response_model=Page[schemas.ItemRead])
 def list_items(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
-               status_: Annotated[str | None, Query(alias="status", max_length=20)] = None):
-    items, nxt = preferences_service.list_items(db, project_id=access.project.id, status=status_,
+               status_: Annotated[ItemStatus | None, Query(alias="status")] = None):
+    items, nxt = preferences_service.list_items(db, project_id=access.project.id,
+                                                status=status_.value if status_ else None,
                                                 limit=limit, cursor=cursor)
     return {"items": [preferences_service.item_read(db, i) for i in items], "next_cursor": nxt}
 

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.core.jobs import JobLifecycleRead
 from service.datasets.schemas import SplitRatios
+from service.models import BuildStatus, JobStatus
+from service.models.preference import ItemStatus, Outcome
 
 MAX_TEXT = 100_000
 EXPORT_FORMATS = ("sharegpt", "alpaca", "trl", "kto")
@@ -88,8 +90,8 @@ class ItemRead(BaseModel):
     document_id: int | None
     sample_id: int | None
     source: str
-    status: str
-    outcome: str | None
+    status: ItemStatus
+    outcome: Outcome | None
     chosen_id: int | None
     rejected_id: int | None
     chosen_text: str | None
@@ -168,6 +170,7 @@ class PrerankCreate(BaseModel):
 
 class GenerationRead(JobLifecycleRead):
     default_queue: ClassVar[str] = "generate"
+    status: JobStatus
     id: int
     project_id: int
     sources: list[dict[str, Any]]
@@ -189,6 +192,7 @@ class VersionCreate(BaseModel):
 
 class VersionRead(JobLifecycleRead):
     queued_word: ClassVar[str] = "queued"
+    status: BuildStatus
     id: int
     project_id: int
     number: int
@@ -256,6 +260,7 @@ class EvalCreate(BaseModel):
 
 class EvalRead(JobLifecycleRead):
     default_queue: ClassVar[str] = "gpu"
+    status: JobStatus
     id: int
     project_id: int
     preference_version_id: int

@@ -13,6 +13,7 @@ from service.review import bulk as review_bulk
 from service.review import schemas
 from service.review import service as review_service
 from service.samples import service as samples_service
+from service.samples.schemas import SampleSort
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/review", tags=["review"])
 
@@ -31,10 +32,13 @@ def sort_cookie(project_id: int) -> str:
     return f"annotune_review_sort_{project_id}"
 
 
+SortQ = Annotated[SampleSort | None, Query(description=SORT_HELP)]
+
+
 def queue_sort(request: Request, project_id: int, sort: str | None) -> str:
     """An explicit ``sort`` (422 when unknown), else the page's remembered one, else id."""
     if sort:
-        return samples_service.check_sort(sort)
+        return samples_service.check_sort(str(sort))
     remembered = request.cookies.get(sort_cookie(project_id))
     return remembered if remembered in samples_service.SORTS else samples_service.DEFAULT_SORT
 
@@ -57,7 +61,7 @@ def set_skip_cookie(response: Response, project_id: int, ids: list[int]) -> None
 @router.get("/next", response_model=schemas.NextSample)
 @writes_db  # leases the sample it hands out
 def next_sample(request: Request, access: ProjectAnnotator, db: SessionDep,
-                sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
+                sort: SortQ = None):
     overlap = review_service.review_settings(access.project).review_overlap
     sample = review_service.next_sample(db, project_id=access.project.id, user_id=access.user.id,
                                         overlap=overlap,
@@ -78,7 +82,7 @@ def decide(sample_id: int, body: schemas.DecisionCreate, access: ProjectAnnotato
 
 @router.post("/samples/{sample_id}/skip", response_model=schemas.SkipResult)
 def skip(sample_id: int, request: Request, response: Response, access: ProjectAnnotator,
-         db: SessionDep, sort: Annotated[str | None, Query(description=SORT_HELP)] = None):
+         db: SessionDep, sort: SortQ = None):
     sort = queue_sort(request, access.project.id, sort)
     samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
     ids = [i for i in skipped_ids(request, access.project.id) if i != sample_id] + [sample_id]
@@ -123,7 +127,7 @@ def bulk_answer(result: dict) -> dict | JSONResponse:
 @router.post("/assign", response_model=schemas.AssignResult, responses=BULK_STARTED)
 def assign(body: schemas.AssignRequest, access: ProjectLead, db: SessionDep):
     """Assign now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
-    flt = samples_service.SampleFilter(**body.filter.model_dump())
+    flt = samples_service.SampleFilter(**body.filter.model_dump(mode="json"))
     result = review_service.assign(db, project_id=access.project.id, actor_id=access.user.id,
                                    flt=flt, annotator_ids=body.annotator_ids, mode=body.mode,
                                    count=body.count, dry_run=body.dry_run)

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.models import BulkStatus
 from service.samples.schemas import FilterSpec, Messages, SampleRead
 
 Decision = Literal["accepted", "rejected", "needs_changes"]
@@ -112,7 +113,7 @@ class BulkJobRead(BaseModel):
     id: str
     project_id: int
     kind: Literal["change", "assign"]
-    status: str
+    status: BulkStatus
     matching: int | None
     processed: int
     changed: int

@@ -20,11 +20,11 @@ SORT_HELP = ("one of " + ", ".join(samples_service.SORTS) + "; default id (order
              "spelling of -id); the cursor is tied to the sort")
 
 
-def _filter(status_: list[str] | None, tag, document_id, generation_job_id, import_job_id,
+def _filter(status_: list[schemas.SampleStatus] | None, tag, document_id, generation_job_id, import_job_id,
             assignee_id, unassigned, reviewer_id, q, score_key, score_min, score_max,
             domain_leaf_id=None):
     return samples_service.SampleFilter(
-        status=status_ or [], tag=tag, document_id=document_id, generation_job_id=generation_job_id,
+        status=[s.value for s in status_ or []], tag=tag, document_id=document_id, generation_job_id=generation_job_id,
         import_job_id=import_job_id, assignee_id=assignee_id, unassigned=unassigned,
         reviewer_id=reviewer_id, q=q, score_key=score_key, score_min=score_min, score_max=score_max,
         domain_leaf_id=domain_leaf_id)
@@ -47,19 +47,21 @@ def _expected_version(if_match: str | None, body_version: int | None) -> int:
 
 @router.get("/samples", response_model=Page[schemas.SampleRead])
 def list_samples(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
-                 status_: Annotated[list[str] | None, Query(alias="status")] = None,
+                 status_: Annotated[list[schemas.SampleStatus] | None,
+                                    Query(alias="status", description="any of these")] = None,
                  tag: str | None = None, document_id: int | None = None,
                  generation_job_id: int | None = None, import_job_id: int | None = None,
                  assignee_id: int | None = None, unassigned: bool = False,
                  reviewer_id: int | None = None, q: str | None = None, score_key: str | None = None,
                  score_min: float | None = None, score_max: float | None = None,
                  order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
-                 sort: Annotated[str | None, Query(description=SORT_HELP)] = None,
+                 sort: Annotated[schemas.SampleSort | None, Query(description=SORT_HELP)] = None,
                  domain_leaf_id: int | None = None):
     flt = _filter(status_, tag, document_id, generation_job_id, import_job_id, assignee_id,
                   unassigned, reviewer_id, q, score_key, score_min, score_max, domain_leaf_id)
     items, nxt = samples_service.list_samples(db, project_id=access.project.id, flt=flt, limit=limit,
-                                              cursor=cursor, descending=order == "desc", sort=sort)
+                                              cursor=cursor, descending=order == "desc",
+                                              sort=sort.value if sort else None)
     return {"items": items, "next_cursor": nxt}
 
 
@@ -112,7 +114,7 @@ def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep):
              response_model_exclude_unset=True, responses=review_api.BULK_STARTED)
 def bulk_change(body: schemas.BulkAction, access: ProjectLead, db: SessionDep):
     """Change now (200), or above ``review_bulk.TASK_THRESHOLD`` samples start a job (202)."""
-    flt = samples_service.SampleFilter(**body.filter.model_dump())
+    flt = samples_service.SampleFilter(**body.filter.model_dump(mode="json"))
     if body.assignee_id is not None:
         review_service.check_assignees(db, project_id=access.project.id,
                                        user_ids=[body.assignee_id], field="body.assignee_id")

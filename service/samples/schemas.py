@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.core.jobs import JobLifecycleRead
+from service.models import ImportStatus, SampleStatus
 
-Status = Literal["pending", "accepted", "rejected", "needs_changes"]
+Status = SampleStatus
 # caps documented in the schema (the input layer in service/core/sanitize.py is the backstop)
 MAX_TAGS = 100
 MAX_MESSAGES = 1000
@@ -23,6 +25,16 @@ def _not_blank(tag: str) -> str:
 Tag = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 Messages = Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)]
+
+
+class SampleSort(StrEnum):
+    """The orders samples are listed (and queued for review) in; ``-``: descending."""
+    id = "id"
+    id_desc = "-id"
+    updated_at = "updated_at"
+    updated_at_desc = "-updated_at"
+    created_at = "created_at"
+    created_at_desc = "-created_at"
 
 
 class Message(BaseModel):
@@ -61,7 +73,7 @@ class SampleRead(BaseModel):
     project_id: int
     messages: list[dict[str, str]]
     reasoning: str | None
-    status: str
+    status: SampleStatus
     version: int
     source: str
     tags: list[str]
@@ -88,8 +100,8 @@ class RevisionRead(BaseModel):
     action: str
     messages_before: list[dict[str, str]] | None
     messages_after: list[dict[str, str]]
-    status_before: str | None
-    status_after: str
+    status_before: SampleStatus | None
+    status_after: SampleStatus
     actor_id: int | None
     comment: str | None
     created_at: datetime
@@ -129,7 +141,7 @@ class ImportRead(JobLifecycleRead):
     format: str | None
     mapping: dict[str, Any] | None
     mode: str
-    status: str
+    status: ImportStatus
     lines_read: int
     bytes_read: int = Field(0, description="how far the import has read its file (progress)")
     bytes_total: int | None = Field(None, description="the file's size, once the import started")

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.jobs import JobLifecycleRead
+from service.models import TrainingStatus
 
 
 class TrainingJobCreate(BaseModel):
@@ -37,7 +38,7 @@ class TrainingJobRead(JobLifecycleRead):
     hyperparameters: dict[str, Any]
     use_validation: bool
     suffix: str | None
-    status: str
+    status: TrainingStatus
     step: int
     total_steps: int | None
     attempts: int

@@ -208,3 +208,19 @@ def test_review_queue_follows_sort_and_page_remembers_it(client, db, factories, 
                           headers={"X-CSRF-Token": csrf})
     assert skipped.status_code == 200, skipped.text
     assert skipped.json()["next"]["id"] == second
+
+
+def test_unknown_status_names_the_query_parameter(client, db, lead):
+    """The status filter is an enum of the query (it named ``body.status`` when the service
+    checked it); the sort, too."""
+    owner, pid = lead
+    bad = client.get(f"/api/v1/projects/{pid}/samples?status=accepted&status=bogus",
+                     headers=owner.headers)
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["details"][0]["field"] == "query.status.1"
+    ok = client.get(f"/api/v1/projects/{pid}/samples?status=accepted&status=pending",
+                    headers=owner.headers)
+    assert ok.status_code == 200, ok.text
+    skip = client.post(f"/api/v1/projects/{pid}/review/samples/1/skip?sort=sideways",
+                       headers=owner.headers)
+    assert skip.status_code == 422 and skip.json()["error"]["details"][0]["field"] == "query.sort"
