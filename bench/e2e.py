@@ -75,8 +75,9 @@ def main() -> None:
         wait(lambda: api.get(f"{p}/documents/{doc}").json()["status"] == "parsed", "parsing")
         print(f"[{time.time() - t0:5.0f}s] document parsed")
 
-        local = next(x for x in api.get(f"{p}/providers").json() if x["kind"] == "local")
-        tpl = next(t for t in api.get(f"{p}/templates").json() if t["name"] == "keywords.zh")
+        local = next(x for x in api.get(f"{p}/providers").json()["items"] if x["kind"] == "local")
+        tpl = next(t for t in api.get(f"{p}/templates", params={"limit": 500}).json()["items"]
+                   if t["name"] == "keywords.zh")
         job = api.post(f"{p}/generation-jobs", json={"template_id": tpl["id"], "provider_id": local["id"],
                                                      "params": {"sampling": {"max_tokens": 24}}}).json()
         job = wait(lambda: (j := api.get(f"{p}/generation-jobs/{job['id']}").json())["status"]

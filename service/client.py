@@ -311,7 +311,7 @@ class Client:
     # -- generation ---------------------------------------------------------------------------
 
     def list_templates(self, project_id: int) -> list[Json]:
-        return self.get(f"/projects/{project_id}/templates")
+        return list(self.pages(f"/projects/{project_id}/templates"))
 
     def create_template(self, project_id: int, *, name: str, text: str, kind: str = "custom",
                         lang: str = "en", parser: Json | None = None) -> Json:
@@ -320,7 +320,7 @@ class Client:
             "parser": parser or {"kind": "text"}})
 
     def list_providers(self, project_id: int) -> list[Json]:
-        return self.get(f"/projects/{project_id}/providers")
+        return list(self.pages(f"/projects/{project_id}/providers"))
 
     def create_provider(self, project_id: int, **body: Any) -> Json:
         return self.post(f"/projects/{project_id}/providers", body)

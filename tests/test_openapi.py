@@ -183,3 +183,38 @@ def test_query_parameters_state_their_values(spec):
                        (f"{P}/preference-items", "ItemStatus"),
                        (f"{P}/generation-jobs/{{job_id}}/units", "UnitStatus")):
         assert enum in str(_param(spec, "get", path, "status")), path
+
+
+def _resolve(spec, schema):
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_every_list_pages_the_same_way(spec):
+    """Every GET that answers a list answers ``{items, next_cursor}`` and takes ``limit`` (with
+    a maximum) and ``cursor`` (service/core/pagination.py); none answers a bare array."""
+    from service.core.pagination import MAX_LIMIT
+
+    problems, pages = [], 0
+    for name, _path, op in _operations(spec):
+        ok = op["responses"].get("200", {}).get("content", {}).get("application/json")
+        if not ok or not name.startswith("GET "):
+            continue
+        schema = _resolve(spec, ok["schema"])
+        if schema.get("type") == "array":
+            problems.append(f"{name}: a bare array")
+            continue
+        props = schema.get("properties", {})
+        if "items" not in props or props["items"].get("type") != "array":
+            continue
+        pages += 1
+        params = {p["name"]: p["schema"] for p in op.get("parameters", [])}
+        if "next_cursor" not in props:
+            problems.append(f"{name}: no next_cursor")
+        if "cursor" not in params:
+            problems.append(f"{name}: no cursor")
+        if params.get("limit", {}).get("maximum") != MAX_LIMIT:
+            problems.append(f"{name}: limit {params.get('limit')}")
+    assert not problems, "\n".join(problems)
+    assert pages >= 30

@@ -33,7 +33,7 @@ def _world(client, db, factories):
                      json={"split": {"train": 0.5, "validation": 0.25, "test": 0.25}}).json()
     v2 = client.post(f"/api/v1/projects/{pid}/datasets/{ds['id']}/versions", headers=h,
                      json={"split": {"train": 0.5, "validation": 0.25, "test": 0.25}, "seed": 3}).json()
-    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=h).json()
+    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=h).json()["items"]
     sid = client.get(f"/api/v1/projects/{pid}/samples", headers=h).json()["items"][0]["id"]
     imp = client.post(f"/api/v1/projects/{pid}/imports", headers=h, files={"file": (
         "x.jsonl", io.BytesIO(b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'))}

@@ -8,7 +8,7 @@ from service.auth import service as auth_service
 from service.core.config import get_settings
 from service.core.deps import AdminUser, CurrentUser, SessionDep
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
-from service.models import User
+from service.models import ApiToken, User
 from service.users import passwords
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -42,9 +42,12 @@ def change_password(body: schemas.PasswordChange, request: Request, user: Curren
     return {"sessions_revoked": revoked["sessions"], "tokens_revoked": revoked["tokens"]}
 
 
-@router.get("/tokens", response_model=list[schemas.TokenRead])
-def list_tokens(user: CurrentUser, db: SessionDep) -> list:
-    return auth_service.list_tokens(db, user=user)
+@router.get("/tokens", response_model=Page[schemas.TokenRead])
+def list_tokens(user: CurrentUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    """Your API tokens (revoked and expired ones too, marked so), oldest first."""
+    items, nxt = paginate(db, auth_service.tokens_query(user), ApiToken.id, limit=limit,
+                          cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.delete("/tokens/{token_id}", response_model=schemas.TokenRead)

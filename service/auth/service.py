@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import audit, ratelimit
@@ -211,9 +211,12 @@ def create_token(db: Session, *, user: User, name: str, scopes: list[str] | None
     return token, secret
 
 
+def tokens_query(user: User) -> Select[tuple[ApiToken]]:
+    return select(ApiToken).where(ApiToken.user_id == user.id)
+
+
 def list_tokens(db: Session, *, user: User) -> list[ApiToken]:
-    return list(db.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
-                           .order_by(ApiToken.id)))
+    return list(db.scalars(tokens_query(user).order_by(ApiToken.id)))
 
 
 def revoke_token(db: Session, *, user: User, token_id: int) -> ApiToken:

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.openapi import FILE_MEDIA, file_media, file_response
-from service.core.pagination import CursorQ, LimitQ, Page
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.datasets import export as datasets_export
 from service.datasets import schemas
 from service.datasets import service as datasets_service
+from service.models import DatasetExport
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/datasets", tags=["datasets"])
 
@@ -82,11 +84,16 @@ def create_export(dataset_id: int, version_id: int, body: schemas.ExportCreate,
     return export
 
 
-@router.get("/{dataset_id}/versions/{version_id}/exports", response_model=list[schemas.ExportRead])
-def list_exports(dataset_id: int, version_id: int, access: ProjectViewer, db: SessionDep):
+@router.get("/{dataset_id}/versions/{version_id}/exports", response_model=Page[schemas.ExportRead])
+def list_exports(dataset_id: int, version_id: int, access: ProjectViewer, db: SessionDep,
+                 limit: LimitQ = 50, cursor: CursorQ = None):
+    """The version's exports, by format."""
     version = datasets_service.get_version(db, project_id=access.project.id, version_id=version_id,
                                            dataset_id=dataset_id)
-    return datasets_service.list_exports(db, version_id=version.id)
+    items, nxt = paginate(db, select(DatasetExport).where(DatasetExport.version_id == version.id),
+                          DatasetExport.id, limit=limit, cursor=cursor,
+                          order=(DatasetExport.format,))
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}", response_model=schemas.ExportRead)

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.diversity import dedup, schemas, tree
 from service.diversity import service as diversity_service
+from service.models import DiversityJob, GAPair
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["diversity"])
 NOT_FOUND = {404: {"description": "not found in this project"}}
@@ -109,9 +111,12 @@ def distil(body: schemas.DistillJobCreate, access: ProjectLead, db: SessionDep):
     return _start(db, access, "distill", body)
 
 
-@router.get("/diversity-jobs", response_model=list[schemas.JobRead])
-def list_jobs(access: ProjectViewer, db: SessionDep):
-    return diversity_service.list_jobs(db, project_id=access.project.id)
+@router.get("/diversity-jobs", response_model=Page[schemas.JobRead])
+def list_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    """The project's diversity jobs, newest first."""
+    items, nxt = paginate(db, diversity_service.jobs_query(project_id=access.project.id),
+                          DiversityJob.id, limit=limit, cursor=cursor, descending=True)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.get("/diversity-jobs/{job_id}", response_model=schemas.JobRead, responses=NOT_FOUND)
@@ -137,9 +142,14 @@ def near_duplicates(body: schemas.NearDuplicateCheck, access: ProjectLead, db: S
                                  tag=body.tag, actor_id=access.user.id)
 
 
-@router.get("/ga-pairs", response_model=list[schemas.PairRead])
-def list_pairs(access: ProjectViewer, db: SessionDep, document_id: int | None = None):
-    return diversity_service.list_pairs(db, project_id=access.project.id, document_id=document_id)
+@router.get("/ga-pairs", response_model=Page[schemas.PairRead])
+def list_pairs(access: ProjectViewer, db: SessionDep, document_id: int | None = None,
+               limit: LimitQ = 100, cursor: CursorQ = None):
+    """Genre–audience pairs by document and position."""
+    stmt = diversity_service.pairs_query(project_id=access.project.id, document_id=document_id)
+    items, nxt = paginate(db, stmt, GAPair.id, limit=limit, cursor=cursor,
+                          order=diversity_service.PAIR_ORDER)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/ga-pairs", response_model=schemas.PairRead, status_code=status.HTTP_201_CREATED)

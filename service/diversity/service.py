@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
@@ -132,8 +132,12 @@ def get_job(db: Session, *, project_id: int, job_id: int) -> DiversityJob:
     return job
 
 
+def jobs_query(*, project_id: int) -> Select[tuple[DiversityJob]]:
+    return select(DiversityJob).where(DiversityJob.project_id == project_id)
+
+
 def list_jobs(db: Session, *, project_id: int, limit: int = 50) -> list[DiversityJob]:
-    return list(db.scalars(select(DiversityJob).where(DiversityJob.project_id == project_id)
+    return list(db.scalars(jobs_query(project_id=project_id)
                            .order_by(DiversityJob.id.desc()).limit(limit)))
 
 
@@ -156,11 +160,19 @@ def _text(value: Any, field_name: str) -> str:
     return text
 
 
-def list_pairs(db: Session, *, project_id: int, document_id: int | None = None) -> list[GAPair]:
+def pairs_query(*, project_id: int, document_id: int | None = None) -> Select[tuple[GAPair]]:
     stmt = select(GAPair).where(GAPair.project_id == project_id)
     if document_id is not None:
         stmt = stmt.where(GAPair.document_id == document_id)
-    return list(db.scalars(stmt.order_by(GAPair.document_id, GAPair.position, GAPair.id)))
+    return stmt
+
+
+PAIR_ORDER = (GAPair.document_id, GAPair.position)  # then id
+
+
+def list_pairs(db: Session, *, project_id: int, document_id: int | None = None) -> list[GAPair]:
+    return list(db.scalars(pairs_query(project_id=project_id, document_id=document_id)
+                           .order_by(*PAIR_ORDER, GAPair.id)))
 
 
 def get_pair(db: Session, *, project_id: int, pair_id: int) -> GAPair:

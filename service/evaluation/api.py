@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from service.core.deps import CurrentUser, ProjectLead, ProjectViewer, SessionDep
 from service.core.openapi import file_response
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, paginate, paginate_items
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import schemas
 from service.evaluation import service as evaluation_service
@@ -21,12 +21,14 @@ P = "/projects/{project_id}"
 RUN_IDS = rf"^ *[0-9]{{1,19}} *(, *[0-9]{{1,19}} *){{1,{evaluation_service.MAX_COMPARE_RUNS - 1}}}$"
 
 
-@router.get("/eval-metrics", response_model=list[schemas.MetricRead])
-def list_eval_metrics(user: CurrentUser):
+@router.get("/eval-metrics", response_model=Page[schemas.MetricRead])
+def list_eval_metrics(user: CurrentUser, limit: LimitQ = 100, cursor: CursorQ = None):
     """The registered metrics (plugins), with their outputs, direction and scale."""
-    return [{"name": m.name, "outputs": list(m.outputs), "kind": m.kind,
-             "higher_is_better": m.higher_is_better, "scale": m.scale,
-             "description": m.description} for m in metrics_mod.list_metrics()]
+    items, nxt = paginate_items(metrics_mod.list_metrics(), lambda m: m.name, limit=limit,
+                                cursor=cursor)
+    return {"items": [{"name": m.name, "outputs": list(m.outputs), "kind": m.kind,
+                       "higher_is_better": m.higher_is_better, "scale": m.scale,
+                       "description": m.description} for m in items], "next_cursor": nxt}
 
 
 @router.post(P + "/eval-runs", response_model=schemas.EvalRunRead, status_code=status.HTTP_201_CREATED)

@@ -12,7 +12,15 @@ from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
 from service.generation import service as generation_service
-from service.models import Chunk, GenerationJob, GenerationUnit, Role, UnitStatus
+from service.models import (
+    Chunk,
+    GenerationJob,
+    GenerationUnit,
+    LLMProvider,
+    PromptTemplate,
+    Role,
+    UnitStatus,
+)
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["generation"])
 
@@ -23,9 +31,13 @@ def _provider(p) -> schemas.ProviderRead:
     return out
 
 
-@router.get("/providers", response_model=list[schemas.ProviderRead])
-def list_providers(access: ProjectViewer, db: SessionDep):
-    return [_provider(p) for p in generation_service.list_providers(db, project_id=access.project.id)]
+@router.get("/providers", response_model=Page[schemas.ProviderRead])
+def list_providers(access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
+                   cursor: CursorQ = None):
+    """The project's providers and the global ones (the built-in model first)."""
+    items, nxt = paginate(db, generation_service.providers_query(db, project_id=access.project.id),
+                          LLMProvider.id, limit=limit, cursor=cursor)
+    return {"items": [_provider(p) for p in items], "next_cursor": nxt}
 
 
 @router.post("/providers", response_model=schemas.ProviderRead, status_code=status.HTTP_201_CREATED)
@@ -78,9 +90,14 @@ def provider_usage(provider_id: int, access: ProjectViewer, db: SessionDep):
                                              provider_id=provider_id)
 
 
-@router.get("/templates", response_model=list[schemas.TemplateRead])
-def list_templates(access: ProjectViewer, db: SessionDep):
-    return generation_service.list_templates(db, project_id=access.project.id)
+@router.get("/templates", response_model=Page[schemas.TemplateRead])
+def list_templates(access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
+                   cursor: CursorQ = None):
+    """The project's templates, then the built-in ones, by name and version."""
+    items, nxt = paginate(db, generation_service.templates_query(db, project_id=access.project.id),
+                          PromptTemplate.id, limit=limit, cursor=cursor,
+                          order=generation_service.TEMPLATE_ORDER)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/templates", response_model=schemas.TemplateRead, status_code=status.HTTP_201_CREATED)

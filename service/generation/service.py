@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.auth import audit
@@ -118,11 +118,15 @@ def ensure_builtin_provider(db: Session) -> None:
         db.flush()
 
 
-def list_providers(db: Session, *, project_id: int) -> list[LLMProvider]:
+def providers_query(db: Session, *, project_id: int) -> Select[tuple[LLMProvider]]:
+    """The project's providers and the global ones (the built-in one made on first use)."""
     ensure_builtin_provider(db)
-    return list(db.scalars(select(LLMProvider).where(
+    return select(LLMProvider).where(
         or_(LLMProvider.project_id == project_id, LLMProvider.project_id.is_(None)))
-        .order_by(LLMProvider.id)))
+
+
+def list_providers(db: Session, *, project_id: int) -> list[LLMProvider]:
+    return list(db.scalars(providers_query(db, project_id=project_id).order_by(LLMProvider.id)))
 
 
 def provider_settings(p: LLMProvider) -> llm.ProviderSettings:
@@ -215,11 +219,20 @@ def get_template(db: Session, *, project_id: int, template_id: int) -> PromptTem
     return t
 
 
-def list_templates(db: Session, *, project_id: int) -> list[PromptTemplate]:
+def templates_query(db: Session, *, project_id: int) -> Select[tuple[PromptTemplate]]:
+    """The project's templates and the built-in ones."""
     ensure_builtin_templates(db)
-    return list(db.scalars(select(PromptTemplate).where(
+    return select(PromptTemplate).where(
         or_(PromptTemplate.project_id == project_id, PromptTemplate.project_id.is_(None)))
-        .order_by(PromptTemplate.project_id.is_(None), PromptTemplate.name, PromptTemplate.version)))
+
+
+# the project's own first, then by name and version
+TEMPLATE_ORDER = (PromptTemplate.project_id.is_(None), PromptTemplate.name, PromptTemplate.version)
+
+
+def list_templates(db: Session, *, project_id: int) -> list[PromptTemplate]:
+    return list(db.scalars(templates_query(db, project_id=project_id)
+                           .order_by(*TEMPLATE_ORDER, PromptTemplate.id)))
 
 
 def chunk_text_for_llm(chunk: Chunk) -> str:

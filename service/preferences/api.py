@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
 from service.core.openapi import file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.evaluation import preference as preference_eval
-from service.models import PreferenceEvalRun
+from service.models import PreferenceDecision, PreferenceEvalRun
 from service.models.preference import ItemStatus
 from service.preferences import export as preferences_export
 from service.preferences import review as preferences_review
@@ -68,12 +69,15 @@ def get_item(item_id: int, access: ProjectViewer, db: SessionDep):
     return preferences_service.item_read(db, item)
 
 
-@router.get("/preference-items/{item_id}/decisions", response_model=list[schemas.DecisionRead],
+@router.get("/preference-items/{item_id}/decisions", response_model=Page[schemas.DecisionRead],
             responses=NOT_FOUND)
-def item_decisions(item_id: int, access: ProjectLead, db: SessionDep):
+def item_decisions(item_id: int, access: ProjectLead, db: SessionDep, limit: LimitQ = 100,
+                   cursor: CursorQ = None):
     """Every annotator's decision on the item (leads: for adjudication)."""
     preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
-    return preferences_service.decisions_of(db, item_id)
+    items, nxt = paginate(db, select(PreferenceDecision).where(PreferenceDecision.item_id == item_id),
+                          PreferenceDecision.id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/preference-items/{item_id}/decision", response_model=schemas.ItemRead,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from sqlalchemy import select
 
 from service.core.deps import (
     Access,
@@ -11,7 +12,7 @@ from service.core.deps import (
     SessionDep,
 )
 from service.core.errors import Forbidden
-from service.core.pagination import CursorQ, LimitQ, Page
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.models import Membership, Role
 from service.projects import schemas
 from service.projects import service as projects_service
@@ -61,9 +62,11 @@ def delete_project(access: ProjectOwner, db: SessionDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{project_id}/members", response_model=list[schemas.MemberRead])
-def list_members(access: ProjectViewer, db: SessionDep):
-    return [_member(m) for m in projects_service.list_members(db, project_id=access.project.id)]
+@router.get("/{project_id}/members", response_model=Page[schemas.MemberRead])
+def list_members(access: ProjectViewer, db: SessionDep, limit: LimitQ = 100, cursor: CursorQ = None):
+    items, nxt = paginate(db, select(Membership).where(Membership.project_id == access.project.id),
+                          Membership.id, limit=limit, cursor=cursor)
+    return {"items": [_member(m) for m in items], "next_cursor": nxt}
 
 
 def _check_can_manage(access: Access, db, *, user_id: int | None, new_role: Role | None) -> None:

@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from service.core.config import get_settings
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.models import ReviewDecision
 from service.review import bulk as review_bulk
 from service.review import schemas
 from service.review import service as review_service
@@ -95,10 +98,14 @@ def skip(sample_id: int, request: Request, response: Response, access: ProjectAn
     return {"skipped": ids[-review_service.SKIP_KEEP:], "next": nxt}
 
 
-@router.get("/samples/{sample_id}/decisions", response_model=list[schemas.DecisionRead])
-def sample_decisions(sample_id: int, access: ProjectLead, db: SessionDep):
+@router.get("/samples/{sample_id}/decisions", response_model=Page[schemas.DecisionRead])
+def sample_decisions(sample_id: int, access: ProjectLead, db: SessionDep, limit: LimitQ = 100,
+                     cursor: CursorQ = None):
     # leads only: reviewers in double review must not see each other's decisions
-    return review_service.decisions_for(db, project_id=access.project.id, sample_id=sample_id)
+    samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
+    items, nxt = paginate(db, select(ReviewDecision).where(ReviewDecision.sample_id == sample_id),
+                          ReviewDecision.id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/samples/{sample_id}/adjudicate", response_model=schemas.DecisionResult)

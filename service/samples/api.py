@@ -4,10 +4,12 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
+from sqlalchemy import select
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid
-from service.core.pagination import CursorQ, LimitQ, Page
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.models import SampleRevision
 from service.review import api as review_api
 from service.review import bulk as review_bulk
 from service.review import schemas as review_schemas
@@ -105,9 +107,14 @@ def change_status(sample_id: int, body: schemas.StatusChange, access: ProjectAnn
         status=body.status, reject_reason=body.reason)
 
 
-@router.get("/samples/{sample_id}/history", response_model=list[schemas.RevisionRead])
-def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep):
-    return samples_service.history(db, project_id=access.project.id, sample_id=sample_id)
+@router.get("/samples/{sample_id}/history", response_model=Page[schemas.RevisionRead])
+def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
+                   cursor: CursorQ = None):
+    """The sample's revisions, oldest first."""
+    samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
+    items, nxt = paginate(db, select(SampleRevision).where(SampleRevision.sample_id == sample_id),
+                          SampleRevision.id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/samples-bulk", response_model=review_schemas.BulkChangeResult,

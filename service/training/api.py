@@ -12,7 +12,7 @@ from service.core.errors import Invalid, NotFound
 from service.core.openapi import file_media, file_response
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation.schemas import ProviderRead
-from service.models import TrainingJob
+from service.models import JobEvent, TrainingJob
 from service.training import preference as preference_training
 from service.training import schemas
 from service.training import service as training_service
@@ -75,22 +75,30 @@ def register_training_provider(job_id: int, access: ProjectLead, db: SessionDep,
     return ProviderRead.model_validate(provider)
 
 
-@router.get("/training-jobs/{job_id}/events", response_model=schemas.EventsPage)
-def training_events(job_id: int, access: ProjectViewer, db: SessionDep,
-                    after: Annotated[int | None, Query(description="last event id seen")] = None,
-                    limit: LimitQ = 200):
+@router.get("/training-jobs/{job_id}/events", response_model=Page[schemas.JobEventRead])
+def training_events(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 200,
+                    cursor: CursorQ = None,
+                    after: Annotated[int | None, Query(description=(
+                        "only events after this id (a page that follows a running job polls "
+                        "with the last id it saw)"))] = None):
+    """The job's events (log lines, metrics, checkpoints), oldest first."""
     training_service.get_job(db, project_id=access.project.id, job_id=job_id)
-    items = training_service.list_events(db, job_id=job_id, after=after, limit=limit)
-    return {"items": items, "next_after": items[-1].id if items else after}
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after:
+        stmt = stmt.where(JobEvent.id > after)
+    items, nxt = paginate(db, stmt, JobEvent.id, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": nxt}
 
 
-@router.get("/training-jobs/{job_id}/checkpoints", response_model=list[schemas.CheckpointRead])
-def training_checkpoints(job_id: int, access: ProjectViewer, db: SessionDep):
+@router.get("/training-jobs/{job_id}/checkpoints", response_model=Page[schemas.CheckpointRead])
+def training_checkpoints(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
+                         cursor: CursorQ = None):
     training_service.get_job(db, project_id=access.project.id, job_id=job_id)
-    return [{"step": e.step, "path": Path(e.data.get("path", "")).name, "metrics": e.data.get("metrics"),
-             "created_at": e.created_at}
-            for e in training_service.list_events(db, job_id=job_id, after=None, limit=10_000)
-            if e.kind == "checkpoint"]
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint")
+    items, nxt = paginate(db, stmt, JobEvent.id, limit=limit, cursor=cursor)
+    return {"items": [{"step": e.step, "path": Path(e.data.get("path", "")).name,
+                       "metrics": e.data.get("metrics"), "created_at": e.created_at}
+                      for e in items], "next_cursor": nxt}
 
 
 ARTIFACT_FILES = ("adapter_model.safetensors", "adapter_config.json", "training_config.json",

@@ -65,10 +65,6 @@ class JobEventRead(BaseModel):
     created_at: datetime
 
 
-class EventsPage(BaseModel):
-    items: list[JobEventRead]
-    next_after: int | None
-
 
 class CheckpointRead(BaseModel):
     step: int | None

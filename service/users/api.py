@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from service.auth.schemas import UserRead
 from service.core.deps import AdminUser, Public, SessionDep
+from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.models import Invitation, User
 from service.users import schemas
 from service.users import service as users_service
@@ -18,10 +19,12 @@ def _created(request: Request, invitation: Invitation, token: str) -> dict:
     return {**data, "link": users_service.link_for(str(request.base_url), token)}
 
 
-@router.get("/invitations", response_model=list[schemas.InvitationRead])
-def list_invitations(_: AdminUser, db: SessionDep) -> list[Invitation]:
-    """Invitations and set-password links that can still be used."""
-    return users_service.list_open_invitations(db)
+@router.get("/invitations", response_model=Page[schemas.InvitationRead])
+def list_invitations(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
+    """Invitations and set-password links that can still be used, newest first."""
+    items, nxt = paginate(db, users_service.open_invitations_query(), Invitation.id, limit=limit,
+                          cursor=cursor, descending=True)
+    return {"items": items, "next_cursor": nxt}
 
 
 @router.post("/invitations", response_model=schemas.InvitationCreated,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import service as auth_service
@@ -96,10 +96,14 @@ def use_invitation(db: Session, *, token: str, password: str) -> User:
                                     name=invitation.name, is_admin=invitation.is_admin)
 
 
+def open_invitations_query() -> Select[tuple[Invitation]]:
+    """Invitations and set-password links that can still be used."""
+    return select(Invitation).where(Invitation.used_at.is_(None), Invitation.revoked_at.is_(None),
+                                    Invitation.expires_at > utcnow())
+
+
 def list_open_invitations(db: Session) -> list[Invitation]:
-    return list(db.scalars(select(Invitation).where(
-        Invitation.used_at.is_(None), Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow())
-        .order_by(Invitation.id.desc()).limit(200)))
+    return list(db.scalars(open_invitations_query().order_by(Invitation.id.desc()).limit(200)))
 
 
 def revoke_invitation(db: Session, *, invitation_id: int) -> Invitation:

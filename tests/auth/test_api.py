@@ -12,7 +12,7 @@ def test_token_lifecycle_secret_shown_once(client, db, factories, caplog):
     secret = created["token"]
     assert secret.startswith("atk_") and created["prefix"] in secret
 
-    listed = client.get("/api/v1/tokens", headers=actor.headers).json()
+    listed = client.get("/api/v1/tokens", headers=actor.headers).json()["items"]
     assert {t["name"] for t in listed} == {"test", "ci"}
     assert secret not in client.get("/api/v1/tokens", headers=actor.headers).text
 

@@ -113,7 +113,7 @@ def test_version_export_download_flow(client, world, db):
     names = zipfile.ZipFile(io.BytesIO(z1.content)).namelist()
     assert "manifest.json" in names and "train.jsonl" in names
     assert client.get(f"{base}/exports/openai/download", headers=w["viewer"].headers).content == z1.content
-    listed = client.get(f"{base}/exports", headers=w["viewer"].headers).json()
+    listed = client.get(f"{base}/exports", headers=w["viewer"].headers).json()["items"]
     assert [e["format"] for e in listed] == ["openai"]
     # editing a sample afterwards does not change what the version serves
     edit_sample(db, db.merge(w["samples"][0]), conv(0, text="changed"))

@@ -132,6 +132,6 @@ def test_a_cancelled_job_never_runs_and_a_finished_one_cannot_be_cancelled(clien
         assert server.requests == []
         again = client.post(f"{api}/diversity-jobs/{job.id}/cancel", headers=owner.headers)
         assert again.status_code == 409
-        listed = client.get(f"{api}/diversity-jobs", headers=owner.headers).json()
+        listed = client.get(f"{api}/diversity-jobs", headers=owner.headers).json()["items"]
         assert [j["id"] for j in listed] == [job.id]
     assert db.scalar(select(func.count()).select_from(Sample)) == 0

@@ -248,7 +248,7 @@ def test_a_projects_own_template_overrides_the_built_in_step(client, db, project
         named = client.post(f"{api}/domain-tree/build", headers=owner.headers, json={
             "provider_id": prov, "replace": True, "templates": {"domain_tree": own.json()["id"]}})
         assert named.status_code == 202
-        judge = next(t["id"] for t in client.get(f"{api}/templates", headers=owner.headers).json()
+        judge = next(t["id"] for t in client.get(f"{api}/templates", headers=owner.headers).json()["items"]
                      if t["kind"] == "judge")
         wrong = client.post(f"{api}/domain-tree/build", headers=owner.headers, json={
             "provider_id": prov, "replace": True, "templates": {"domain_tree": judge}})
@@ -264,7 +264,7 @@ def test_a_generation_job_for_one_leaf_tags_its_samples(client, db, project):
                json={"roots": [{"name": "A", "children": ["a1", "a2"]}]})
     tree = client.get(f"{api}/domain-tree", headers=owner.headers).json()
     leaves = _leaves(tree)
-    templates = client.get(f"{api}/templates", headers=owner.headers).json()
+    templates = client.get(f"{api}/templates", headers=owner.headers).json()["items"]
     tid = next(t["id"] for t in templates if t["name"] == "keywords.en")
     with FakeOpenAIServer(responder=responder) as server:
         prov = make_provider(client, owner, pid, server.url)

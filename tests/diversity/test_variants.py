@@ -34,7 +34,7 @@ def ga_responder(request: dict) -> str:
 
 
 def _template(client, owner, pid, name: str) -> int:
-    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()
+    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()["items"]
     return next(t["id"] for t in templates if t["name"] == name)
 
 
@@ -49,7 +49,7 @@ def test_pairs_proposed_edited_and_each_chunk_fanned_out_over_the_chosen_pairs(c
         job = client.get(f"{api}/diversity-jobs/{job['id']}", headers=owner.headers).json()
         assert job["status"] == "succeeded" and job["result"]["pairs"] == 4, job
         assert "Document: guide0.md" in server.requests[0]["json"]["messages"][0]["content"]
-        pairs = client.get(f"{api}/ga-pairs", headers=owner.headers).json()
+        pairs = client.get(f"{api}/ga-pairs", headers=owner.headers).json()["items"]
         assert len(pairs) == 4
         doc0, doc1 = sorted({p["document_id"] for p in pairs})
         first0, second0 = [p for p in pairs if p["document_id"] == doc0]

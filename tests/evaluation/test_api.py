@@ -140,7 +140,7 @@ def test_compare_json_and_page_agree(client, two_runs):
 
 def test_compare_needs_runs_of_the_same_version_and_split(client, db, two_runs):
     owner, pid, vid, (weak_id, _strong_id), _items, _regress = two_runs
-    prov = client.get(f"/api/v1/projects/{pid}/providers", headers=owner.headers).json()[0]
+    prov = client.get(f"/api/v1/projects/{pid}/providers", headers=owner.headers).json()["items"][0]
     with FakeOpenAIServer() as server:
         client.patch(f"/api/v1/projects/{pid}/providers/{prov['id']}", headers=owner.headers,
                      json={"base_url": server.url})

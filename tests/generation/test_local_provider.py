@@ -20,7 +20,7 @@ def test_local_smollm2_generates_samples_without_any_api_key(client, db, factori
     prov = client.post(f"/api/v1/projects/{pid}/providers", headers=owner.headers, json={
         "name": "local", "kind": "local", "model": "smollm2-135m-instruct", "max_concurrency": 1})
     assert prov.status_code == 201, prov.text
-    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()
+    templates = client.get(f"/api/v1/projects/{pid}/templates", headers=owner.headers).json()["items"]
     tid = next(t["id"] for t in templates if t["name"] == "keywords.en")
     job = client.post(f"/api/v1/projects/{pid}/generation-jobs", headers=owner.headers, json={
         "template_id": tid, "provider_id": prov.json()["id"],

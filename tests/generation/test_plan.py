@@ -10,7 +10,7 @@ from tests.support.openai_server import FakeOpenAIServer
 
 def _ids(client, owner, pid):
     templates = {t["name"]: t["id"] for t in client.get(f"/api/v1/projects/{pid}/templates",
-                                                        headers=owner.headers).json()}
+                                                        headers=owner.headers).json()["items"]}
     return templates
 
 

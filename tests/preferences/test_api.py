@@ -88,7 +88,7 @@ def test_two_annotators_disagree_lead_adjudicates_kappa(client, team, make_pairs
                       json={"outcome": "preferred", "chosen_id": good, "rejected_id": bad})
     assert adj.status_code == 200 and adj.json()["status"] == "adjudicated"
     decisions = client.get(_url(pid, f"preference-items/{ids[3]}/decisions"),
-                           headers=team.lead.headers).json()
+                           headers=team.lead.headers).json()["items"]
     assert sorted(d["reason"] or "" for d in decisions) == ["", "shorter"]
 
 

@@ -60,7 +60,7 @@ def test_single_review_decisions_and_conflict(client, db, team, make_samples):
     assert ok.json()["sample"]["reject_reason"] == "off-topic: about cats"
     rows = db.scalars(select(ReviewDecision).order_by(ReviewDecision.id)).all()
     assert [(r.sample_id, r.decision) for r in rows] == [(sid, "accepted"), (sid2, "rejected")]
-    hist = client.get(url(team, f"/samples/{sid}/history"), headers=team.viewer.headers).json()
+    hist = client.get(url(team, f"/samples/{sid}/history"), headers=team.viewer.headers).json()["items"]
     assert [h["action"] for h in hist] == ["create", "edit"] and hist[1]["status_after"] == "accepted"
 
 
@@ -93,7 +93,7 @@ def test_double_review_agree_disagree_and_adjudicate(client, db, team, make_samp
 
     # reviewers can't see each other's decisions or adjudicate; the lead can
     assert client.get(url(team, f"/review/samples/{s2}/decisions"), headers=team.ann1.headers).status_code == 403
-    decisions = client.get(url(team, f"/review/samples/{s2}/decisions"), headers=team.lead.headers).json()
+    decisions = client.get(url(team, f"/review/samples/{s2}/decisions"), headers=team.lead.headers).json()["items"]
     assert {d["decision"] for d in decisions} == {"accepted", "rejected"}
     version = split["sample"]["version"]
     denied = client.post(url(team, f"/review/samples/{s2}/adjudicate"), headers=team.ann1.headers,

@@ -47,7 +47,7 @@ def test_create_edit_status_history(client, setup):
                            json={"status": "rejected", "version": 2, "reason": "off-topic"},
                            headers=annotator.headers)
     assert accepted.json()["status"] == "rejected" and accepted.json()["reject_reason"] == "off-topic"
-    hist = client.get(f"/api/v1/projects/{pid}/samples/{sid}/history", headers=owner.headers).json()
+    hist = client.get(f"/api/v1/projects/{pid}/samples/{sid}/history", headers=owner.headers).json()["items"]
     assert [h["action"] for h in hist] == ["create", "edit", "status"]
     assert hist[1]["messages_before"][1]["content"] == "低秩适配。"
     assert hist[2]["actor_id"] == annotator.user_id and hist[2]["comment"] == "off-topic"

@@ -52,7 +52,7 @@ def test_an_edit_that_changes_nothing_writes_nothing(client, db, sample, body):
     assert _revisions(db, sid) == ["create"]
     row = db.get(Sample, sid)
     assert row.version == 1 and row.updated_at == updated_at
-    hist = client.get(f"{url}/history", headers=owner.headers).json()
+    hist = client.get(f"{url}/history", headers=owner.headers).json()["items"]
     assert [h["action"] for h in hist] == ["create"]
 
 

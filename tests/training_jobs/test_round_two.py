@@ -42,7 +42,7 @@ def test_trained_model_drafts_samples_and_is_evaluated(client, db, factories, ti
     assert provider["model"] == job["artifacts"]["adapter_dir"]  # no merged folder: base + adapter
     again = client.post(f"{api}/training-jobs/{job['id']}/provider", headers=h)
     assert again.status_code == 200 and again.json()["id"] == provider["id"]
-    assert provider["id"] in [p["id"] for p in client.get(f"{api}/providers", headers=h).json()]
+    assert provider["id"] in [p["id"] for p in client.get(f"{api}/providers", headers=h).json()["items"]]
     assert client.post(f"{api}/providers/{provider['id']}/test", headers=h).json()["ok"]
 
     # the next round's drafts come from the fine-tuned model, in the worker

@@ -9,7 +9,7 @@ def test_invite_over_rest_then_accept_and_log_in(client, db, factories):
     assert resp.status_code == 201, resp.text
     link = resp.json()["link"]
     assert link.startswith("http://testserver/invite/")
-    listed = client.get("/api/v1/invitations", headers=admin.headers).json()
+    listed = client.get("/api/v1/invitations", headers=admin.headers).json()["items"]
     assert [i["email"] for i in listed] == ["rest@example.com"] and "link" not in listed[0]
     token = link.rsplit("/", 1)[1]
     weak = client.post(f"/api/v1/invitations/{token}/accept", json={"password": "123"})
