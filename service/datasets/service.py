@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
+from service.core.lookup import get_in_project
 from service.core.pagination import paginate
 from service.datasets import leakage, strata
 from service.datasets.freeze import REFUSED_LISTED, Unexportable, frozen_messages
@@ -54,6 +55,7 @@ from service.models import (
     User,
 )
 from service.samples import tokens
+from service.samples.store import content_hash  # the one hash of a conversation
 
 BATCH = 5000
 TOP_N = 100
@@ -83,10 +85,8 @@ def list_datasets(db: Session, *, project_id: int, limit: int = 50, cursor: str 
 
 
 def get_dataset(db: Session, *, project_id: int, dataset_id: int) -> Dataset:
-    dataset = db.get(Dataset, dataset_id)
-    if dataset is None or dataset.project_id != project_id:
-        raise NotFound("dataset not found", code="dataset_not_found")
-    return dataset
+    return get_in_project(db, Dataset, dataset_id, project_id=project_id, what="dataset",
+                          code="dataset_not_found")
 
 
 # --- versions ---------------------------------------------------------------------------------
@@ -119,9 +119,9 @@ def list_versions(db: Session, *, dataset_id: int, limit: int = 50, cursor: str 
 
 def get_version(db: Session, *, project_id: int, version_id: int,
                 dataset_id: int | None = None) -> DatasetVersion:
-    version = db.get(DatasetVersion, version_id)
-    if (version is None or version.project_id != project_id
-            or (dataset_id is not None and version.dataset_id != dataset_id)):
+    version = get_in_project(db, DatasetVersion, version_id, project_id=project_id,
+                             what="dataset version", code="version_not_found")
+    if dataset_id is not None and version.dataset_id != dataset_id:
         raise NotFound("dataset version not found", code="version_not_found")
     return version
 
@@ -298,10 +298,6 @@ def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
         ids.append(row[0])
         docs.append(-1 if row[1] is None else row[1])
     return np.frombuffer(ids, dtype=np.int64), np.frombuffer(docs, dtype=np.int64)
-
-
-def content_hash(messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 _TEMPLATE_KEYS = ("template", "template_name", "prompt_template", "template_version",

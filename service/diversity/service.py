@@ -14,7 +14,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
-from service.core.errors import Conflict, Invalid, NotFound
+from service.core.errors import Conflict, Invalid
+from service.core.lookup import get_in_project
 from service.diversity.jobs import DIVERSITY
 from service.diversity.steps import STEP_KINDS
 from service.generation import service as generation_service
@@ -126,10 +127,8 @@ def _check_distill(db: Session, project_id: int, params: dict[str, Any]) -> None
 
 
 def get_job(db: Session, *, project_id: int, job_id: int) -> DiversityJob:
-    job = db.get(DiversityJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("diversity job not found", code="job_not_found")
-    return job
+    return get_in_project(db, DiversityJob, job_id, project_id=project_id, what="diversity job",
+                          code="job_not_found")
 
 
 def jobs_query(*, project_id: int) -> Select[tuple[DiversityJob]]:
@@ -176,17 +175,14 @@ def list_pairs(db: Session, *, project_id: int, document_id: int | None = None) 
 
 
 def get_pair(db: Session, *, project_id: int, pair_id: int) -> GAPair:
-    pair = db.get(GAPair, pair_id)
-    if pair is None or pair.project_id != project_id:
-        raise NotFound("genre–audience pair not found", code="ga_pair_not_found")
-    return pair
+    return get_in_project(db, GAPair, pair_id, project_id=project_id, what="genre–audience pair",
+                          code="ga_pair_not_found")
 
 
 def create_pair(db: Session, *, project_id: int, document_id: int, genre: str,
                 audience: str) -> GAPair:
-    doc = db.get(Document, document_id)
-    if doc is None or doc.project_id != project_id:
-        raise NotFound("document not found in this project", code="document_not_found")
+    get_in_project(db, Document, document_id, project_id=project_id,
+                   what="document", code="document_not_found")
     have = list_pairs(db, project_id=project_id, document_id=document_id)
     if len(have) >= MAX_PAIRS:
         raise _invalid("body.document_id", f"a document has at most {MAX_PAIRS} pairs")

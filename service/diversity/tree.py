@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service.core.errors import Invalid, NotFound
+from service.core.errors import Invalid
+from service.core.lookup import get_in_project, in_project
 from service.models import DomainNode, Sample
 
 MAX_DEPTH = 3
@@ -80,16 +81,15 @@ def leaves(db: Session, *, project_id: int) -> list[tuple[int, str]]:
 
 
 def get_node(db: Session, *, project_id: int, node_id: int) -> DomainNode:
-    node = db.get(DomainNode, node_id)
-    if node is None or node.project_id != project_id:
-        raise NotFound("domain node not found", code="domain_node_not_found")
-    return node
+    return get_in_project(db, DomainNode, node_id, project_id=project_id, what="domain node",
+                          code="domain_node_not_found")
 
 
 def check_leaf(db: Session, *, project_id: int, leaf_id: Any, field_name: str) -> int:
     """``leaf_id`` is a leaf of this project's tree (422 naming ``field_name`` otherwise)."""
-    node = db.get(DomainNode, leaf_id) if isinstance(leaf_id, int) else None
-    if node is None or node.project_id != project_id:
+    node = (in_project(db, DomainNode, leaf_id, project_id=project_id)
+            if isinstance(leaf_id, int) else None)
+    if node is None:
         raise _invalid(field_name, "no such node of this project's domain tree")
     if db.scalar(select(func.count()).select_from(DomainNode)
                  .where(DomainNode.parent_id == node.id)):

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
+from service.core.lookup import get_in_project, in_project
 from service.evaluation import compare as compare_mod
 from service.models import (
     PreferenceEvalItem,
@@ -69,8 +70,8 @@ def resolve_model(db: Session, *, project_id: int, spec: Mapping[str, Any], fiel
             raise _invalid(f"{field}.base_model", problem)
         return {"kind": "base", "base_model": name, "label": name}
     if kind == "training_job":
-        job = db.get(TrainingJob, spec.get("training_job_id") or 0)
-        if job is None or job.project_id != project_id:
+        job = in_project(db, TrainingJob, spec.get("training_job_id") or 0, project_id=project_id)
+        if job is None:
             raise _invalid(f"{field}.training_job_id", "training job not found in this project")
         if job.status != "succeeded" or not (job.artifacts or {}).get("adapter_dir"):
             raise _invalid(f"{field}.training_job_id",
@@ -115,8 +116,8 @@ def create_run(db: Session, *, project_id: int, preference_version_id: int, kind
                models: Mapping[str, Any], split: str = "test", name: str = "",
                judge_provider_id: int | None = None, settings: Mapping[str, Any] | None = None,
                actor_id: int | None = None) -> PreferenceEvalRun:
-    version = db.get(PreferenceVersion, preference_version_id)
-    if version is None or version.project_id != project_id:
+    version = in_project(db, PreferenceVersion, preference_version_id, project_id=project_id)
+    if version is None:
         raise _invalid("body.preference_version_id", "preference version not found in this project")
     if version.status != "ready":
         raise _invalid("body.preference_version_id", f"preference version is {version.status}")
@@ -206,10 +207,8 @@ def request_after_training(db: Session, *, training_job_id: int) -> PreferenceEv
 
 
 def get_run(db: Session, *, project_id: int, run_id: int) -> PreferenceEvalRun:
-    run = db.get(PreferenceEvalRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound("preference evaluation not found", code="run_not_found")
-    return run
+    return get_in_project(db, PreferenceEvalRun, run_id, project_id=project_id, what="preference evaluation",
+                          code="run_not_found")
 
 
 def runs_query(*, project_id: int, training_job_id: int | None = None) -> Select[Any]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.db import get_sessionmaker, utcnow
 from service.core.errors import Conflict, Invalid, NotFound
+from service.core.lookup import get_in_project, in_project
 from service.evaluation import compare as compare_mod
 from service.evaluation import metrics as metrics_mod
 from service.evaluation.jobs import kind_for
@@ -128,8 +129,8 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
     base), keeping the ``provider_id``."""
     from service.training import service as training_service  # no torch: plain functions
 
-    version = db.get(DatasetVersion, dataset_version_id)
-    if version is None or version.project_id != project_id:
+    version = in_project(db, DatasetVersion, dataset_version_id, project_id=project_id)
+    if version is None:
         raise _invalid("body.dataset_version_id", "dataset version not found in this project")
     if version.status != "ready":
         raise _invalid("body.dataset_version_id", f"dataset version is {version.status}, not ready")
@@ -147,16 +148,16 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
         problem = training_service.check_base_model(base_model, adapter_ok=_provider_id is not None)
         if problem:
             raise _invalid("body.base_model", problem)
-        if training_job_id is not None:  # a baseline run kept with the job it is the base of
-            job = db.get(TrainingJob, training_job_id)
-            if job is None or job.project_id != project_id:
-                raise _invalid("body.training_job_id", "training job not found in this project")
+        # a baseline run kept with the job it is the base of
+        if (training_job_id is not None
+                and in_project(db, TrainingJob, training_job_id, project_id=project_id) is None):
+            raise _invalid("body.training_job_id", "training job not found in this project")
         provider_id = _provider_id
     elif model_kind == "adapter":
         if training_job_id is None:
             raise _invalid("body.training_job_id", "training_job_id is required for model_kind=adapter")
-        job = db.get(TrainingJob, training_job_id)
-        if job is None or job.project_id != project_id:
+        job = in_project(db, TrainingJob, training_job_id, project_id=project_id)
+        if job is None:
             raise _invalid("body.training_job_id", "training job not found in this project")
         if job.status != "succeeded" or not (job.artifacts or {}).get("adapter_dir"):
             raise _invalid("body.training_job_id",
@@ -208,18 +209,16 @@ def create_run(db: Session, *, project_id: int, dataset_version_id: int, model_k
 
 def _local_provider_model(db: Session, project_id: int, provider: Any) -> dict[str, Any]:
     if provider.training_job_id is not None:
-        job = db.get(TrainingJob, provider.training_job_id)
-        if job is None or job.project_id != project_id:
+        job = in_project(db, TrainingJob, provider.training_job_id, project_id=project_id)
+        if job is None:
             raise _invalid("body.provider_id", "the training job of this provider is gone")
         return {"model_kind": "adapter", "training_job_id": job.id}
     return {"model_kind": "base", "base_model": provider.model}
 
 
 def get_run(db: Session, *, project_id: int, run_id: int) -> EvalRun:
-    run = db.get(EvalRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound("evaluation run not found", code="run_not_found")
-    return run
+    return get_in_project(db, EvalRun, run_id, project_id=project_id, what="evaluation run",
+                          code="run_not_found")
 
 
 def cancel_run(db: Session, run: EvalRun) -> EvalRun:
@@ -378,8 +377,8 @@ def compare(db: Session, *, project_id: int, run_ids: list[int], baseline_id: in
     """
     runs = []
     for rid in run_ids:
-        run = db.get(EvalRun, rid)
-        if run is None or run.project_id != project_id:
+        run = in_project(db, EvalRun, rid, project_id=project_id)
+        if run is None:
             raise _invalid("query.runs", f"evaluation run {rid} not found in this project")
         runs.append(run)
     if len({(r.dataset_version_id, r.split) for r in runs}) != 1:

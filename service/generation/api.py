@@ -8,6 +8,7 @@ from sqlalchemy import select
 from service.auth import audit
 from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Conflict, Forbidden
+from service.core.lookup import get_in_project
 from service.core.pagination import CursorQ, LimitQ, Page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
@@ -111,13 +112,9 @@ def create_template(body: schemas.TemplateCreate, access: ProjectLead, db: Sessi
 def preview_template(template_id: int, body: schemas.TemplatePreview, access: ProjectViewer,
                      db: SessionDep) -> dict:
     t = generation_service.get_template(db, project_id=access.project.id, template_id=template_id)
-    chunk = None
     if body.chunk_id is not None:
-        chunk = db.get(Chunk, body.chunk_id)
-        if chunk is None or chunk.project_id != access.project.id:
-            from service.core.errors import NotFound
-
-            raise NotFound("chunk not found", code="chunk_not_found")
+        chunk = get_in_project(db, Chunk, body.chunk_id, project_id=access.project.id,
+                               what="chunk", code="chunk_not_found")
     else:
         chunk = db.scalar(select(Chunk).where(Chunk.project_id == access.project.id).order_by(Chunk.id))
     if body.text is not None:

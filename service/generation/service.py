@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from service.auth import audit
 from service.core import egress, jobs, security
 from service.core.db import utcnow
-from service.core.errors import Conflict, Invalid, NotFound
+from service.core.errors import Conflict, Invalid
+from service.core.lookup import get_in_project
 from service.diversity import fanout, tree
 from service.diversity.steps import STEP_VARIABLES
 from service.diversity.steps import TEMPLATE_KINDS as DIVERSITY_KINDS
@@ -92,10 +93,8 @@ def update_provider(db: Session, provider: LLMProvider, changes: dict[str, Any],
 
 
 def get_provider(db: Session, *, project_id: int, provider_id: int) -> LLMProvider:
-    p = db.get(LLMProvider, provider_id)
-    if p is None or (p.project_id is not None and p.project_id != project_id):
-        raise NotFound("provider not found", code="provider_not_found")
-    return p
+    return get_in_project(db, LLMProvider, provider_id, project_id=project_id, what="provider",
+                          code="provider_not_found", shared=True)
 
 
 LOCAL_DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -213,10 +212,8 @@ def create_template(db: Session, *, project_id: int, name: str, kind: str, lang:
 
 
 def get_template(db: Session, *, project_id: int, template_id: int) -> PromptTemplate:
-    t = db.get(PromptTemplate, template_id)
-    if t is None or (t.project_id is not None and t.project_id != project_id):
-        raise NotFound("template not found", code="template_not_found")
-    return t
+    return get_in_project(db, PromptTemplate, template_id, project_id=project_id, what="template",
+                          code="template_not_found", shared=True)
 
 
 def templates_query(db: Session, *, project_id: int) -> Select[tuple[PromptTemplate]]:
@@ -416,10 +413,8 @@ def judge_variables(sample: Sample, chunk: Chunk | None) -> dict[str, Any]:
 
 
 def get_job(db: Session, *, project_id: int, job_id: int) -> GenerationJob:
-    job = db.get(GenerationJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("generation job not found", code="job_not_found")
-    return job
+    return get_in_project(db, GenerationJob, job_id, project_id=project_id, what="generation job",
+                          code="job_not_found")
 
 
 def failure_summary(db: Session, job_id: int) -> dict[str, int]:

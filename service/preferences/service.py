@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.core import jobs
 from service.core.errors import Invalid, NotFound
+from service.core.lookup import get_in_project, in_project
 from service.core.pagination import paginate
 from service.generation import service as generation_service
 from service.models import (
@@ -75,8 +76,8 @@ def create_item(db: Session, *, project_id: int, prompt: Any, candidates: Sequen
     messages = check_prompt(prompt)
     document_id = None
     if chunk_id is not None:
-        chunk = db.get(Chunk, chunk_id)
-        if chunk is None or chunk.project_id != project_id:
+        chunk = in_project(db, Chunk, chunk_id, project_id=project_id)
+        if chunk is None:
             raise _invalid("body.chunk_id", "no such chunk in this project")
         document_id = chunk.document_id
     item = PreferenceItem(project_id=project_id, prompt=messages, chunk_id=chunk_id,
@@ -170,10 +171,8 @@ def items_from_samples(db: Session, *, project_id: int, sample_ids: Sequence[int
 
 
 def get_item(db: Session, *, project_id: int, item_id: int) -> PreferenceItem:
-    item = db.get(PreferenceItem, item_id)
-    if item is None or item.project_id != project_id:
-        raise NotFound("comparison item not found", code="item_not_found")
-    return item
+    return get_in_project(db, PreferenceItem, item_id, project_id=project_id, what="comparison item",
+                          code="item_not_found")
 
 
 def list_items(db: Session, *, project_id: int, status: str | None, limit: int,
@@ -247,10 +246,8 @@ def create_generation_job(db: Session, *, project_id: int, sources: Sequence[dic
 
 
 def get_generation_job(db: Session, *, project_id: int, job_id: int) -> PreferenceGenerationJob:
-    job = db.get(PreferenceGenerationJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("generation job not found", code="job_not_found")
-    return job
+    return get_in_project(db, PreferenceGenerationJob, job_id, project_id=project_id, what="generation job",
+                          code="job_not_found")
 
 
 def create_prerank_job(db: Session, *, project_id: int, judge_provider_id: int,

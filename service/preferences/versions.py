@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.db import utcnow
 from service.core.errors import Conflict, NotFound
+from service.core.lookup import get_in_project
 from service.core.pagination import paginate
 from service.datasets import service as datasets_service
 from service.datasets.schemas import SPLITS
@@ -52,10 +53,8 @@ def create_version(db: Session, *, project_id: int, name: str, split: dict[str, 
 
 
 def get_version(db: Session, *, project_id: int, version_id: int) -> PreferenceVersion:
-    version = db.get(PreferenceVersion, version_id)
-    if version is None or version.project_id != project_id:
-        raise NotFound("preference version not found", code="version_not_found")
-    return version
+    return get_in_project(db, PreferenceVersion, version_id, project_id=project_id, what="preference version",
+                          code="version_not_found")
 
 
 def list_versions(db: Session, *, project_id: int, limit: int, cursor: str | None

@@ -26,7 +26,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
-from service.core.errors import NotFound
+from service.core.lookup import get_in_project
 from service.models import BulkJob, Sample
 from service.review.jobs import BULK
 from service.samples import service as samples_service
@@ -56,10 +56,9 @@ def public(job: BulkJob) -> dict[str, Any]:
 
 def get_job(db: Session, *, project_id: int, job_id: str) -> dict[str, Any]:
     """The public view of a job of this project (404 for another project's job)."""
-    job = db.get(BulkJob, job_id) if job_id.isalnum() and len(job_id) <= 32 else None
-    if job is None or job.project_id != project_id:
-        raise NotFound("bulk job not found", code="job_not_found")
-    return public(job)
+    valid = job_id.isalnum() and len(job_id) <= 32  # a uuid4 hex
+    return public(get_in_project(db, BulkJob, job_id if valid else None, project_id=project_id,
+                                 what="bulk job", code="job_not_found"))
 
 
 # -- starting a job ------------------------------------------------------------------------------

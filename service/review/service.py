@@ -282,7 +282,8 @@ def decide(db: Session, *, project: Project, sample_id: int, reviewer_id: int, d
     if decision == "rejected" and not (reason or "").strip():
         raise Invalid("a rejection needs a reason", details=[{"field": "body.reason", "message": "required"}])
     overlap = review_settings(project).review_overlap
-    msgs = samples_service.check_messages(messages) if messages is not None else None
+    msgs = (samples_service.check_messages(messages, "body.messages")
+            if messages is not None else None)
     if overlap <= 1:
         sample = samples_service.get_sample(db, project_id=project.id, sample_id=sample_id)
         changed = msgs if msgs is not None and msgs != sample.messages else None
@@ -340,7 +341,8 @@ def adjudicate(db: Session, *, project_id: int, sample_id: int, actor_id: int, d
     """A lead's final word on a sample the reviewers disagreed on."""
     _check_decision(decision)
     sample = samples_service.get_sample(db, project_id=project_id, sample_id=sample_id)
-    msgs = samples_service.check_messages(messages) if messages is not None else None
+    msgs = (samples_service.check_messages(messages, "body.messages")
+            if messages is not None else None)
     return samples_service.update_sample(
         db, project_id=project_id, sample_id=sample_id, expected_version=expected_version,
         actor_id=actor_id, messages=msgs if msgs is not None and msgs != sample.messages else None,

@@ -122,8 +122,10 @@ def _key_problems(msg: dict[str, Any], field: str) -> Iterator[FormatError]:
         )
 
 
-def check_messages(messages: Any) -> list[Message]:
-    """Return ``messages`` if it is a valid canonical conversation, else raise its first problem."""
+def _check_structure(messages: Any) -> list[Message]:
+    """``messages`` if its structure is a canonical conversation (what every format writes and
+    reads back), else raise its first problem. The full rule set a sample must pass (empty
+    turns, characters, LLaMA-Factory's drop rules too) is ``validation.check_messages``."""
     for problem in iter_problems(messages):
         raise problem
     return messages
@@ -134,7 +136,7 @@ def check_messages(messages: Any) -> list[Message]:
 
 def to_alpaca(messages: list[Message], *, allow_history: bool = True) -> dict[str, Any]:
     """``{instruction, input, output[, system][, history]}``; last user turn = ``instruction``."""
-    check_messages(messages)
+    _check_structure(messages)
     system, turns = _split_system(messages)
     if len(turns) > 2 and not allow_history:
         raise FormatError(
@@ -156,7 +158,7 @@ def to_alpaca(messages: list[Message], *, allow_history: bool = True) -> dict[st
 
 def from_alpaca(record: Any) -> list[Message]:
     """Read Alpaca; the last user turn is ``instruction + "\\n" + input`` (either may be empty)."""
-    return check_messages(_read_alpaca(record))
+    return _check_structure(_read_alpaca(record))
 
 
 def _read_alpaca(record: Any) -> list[Message]:
@@ -195,7 +197,7 @@ def _read_alpaca(record: Any) -> list[Message]:
 
 def to_sharegpt(messages: list[Message]) -> dict[str, Any]:
     """``{conversations: [{from: human|gpt, value}], system?}``; the system prompt is top-level."""
-    check_messages(messages)
+    _check_structure(messages)
     system, turns = _split_system(messages)
     record: dict[str, Any] = {
         "conversations": [{"from": _SHAREGPT_OUT[m["role"]], "value": m["content"]} for m in turns]
@@ -207,7 +209,7 @@ def to_sharegpt(messages: list[Message]) -> dict[str, Any]:
 
 def from_sharegpt(record: Any) -> list[Message]:
     """Read ShareGPT: ``from`` human/user, gpt/assistant, system (first turn or ``system`` key)."""
-    return check_messages(_read_sharegpt(record))
+    return _check_structure(_read_sharegpt(record))
 
 
 def _read_sharegpt(record: Any) -> list[Message]:
@@ -253,13 +255,13 @@ def _read_sharegpt(record: Any) -> list[Message]:
 
 def to_openai(messages: list[Message]) -> dict[str, Any]:
     """``{messages: [{role, content}]}`` (a copy; the canonical form itself)."""
-    check_messages(messages)
+    _check_structure(messages)
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
 
 
 def from_openai(record: Any) -> list[Message]:
     """Read ``{messages: [...]}``; only ``role`` and ``content`` keys are accepted."""
-    return check_messages(_read_openai(record))
+    return _check_structure(_read_openai(record))
 
 
 def _read_openai(record: Any) -> list[Message]:
@@ -288,7 +290,7 @@ def parse_record(record: Any, fmt: str, *, check: bool = True) -> list[Message]:
     conversation rules (``validation`` uses this to report every problem, not just the first).
     """
     messages = _READERS[_known(fmt)](record)
-    return check_messages(messages) if check else messages
+    return _check_structure(messages) if check else messages
 
 
 def detect_format(record: Any) -> Format | None:

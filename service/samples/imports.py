@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from service.core import jobs, storage
 from service.core.config import get_settings
-from service.core.errors import Invalid, NotFound
+from service.core.errors import Invalid
+from service.core.lookup import get_in_project
 from service.models import ImportJob
 from service.samples import importing
 from service.samples.formats import FORMATS, FormatError
@@ -55,7 +56,5 @@ def create_import_job(db: Session, *, project_id: int, upload: BinaryIO, filenam
 
 
 def get_import_job(db: Session, *, project_id: int, job_id: int) -> ImportJob:
-    job = db.get(ImportJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("import not found", code="import_not_found")
-    return job
+    return get_in_project(db, ImportJob, job_id, project_id=project_id, what="import",
+                          code="import_not_found")

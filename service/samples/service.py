@@ -2,7 +2,6 @@
 bulk changes, history, imports and token statistics. Services flush; callers commit."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -21,45 +20,18 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.core.db import utcnow
-from service.core.errors import Conflict, Invalid, NotFound
+from service.core.errors import Conflict, Invalid
+from service.core.lookup import get_in_project, in_project
 from service.core.pagination import decode_cursor, encode_cursor
 from service.models import Chunk, Document, Sample, SampleRevision, SampleStatus
-from service.samples import search, store, validation
+from service.samples import search, store
 from service.samples import tokens as tokens_mod
 from service.samples.store import content_hash
+from service.samples.validation import check_messages
 
 __all__ = ["check_messages", "content_hash", "create_sample", "update_sample"]
 
 STATUSES = {s.value for s in SampleStatus}
-_INDEX = re.compile(r"\[(\d+)\]")
-
-
-def api_field(field_name: str, issue_field: str | None) -> str:
-    """``messages[1].content`` under ``body.messages`` as ``body.messages.1.content`` (the
-    spelling of the request validation errors)."""
-    if not issue_field:
-        return field_name
-    dotted = _INDEX.sub(r".\1", issue_field)
-    head, _, rest = dotted.partition(".")
-    if head == "messages":
-        return f"{field_name}.{rest}" if rest else field_name
-    return f"{field_name}.{dotted}"
-
-
-def check_messages(messages: Any, field_name: str = "body.messages") -> list[dict[str, str]]:
-    """The validation gate for a request (``validation.gate_issues``): the canonical copy, or
-    a 422 listing every problem with its field (``body.messages.1.content``)."""
-    try:
-        return store.accept(messages)
-    except validation.SampleInvalid as exc:
-        first = exc.issues[0]
-        raise Invalid(
-            f"invalid messages: {api_field(field_name, first.field)}: {first.message}",
-            details=[{"field": api_field(field_name, i.field), "message": i.message,
-                      "code": i.code} for i in exc.issues],
-        ) from None
-
-
 def _check_status(status: str) -> str:
     if status not in STATUSES:
         raise Invalid(f"unknown status {status!r}",
@@ -81,7 +53,7 @@ def create_sample(db: Session, *, project_id: int, messages: Any, actor_id: int 
                   chunk_id: int | None = None, document_id: int | None = None,
                   generation_job_id: int | None = None, unit_key: str | None = None,
                   scores: dict[str, Any] | None = None) -> Sample:
-    msgs = check_messages(messages)
+    msgs = check_messages(messages, "body.messages")
     sample = Sample(project_id=project_id, **store.message_columns(msgs),
                     status=_check_status(status), source=source,
                     tags=sorted(set(tags or [])),
@@ -100,27 +72,24 @@ def check_source(db: Session, *, project_id: int, document_id: int | None,
     """``(document_id, chunk_id)`` of a sample's source, both of this project (a chunk names
     its document; a document given with it must be that one)."""
     if chunk_id is not None:
-        chunk = db.get(Chunk, chunk_id)
-        if chunk is None or chunk.project_id != project_id:
+        chunk = in_project(db, Chunk, chunk_id, project_id=project_id)
+        if chunk is None:
             raise Invalid("chunk not found in this project",
                           details=[{"field": "body.chunk_id", "message": "unknown chunk"}])
         if document_id is not None and document_id != chunk.document_id:
             raise Invalid("the chunk belongs to another document", details=[
                 {"field": "body.document_id", "message": f"the chunk is in {chunk.document_id}"}])
         return chunk.document_id, chunk.id
-    if document_id is not None:
-        doc = db.get(Document, document_id)
-        if doc is None or doc.project_id != project_id:
-            raise Invalid("document not found in this project",
-                          details=[{"field": "body.document_id", "message": "unknown document"}])
+    if document_id is not None and in_project(db, Document, document_id,
+                                              project_id=project_id) is None:
+        raise Invalid("document not found in this project",
+                      details=[{"field": "body.document_id", "message": "unknown document"}])
     return document_id, None
 
 
 def get_sample(db: Session, *, project_id: int, sample_id: int) -> Sample:
-    sample = db.get(Sample, sample_id)
-    if sample is None or sample.project_id != project_id:
-        raise NotFound("sample not found", code="sample_not_found")
-    return sample
+    return get_in_project(db, Sample, sample_id, project_id=project_id, what="sample",
+                          code="sample_not_found")
 
 
 def _stale(db: Session, sample_id: int) -> Conflict:
@@ -154,7 +123,7 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
     before_msgs, before_status = sample.messages, sample.status
     values: dict[str, Any] = {"version": Sample.version + 1, "updated_at": utcnow()}
     if messages is not None:
-        values.update(store.message_columns(check_messages(messages)))
+        values.update(store.message_columns(check_messages(messages, "body.messages")))
     if tags is not None:
         values["tags"] = sorted(set(tags))
     if reasoning is not None:

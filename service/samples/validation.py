@@ -15,9 +15,11 @@ neither OpenAI's chat-format checks nor LLaMA-Factory's aligner would refuse or 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from service.core.errors import Invalid
 from service.core.sanitize import text_problem
 from service.samples.formats import FormatError, Message, iter_problems, parse_record
 from service.samples.tokens import Tokenizer, get_tokenizer, message_token_stats
@@ -111,6 +113,41 @@ def accept(messages: Any) -> list[Message]:
     if issues:
         raise SampleInvalid(issues)
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def api_field(field_name: str, issue_field: str | None) -> str:
+    """``messages[1].content`` under ``body.messages`` as ``body.messages.1.content`` (the
+    spelling of the request validation errors)."""
+    if not issue_field:
+        return field_name
+    dotted = _INDEX.sub(r".\1", issue_field)
+    head, _, rest = dotted.partition(".")
+    if head == "messages":
+        return f"{field_name}.{rest}" if rest else field_name
+    return f"{field_name}.{dotted}"
+
+
+def check_messages(messages: Any, field_name: str | None = None) -> list[Message]:
+    """The one check of a conversation (the gate, :func:`gate_issues`): ``messages`` itself when
+    it is canonical and passes, its canonical copy when it passes with its keys in another
+    order. Refused: :class:`SampleInvalid` (a ``FormatError``: the first issue's code, message
+    and field; ``issues``: all of them), or, at the API edge (``field_name``, e.g.
+    ``body.messages``), a 422 listing every problem with its field (``body.messages.1.content``)."""
+    try:
+        canonical = accept(messages)
+    except SampleInvalid as exc:
+        if field_name is None:
+            raise
+        first = exc.issues[0]
+        raise Invalid(
+            f"invalid messages: {api_field(field_name, first.field)}: {first.message}",
+            details=[{"field": api_field(field_name, i.field), "message": i.message,
+                      "code": i.code} for i in exc.issues],
+        ) from None
+    return messages if all(list(m) == ["role", "content"] for m in messages) else canonical
 
 
 def llamafactory_would_drop(messages: list[dict[str, Any]]) -> str | Literal[False]:

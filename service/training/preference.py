@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.core import jobs
 from service.core.errors import Invalid
+from service.core.lookup import in_project
 from service.models import PreferenceVersion, TrainingJob
 from service.training import service as training_service
 from service.training.config import TrainingConfig, _meta, validate_hyperparameters
@@ -54,8 +55,9 @@ def create_job(db: Session, *, project_id: int, preference_version_id: int | Non
                method: str, hyperparameters: dict[str, Any], use_validation: bool,
                suffix: str | None, evaluate_after: bool, merge_after: bool,
                actor_id: int | None) -> TrainingJob:
-    version = db.get(PreferenceVersion, preference_version_id) if preference_version_id else None
-    if version is None or version.project_id != project_id:
+    version = in_project(db, PreferenceVersion, preference_version_id or None,
+                         project_id=project_id)
+    if version is None:
         raise _invalid("body.preference_version_id", f"{method} trains on a preference version "
                                                      "of this project")
     if version.status != "ready":
@@ -75,8 +77,8 @@ def create_job(db: Session, *, project_id: int, preference_version_id: int | Non
                       details=[{"field": f"body.hyperparameters.{f}", "message": m} for f, m in errors])
     sft_id = hyperparameters.get("sft_job_id")
     if sft_id is not None:
-        sft = db.get(TrainingJob, sft_id)
-        if (sft is None or sft.project_id != project_id or sft.status != "succeeded"
+        sft = in_project(db, TrainingJob, sft_id, project_id=project_id)
+        if (sft is None or sft.status != "succeeded"
                 or not (sft.artifacts or {}).get("adapter_dir")):
             raise _invalid("body.hyperparameters.sft_job_id",
                            "not a succeeded training job of this project with an adapter")

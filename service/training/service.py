@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from service.core import jobs
 from service.core.config import get_settings
 from service.core.db import utcnow
-from service.core.errors import Conflict, Invalid, NotFound
+from service.core.errors import Conflict, Invalid
+from service.core.lookup import get_in_project, in_project
 from service.generation import service as generation_service
 from service.models import DatasetVersion, JobEvent, LLMProvider, TrainingJob, User
 from service.training.config import validate_hyperparameters
@@ -54,8 +55,8 @@ def create_job(db: Session, *, project_id: int, dataset_version_id: int, base_mo
                method: str, hyperparameters: dict[str, Any], use_validation: bool,
                suffix: str | None, evaluate_after: bool, merge_after: bool,
                actor_id: int | None) -> TrainingJob:
-    version = db.get(DatasetVersion, dataset_version_id)
-    if version is None or version.project_id != project_id:
+    version = in_project(db, DatasetVersion, dataset_version_id, project_id=project_id)
+    if version is None:
         raise Invalid("dataset version not found in this project",
                       details=[{"field": "body.dataset_version_id", "message": "unknown version"}])
     if version.status != "ready":
@@ -84,10 +85,8 @@ def create_job(db: Session, *, project_id: int, dataset_version_id: int, base_mo
 
 
 def get_job(db: Session, *, project_id: int, job_id: int) -> TrainingJob:
-    job = db.get(TrainingJob, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("training job not found", code="job_not_found")
-    return job
+    return get_in_project(db, TrainingJob, job_id, project_id=project_id, what="training job",
+                          code="job_not_found")
 
 
 def cancel_job(db: Session, job: TrainingJob) -> TrainingJob:

@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 from service.samples.formats import (
     FORMATS,
     FormatError,
-    check_messages,
     convert_out,
     dataset_info_entry,
     detect_format,
@@ -18,6 +17,7 @@ from service.samples.formats import (
     to_openai,
     to_sharegpt,
 )
+from service.samples.validation import check_messages
 
 CHINESE = "大语言模型微调数据集你好世界：，。！？“”、（）"
 texts = st.text(
