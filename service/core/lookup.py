@@ -24,7 +24,7 @@ def in_project(db: Session, model: type[T], row_id: Any, *, project_id: int,
     row = db.get(model, row_id)
     if row is None:
         return None
-    owner = row.project_id
+    owner: Any = getattr(row, "project_id", None)
     if owner == project_id or (shared and owner is None):
         return row
     return None
