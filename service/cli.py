@@ -117,9 +117,58 @@ def token_create(email: str, name: str = typer.Option("cli", help="a label for t
     typer.echo(secret)
 
 
+def _token_row(t: dict) -> str:
+    """One line of ``token list`` (a token read from the database or the API)."""
+    def stamp(value, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        from datetime import datetime
+
+        when = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return f"{when:{fmt}}"
+
+    state = ("revoked" if t["revoked_at"] else
+             f"expires {stamp(t['expires_at'], '%Y-%m-%d')}" if t["expires_at"] else "active")
+    used = stamp(t["last_used_at"]) if t["last_used_at"] else "never"
+    return (f"{t['id']}\t{t['prefix']}\t{t['name']}\t{','.join(t['scopes'])}\t"
+            f"{stamp(t['created_at'])}\t{used}\t{state}")
+
+
+TOKEN_HEADER = "id\tprefix\tname\tscopes\tcreated\tlast used\tstate"
+API_URL = typer.Option(None, "--url", envvar="ANNOTUNE_URL",
+                       help="with --api: the server (default: from `annotune login`)")
+API_TOKEN = typer.Option(None, "--token", envvar="ANNOTUNE_TOKEN",
+                         help="with --api: your API token (default: from `annotune login`)")
+
+
+def _api_client(url: str | None, token: str | None):
+    from service.client import Client, ClientError
+
+    try:
+        return Client.from_config(url, token, progress=False)
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @token_app.command("list")
-def token_list(email: str) -> None:
-    """List a user's API tokens (never their secrets): id, prefix, name, scopes, state."""
+def token_list(email: Annotated[str | None, typer.Argument(
+                   help="whose tokens, read from this server's database; without it: your own, "
+                        "through the API (`annotune login`, --url/--token)")] = None,
+               url: str | None = API_URL, token: str | None = API_TOKEN) -> None:
+    """List API tokens (never their secrets): id, prefix, name, scopes, state."""
+    if email is None:
+        from service.client import ClientError
+
+        with _api_client(url, token) as api:
+            try:
+                rows = api.list_tokens()
+            except ClientError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(exc.exit_code) from None
+        typer.echo(TOKEN_HEADER)
+        for row in rows:
+            typer.echo(_token_row(row))
+        return
+    from service.auth import schemas
     from service.auth import service as auth_service
     from service.core.db import session_scope
 
@@ -129,18 +178,38 @@ def token_list(email: str) -> None:
         if user is None:
             typer.echo(f"no user {email}", err=True)
             raise typer.Exit(2)
-        typer.echo("id\tprefix\tname\tscopes\tcreated\tlast used\tstate")
+        typer.echo(TOKEN_HEADER)
         for t in auth_service.list_tokens(db, user=user):
-            state = ("revoked" if t.revoked_at else
-                     f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "active")
-            used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-            typer.echo(f"{t.id}\t{t.prefix}\t{t.name}\t{','.join(t.scopes)}\t"
-                       f"{t.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
+            typer.echo(_token_row(schemas.TokenRead.model_validate(t).model_dump()))
 
 
 @token_app.command("revoke")
-def token_revoke(token: Annotated[str, typer.Argument(help="the token's id or prefix")]) -> None:
+def token_revoke(token_ref: Annotated[str, typer.Argument(metavar="TOKEN",
+                                                          help="the token's id or prefix")],
+                 api: bool = typer.Option(False, "--api", help=(
+                     "revoke one of your own tokens through the API (`annotune login`, "
+                     "--url/--token) instead of in this server's database")),
+                 url: str | None = API_URL, token: str | None = API_TOKEN) -> None:
     """Revoke an API token (by id, or by the prefix shown in `token list`): it stops working."""
+    if api:
+        from service.client import ClientError
+
+        with _api_client(url, token) as client:
+            try:
+                found = [t for t in client.list_tokens()
+                         if str(t["id"]) == token_ref or t["prefix"] == token_ref]
+                if not found:
+                    typer.echo(f"no token {token_ref}", err=True)
+                    raise typer.Exit(2)
+                row = found[0]
+                client.revoke_token(row["id"])
+            except ClientError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(exc.exit_code) from None
+        already = row["revoked_at"] is not None
+        typer.echo(f"token {row['id']} ({row['prefix']}) "
+                   f"{'was already revoked' if already else 'revoked'}")
+        return
     from sqlalchemy import select
 
     from service.auth import service as auth_service
@@ -149,14 +218,15 @@ def token_revoke(token: Annotated[str, typer.Argument(help="the token's id or pr
 
     _settings()
     with session_scope() as db:
-        where = ApiToken.id == int(token) if token.isdigit() else ApiToken.prefix == token
-        row = db.scalars(select(ApiToken).where(where)).first()
-        if row is None:
-            typer.echo(f"no token {token}", err=True)
+        where = ApiToken.id == int(token_ref) if token_ref.isdigit() else ApiToken.prefix == token_ref
+        found_row = db.scalars(select(ApiToken).where(where)).first()
+        if found_row is None:
+            typer.echo(f"no token {token_ref}", err=True)
             raise typer.Exit(2)
-        already = row.revoked_at is not None
-        auth_service.revoke_token(db, user=row.user, token_id=row.id)
-        typer.echo(f"token {row.id} ({row.prefix}) {'was already revoked' if already else 'revoked'}")
+        already = found_row.revoked_at is not None
+        auth_service.revoke_token(db, user=found_row.user, token_id=found_row.id)
+        typer.echo(f"token {found_row.id} ({found_row.prefix}) "
+                   f"{'was already revoked' if already else 'revoked'}")
 
 
 @app.command()

@@ -253,6 +253,13 @@ class Client:
         return self.post("/tokens", {"name": name, "scopes": scopes,
                                      "expires_in_days": expires_in_days})
 
+    def list_tokens(self) -> list[Json]:
+        """Your API tokens (never their secrets), revoked and expired ones too."""
+        return list(self.pages("/tokens"))
+
+    def revoke_token(self, token_id: int) -> Json:
+        return self.request("DELETE", f"/tokens/{token_id}")
+
     def create_project(self, name: str, description: str = "") -> Json:
         return self.post("/projects", {"name": name, "description": description})
 
