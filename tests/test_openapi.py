@@ -122,6 +122,21 @@ def test_every_route_names_its_response_model(app):
     assert not missing, "\n".join(missing)
 
 
+def test_components_are_named_as_classes(spec):
+    """No module paths, generics or route names in the component names a client generator
+    turns into classes (service/core/openapi.py tidy_component_names)."""
+    import re
+
+    names = list(spec["components"]["schemas"])
+    assert all(re.fullmatch(r"[A-Z][A-Za-z0-9]*", n) for n in names), [
+        n for n in names if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", n)]
+    for name in ("DatasetVersionRead", "PreferenceVersionRead", "GenerationJobRead",
+                 "DiversityJobRead", "SampleReadPage", "UploadDocumentsForm"):
+        assert name in names, name
+    refs = set(re.findall(r"#/components/schemas/([A-Za-z0-9_]+)", str(spec)))
+    assert refs <= set(names)
+
+
 def test_integers_carry_their_bounds(spec):
     param = next(p for _n, path, op in _operations(spec) if path == "/api/v1/projects/{project_id}"
                  for p in op.get("parameters", []) if p["name"] == "project_id")

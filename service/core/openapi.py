@@ -12,6 +12,7 @@ route's access marker (service/core/deps.py) and method, for every operation at 
 - a route that answers a file says so (``file_response``: its media types, binary, and
   ``Content-Disposition``), not an untyped JSON document;
 - the bounds the sanitation layer enforces on every integer (signed 64 bits);
+- components named as a generated client's classes (``tidy_component_names``);
 - the bearer security scheme (API tokens, ``Authorization: Bearer atk_...``) on every
   authenticated operation, ``security: []`` on public ones.
 """
@@ -174,6 +175,59 @@ def _int64(node: Any) -> None:
             _int64(value)
 
 
+_PREFIX = "#/components/schemas/"
+
+
+def _camel(snake: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in snake.split("_") if part)
+
+
+def _tidy_name(name: str, schema: dict[str, Any]) -> str | None:
+    """A client generator's class name for a component FastAPI named after a module path
+    (two domains' ``VersionRead``), a generic (``Page[X]``) or a route (a form body)."""
+    if name.startswith("service__") and "__schemas__" in name:
+        domain = name.split("__")[1]
+        return _camel(domain.removesuffix("s")) + name.rsplit("__", 1)[1]
+    if name.startswith("Body_") and "_api_v1" in name:
+        return _camel(name[len("Body_"):name.index("_api_v1")]) + "Form"
+    return None
+
+
+def _rename_refs(node: Any, names: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rename_refs(v, names) for k, v in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_PREFIX) and ref[len(_PREFIX):] in names:
+            out["$ref"] = _PREFIX + names[ref[len(_PREFIX):]]
+        return out
+    if isinstance(node, list):
+        return [_rename_refs(v, names) for v in node]
+    return node
+
+
+def tidy_component_names(spec: dict[str, Any]) -> dict[str, Any]:
+    """Components named as a generated client's classes would be: ``DatasetVersionRead``, not
+    ``service__datasets__schemas__VersionRead``; ``SampleReadPage``, not ``Page_SampleRead_``;
+    ``UploadDocumentsForm``, not ``Body_upload_documents_api_v1_...``."""
+    schemas: dict[str, Any] = spec.get("components", {}).get("schemas", {})
+    names = {n: new for n, sch in schemas.items() if (new := _tidy_name(n, sch))}
+    spec = _rename_refs(spec, names)
+    schemas = spec["components"]["schemas"]
+    renamed = {names.get(n, n): sch for n, sch in schemas.items()}
+    spec["components"]["schemas"] = renamed
+    pages = {}
+    for name, schema in renamed.items():  # Page[X]: named after its items, once they are tidy
+        if name.startswith(("Page_", "service__core__pagination__Page_")):
+            item = schema.get("properties", {}).get("items", {}).get("items", {}).get("$ref", "")
+            pages[name] = item[len(_PREFIX):] + "Page"
+    spec = _rename_refs(spec, pages)
+    final = {pages.get(n, n): sch for n, sch in spec["components"]["schemas"].items()}
+    if len(final) != len(schemas):
+        raise RuntimeError("two OpenAPI components would get the same name")
+    spec["components"]["schemas"] = final
+    return spec
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(title=app.title, version=app.version, description=app.description,
                        routes=app.routes, servers=app.servers)
@@ -195,6 +249,8 @@ def build(app: FastAPI) -> dict[str, Any]:
     for name, schema in fastapi_422.items():  # kept only if something else still uses them
         if f"#/components/schemas/{name}'" in str(spec):
             schemas[name] = schema
+    spec = tidy_component_names(spec)
+    components = spec["components"]
     components["securitySchemes"] = {BEARER: {
         "type": "http", "scheme": "bearer",
         "description": "An API token (`atk_<prefix>_<secret>`, created under /api/v1/tokens or "
