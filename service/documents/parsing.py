@@ -104,6 +104,8 @@ from service.documents.parse_types import (
     ParsedDocument,
     ParseError,
     ParseLimits,
+    Progress,
+    ProgressCallback,
     megabytes,
 )
 from service.documents.zipguard import check_zip_limits
@@ -113,6 +115,8 @@ __all__ = [
     "ParseError",
     "ParseLimits",
     "ParsedDocument",
+    "Progress",
+    "ProgressCallback",
     "check_zip_limits",
     "decode_text",
     "detect_format",
@@ -127,11 +131,14 @@ def parse_document(
     filename: str,
     content_type: str | None = None,
     limits: ParseLimits = ParseLimits(),  # noqa: B008 - a frozen dataclass (parse_types.py)
+    on_progress: ProgressCallback | None = None,
 ) -> ParsedDocument:
     """Parse the file at ``path`` (uploaded as ``filename``) into a ``ParsedDocument``.
 
     Raises ``ParseError`` for unsupported, encrypted, corrupt or over-limit files and for files
-    with no extractable text.
+    with no extractable text. ``on_progress(done, total)`` hears how far the parse has got
+    (see ``Progress``: PDF pages, EPUB chapters, ...), ending at ``total`` of ``total``; an
+    exception it raises ends the parse and comes out of here unchanged.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -142,18 +149,22 @@ def parse_document(
     fmt = detect_format(path, filename=filename, content_type=content_type)
     deadline = Deadline(limits.max_seconds)
     parser = _PARSERS[fmt]
+    progress = Progress(on_progress)
     try:
-        doc = parser(path, limits, deadline)
+        doc = parser(path, limits, deadline, progress)
     except ParseError:
         raise
     except (MemoryError, RecursionError) as exc:
         raise ParseError(f"{fmt.upper()} is too large or too deeply nested to parse") from exc
     except Exception as exc:  # third-party parsers raise many types for damaged files
+        if exc is progress.raised:  # the caller's own stop (a lost lease), not a damaged file
+            raise
         raise ParseError(
             f"corrupt or unreadable {fmt.upper()}: {type(exc).__name__}: {exc}"
         ) from exc
     if not doc.text.strip():
         raise ParseError(_EMPTY_REASONS.get(fmt, "no text could be extracted"))
+    progress.finish()
     doc.metadata.setdefault("chars", len(doc.text))
     return doc
 
