@@ -13,8 +13,10 @@ Parser choices (one core, CPU time, ``bench/ingest.py --formats``; see docs/benc
 - PDF: ``pypdfium2`` (PDFium; Apache-2.0/BSD, wheels bundle it) reads the text layer page by
   page, placing word spaces from glyph positions as a viewer does; see ``pdf.py`` for why and
   for the clean-up (ligatures, line-end hyphens, running headers/footers, TOC pages, Chinese
-  line wraps), all done per page so page numbers stay exact. ~350 pages/s on a real
-  261-page manual (English; ~265 pages/s for its Chinese edition), against 31-38 with pypdf.
+  line wraps), all done per page so page numbers stay exact. ~630 pages/s of text pages on a
+  real 261-page manual (English; ~570 for its Chinese edition; bare PDFium text ~1,000 and
+  ~770), ~330 / ~300 with its image-only cover OCR'd (Tesseract, ~0.4 s), against 31-38 with
+  pypdf (docs/benchmarks.md, Ingest, 2026-12-02).
   ``pypdf`` (BSD) is the fallback where PDFium cannot open a file, and for a single page
   PDFium fails on; it opens AES/RC4-encrypted files (via ``cryptography``) and its time
   budget is checked every 1,024 operators inside a page. PDFium reads a page in one call, so
