@@ -66,7 +66,9 @@ def _messages(i: int) -> list[dict[str, str]]:
 # --- setup --------------------------------------------------------------------------------------
 
 
-def setup(admin_url: str, n: int) -> str:
+def setup(admin_url: str, n: int, name: str | None = None) -> str:
+    """A fresh database ``name`` (default: one named after this process), migrated, with ``n``
+    samples; its URL."""
     import orjson
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -74,7 +76,7 @@ def setup(admin_url: str, n: int) -> str:
     from service.core import migrate
 
     url = make_url(admin_url)
-    name = f"annotune_bench_export_{os.getpid()}"
+    name = name or f"annotune_bench_export_{os.getpid()}"
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -96,9 +98,9 @@ def setup(admin_url: str, n: int) -> str:
             docs = []
             for d in range(1000):
                 cur.execute("INSERT INTO documents (project_id, filename, content_type, format, "
-                            "size_bytes, sha256, storage_path, status, metadata, chunk_count, "
-                            "created_at, updated_at) VALUES (%s, %s, '', 'txt', 0, %s, '', 'parsed', "
-                            "'{}', 0, now(), now()) RETURNING id", (pid, f"d{d}.txt", f"{d:064d}"))
+                            "size_bytes, sha256, storage_path, status, metadata, chunk_count, attempts, "
+                            "cancel_requested, created_at, updated_at) VALUES (%s, %s, '', 'txt', 0, "
+                            "%s, '', 'parsed', '{}', 0, 0, false, now(), now()) RETURNING id", (pid, f"d{d}.txt", f"{d:064d}"))
                 docs.append(cur.fetchone()[0])
             cols = ("project_id, messages, status, version, content_hash, source, document_id, "
                     "provenance, tags, scores, reviewed_by_id, created_at, updated_at")
@@ -135,7 +137,8 @@ def _timed_task(task, arg: int) -> tuple[float, float]:
     """Run a Celery task's body here; ``(seconds, RSS before in MB)``."""
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    assert task.run(arg) == "ready"
+    result = task.run(arg)
+    assert result.get("status") == "ready", result
     return time.perf_counter() - t0, rss0
 
 

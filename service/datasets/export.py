@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from service.core.config import get_settings
 from service.core.errors import Conflict, NotFound
+from service.datasets.prefetch import prefetched
 from service.datasets.schemas import SPLITS
 from service.models import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
 from service.samples import formats
@@ -84,7 +85,7 @@ def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
             cur.execute("SELECT messages FROM dataset_version_items "
                         "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
             # the database's work and the network wait overlap with ours (bounded: 2 batches ahead)
-            yield from _prefetched(lambda: cur.fetchmany(batch))
+            yield from prefetched(lambda: cur.fetchmany(batch), lambda rows: [r[0] for r in rows])
         return
     stmt = (select(type_coerce(DatasetVersionItem.messages, Text))
             .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
@@ -95,45 +96,6 @@ def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
             yield [row[0] for row in rows]
     finally:
         result.close()
-
-
-def _prefetched(fetch: Callable[[], list[Any]], depth: int = 2) -> Iterator[Any]:
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                rows = fetch()
-                if not rows:
-                    break
-                q.put([row[0] for row in rows])
-            q.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(exc)
-
-    worker = threading.Thread(target=produce, name="export-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue, then wait for it
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
 
 
 # --- writers ------------------------------------------------------------------------------------
