@@ -68,7 +68,7 @@ def authenticate(db: Session, *, email: str, password: str, ip: str) -> User | N
             f"too many failed login attempts; try again in {ratelimit.describe_wait(exceeded.retry_after)}",
             extra={"retry_after": exceeded.retry_after})
     user = get_user_by_email(db, email)
-    ok = security.verify_password(user.password_hash if user else security.DUMMY_HASH, password)
+    ok = security.verify_password(user.password_hash if user else security.dummy_hash(), password)
     ok = ok and user is not None and user.is_active
     if ok:
         ratelimit.give_back(db, [lim.key for lim in limits[1:]], reset=[limits[0].key])
