@@ -25,6 +25,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -242,12 +243,22 @@ def _freeze_rows(read: Session, db: Session, stmt: Any, batch: int, version: Dat
                  ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, sink: _Sink,
                  collector: leakage.Collector, st: _Stats, tok: tokens.Tokenizer,
                  on_progress: Callable[[int, int], None] | None) -> None:
-    """The loop of ``freeze``: per batch, per sample only what needs Python."""
-    simple = isinstance(tok, tokens.SimpleTokenizer)
+    """The loop of ``freeze``, with a thread for each batch's array work (``_numbers``)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="build-arrays") as pool:
+        _loop(read, db, stmt, batch, version, ids, codes, positions, sink, collector, st, tok,
+              on_progress, pool)
+
+
+def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVersion,
+          ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, sink: _Sink,
+          collector: leakage.Collector, st: _Stats, tok: tokens.Tokenizer,
+          on_progress: Callable[[int, int], None] | None, pool: ThreadPoolExecutor) -> None:
+    """Per batch, per sample only what needs Python."""
     think = version.reasoning == "think"
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
     split_names = [s.encode() for s in SPLITS]
     n, done = len(ids), 0
+    pending: Future[None] | None = None
     for rows in _rows(read, stmt, batch, ahead=read is not db):
         sids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         at = np.minimum(np.searchsorted(ids, sids), max(n - 1, 0))
@@ -302,17 +313,31 @@ def _freeze_rows(read: Session, db: Session, stmt: Any, batch: int, version: Dat
             sink.write_copy(lines)
         if dicts:
             sink.write_rows(dicts)
-        if splits:
-            counts = (tokencount.simple_counts(token_texts) if simple else
-                      np.array([tok.count(t) for t in token_texts], dtype=np.int64))
-            split_codes = np.array(splits, dtype=np.int8)
-            for c, s in enumerate(SPLITS):
-                mine = counts[split_codes == c]
-                st.counts[s] += len(mine)
-                st.tokens[s].append(mine)
-        collector.flush()
+        if pending is not None:
+            pending.result()  # one batch of array work in flight at most
+        pending = pool.submit(_numbers, st, collector, collector.take(), token_texts, splits,
+                              tok)
         if on_progress is not None:
             on_progress(done, n)
+    if pending is not None:
+        pending.result()
+
+
+def _numbers(st: _Stats, collector: leakage.Collector,
+             taken: dict[str, tuple[list[int], list[str]]], token_texts: list[str],
+             splits: list[int], tok: tokens.Tokenizer) -> None:
+    """A batch's array work, in the pool's thread while the next batch is read and checked
+    (numpy releases the GIL): token counts and leakage signatures."""
+    if splits:
+        counts = (tokencount.simple_counts(token_texts)
+                  if isinstance(tok, tokens.SimpleTokenizer) else
+                  np.array([tok.count(t) for t in token_texts], dtype=np.int64))
+        split_codes = np.array(splits, dtype=np.int8)
+        for c, s in enumerate(SPLITS):
+            mine = counts[split_codes == c]
+            st.counts[s] += len(mine)
+            st.tokens[s].append(mine)
+    collector.absorb(taken)
 
 
 def _record(db: Session, version: DatasetVersion, st: _Stats, tokenizer: str,

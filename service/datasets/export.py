@@ -22,6 +22,7 @@ The files are written into a staging folder which is renamed into place when com
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -68,24 +69,29 @@ def data_file_name(fmt: str, split: str) -> str:
 
 
 def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
-                ) -> Iterator[list[str]]:
-    """Frozen messages of one split in position order, as their canonical JSON text, a batch
-    (list) at a time, through a server-side cursor.
+                ) -> Iterator[bytes]:
+    """Frozen messages of one split in position order as blocks of about ``batch`` lines: each
+    line the canonical JSON text (``CanonicalJSON``: exactly ``orjson.dumps(messages)``,
+    checked when the version was built) and ``\\n``, UTF-8.
 
-    The text is exactly ``orjson.dumps(messages)`` (``CanonicalJSON``), checked when the version
-    was built, so the OpenAI writer copies it into the file without parsing it. On PostgreSQL this
-    goes straight to a psycopg named cursor (the hot loop of every export), the next batch fetched
-    in a thread while this one is written; elsewhere through SQLAlchemy's ``yield_per``.
+    On PostgreSQL the rows come as ``COPY (SELECT ...) TO STDOUT``: the server streams them
+    while the blocks are joined in a thread, one batch ahead, and no Python object is made per
+    row beyond libpq's buffer. COPY's text format escapes only backslashes in this text (JSON
+    has no raw tab, newline or other control character), so one ``replace`` a block undoes it.
+    Elsewhere through SQLAlchemy's ``yield_per``.
     """
     conn = db.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection
-        with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}") as cur:
-            cur.itersize = batch
-            cur.execute("SELECT messages FROM dataset_version_items "
-                        "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
-            # the database's work and the network wait overlap with ours (bounded: 2 batches ahead)
-            yield from prefetched(lambda: cur.fetchmany(batch), lambda rows: [r[0] for r in rows])
+        with raw.cursor() as cur, cur.copy(
+                "COPY (SELECT messages FROM dataset_version_items WHERE version_id = %s AND "
+                "split = %s ORDER BY position) TO STDOUT", (version_id, split)) as cp:
+            rows = iter(cp)
+
+            def fetch() -> list[Any]:
+                return list(itertools.islice(rows, batch))
+
+            yield from prefetched(fetch, lambda got: b"".join(got).replace(b"\\\\", b"\\"))
         return
     stmt = (select(type_coerce(DatasetVersionItem.messages, Text))
             .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
@@ -93,7 +99,7 @@ def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
     result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
     try:
         for rows in result.partitions():
-            yield [row[0] for row in rows]
+            yield ("\n".join(row[0] for row in rows) + "\n").encode()
     finally:
         result.close()
 
@@ -122,47 +128,80 @@ class _HashingWriter:
         return {"sha256": self._sha.hexdigest(), "bytes": self.bytes}
 
 
-OPENAI_HEAD = '{"messages":'
-SYSTEM_HEAD = '[{"role":"system"'
+OPENAI_HEAD = b'{"messages":'
+SYSTEM_HEAD = b'[{"role":"system"'
+_FIRST = b'[{"role":"'
+_NEXT = b'},{"role":"'
+_CONTENT = b'","content":'
 
 
-def _write_jsonl(path: Path, batches: Iterator[list[str]], fmt: str,
+def _turns(line: bytes) -> list[list[bytes]]:
+    """``[role, content]`` of each message of a frozen text, the content as its JSON string.
+
+    The text is ``[{"role":"R","content":C},...]`` as orjson writes it; ``},{"role":"`` cannot
+    occur inside a JSON string (its quotes would be escaped there), so splitting on it and on
+    the first ``","content":`` of each piece is exact."""
+    return [piece.split(_CONTENT, 1) for piece in line[len(_FIRST):-2].split(_NEXT)]
+
+
+def sharegpt_line(line: bytes) -> tuple[bytes, bool]:
+    """``orjson.dumps(formats.to_sharegpt(messages))`` from the frozen text; has a system."""
+    turns = _turns(line)
+    system = turns.pop(0)[1] if turns[0][0] == b"system" else None
+    body = b",".join([(b'{"from":"human","value":' if role == b"user" else
+                       b'{"from":"gpt","value":') + content + b"}" for role, content in turns])
+    tail = b"]}" if system is None else b'],"system":' + system + b"}"
+    return b'{"conversations":[' + body + tail, system is not None
+
+
+def alpaca_line(line: bytes) -> tuple[bytes, bool, bool]:
+    """``orjson.dumps(formats.to_alpaca(messages))`` from the frozen text; has a system, a
+    history."""
+    turns = _turns(line)
+    system = turns.pop(0)[1] if turns[0][0] == b"system" else None
+    out = b'{"instruction":' + turns[-2][1] + b',"input":"","output":' + turns[-1][1]
+    if system is not None:
+        out += b',"system":' + system
+    if len(turns) > 2:
+        out += b',"history":[' + b",".join([b"[" + turns[i][1] + b"," + turns[i + 1][1] + b"]"
+                                            for i in range(0, len(turns) - 2, 2)]) + b"]"
+    return out + b"}", system is not None, len(turns) > 2
+
+
+def _write_jsonl(path: Path, blocks: Iterator[bytes], fmt: str,
                  tick: Callable[[int], None]) -> dict[str, Any]:
-    """One record a line. OpenAI records are ``{"messages": <frozen text>}`` by concatenation:
-    the same bytes ``orjson.dumps(formats.to_openai(messages))`` gives (tested), without parsing
-    the messages again; Alpaca and ShareGPT parse them and go through ``formats.convert_out``."""
+    """One record a line, made from the frozen text without parsing it: OpenAI records are
+    ``{"messages": <text>}`` (one ``replace`` a block), Alpaca and ShareGPT records are cut
+    and joined from the text's JSON strings (``alpaca_line``, ``sharegpt_line``). The bytes
+    are those of ``orjson.dumps(formats.convert_out(messages, fmt))`` (property-tested)."""
     out = _HashingWriter(path)
     n = 0
     has_system = has_history = False
-    if fmt == "openai":
-        sep = "}\n" + OPENAI_HEAD
-        for texts in batches:
-            if not texts:
-                continue
-            if not has_system:
-                has_system = any(t.startswith(SYSTEM_HEAD) for t in texts)
-            out.write((OPENAI_HEAD + sep.join(texts) + "}\n").encode())
-            n += len(texts)
-            tick(len(texts))
-    else:
-        dumps, loads, convert = orjson.dumps, orjson.loads, formats.convert_out
-        for texts in batches:
-            lines: list[bytes] = []
-            for text in texts:
-                record = convert(loads(text), fmt)
-                has_system = has_system or "system" in record
-                has_history = has_history or "history" in record
-                lines.append(dumps(record))
-            if lines:
-                lines.append(b"")
-                out.write(b"\n".join(lines))
-                n += len(texts)
-                tick(len(texts))
+    for block in blocks:
+        if not block:
+            continue
+        k = block.count(b"\n")
+        if fmt == "openai":
+            has_system = has_system or block.startswith(SYSTEM_HEAD) or b"\n" + SYSTEM_HEAD in block
+            out.write(OPENAI_HEAD + block[:-1].replace(b"\n", b"}\n" + OPENAI_HEAD) + b"}\n")
+        elif fmt == "sharegpt":
+            made = [sharegpt_line(line) for line in block[:-1].split(b"\n")]
+            has_system = has_system or any(r[1] for r in made)
+            out.write(b"\n".join([r[0] for r in made]) + b"\n")
+        elif fmt == "alpaca":
+            made3 = [alpaca_line(line) for line in block[:-1].split(b"\n")]
+            has_system = has_system or any(r[1] for r in made3)
+            has_history = has_history or any(r[2] for r in made3)
+            out.write(b"\n".join([r[0] for r in made3]) + b"\n")
+        else:
+            raise ValueError(f"no JSON Lines writer for {fmt!r}")
+        n += k
+        tick(k)
     info = out.close()
     return {**info, "records": n, "has_system": has_system, "has_history": has_history}
 
 
-def _write_parquet(path: Path, batches: Iterator[list[str]],
+def _write_parquet(path: Path, blocks: Iterator[bytes],
                    tick: Callable[[int], None]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -173,7 +212,8 @@ def _write_parquet(path: Path, batches: Iterator[list[str]],
     has_system = False
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
         rows: list[dict[str, Any]] = []
-        for msgs in (orjson.loads(t) for texts in batches for t in texts):
+        for msgs in (orjson.loads(t) for block in blocks for t in block[:-1].split(b"\n")
+                     if block):
             record = formats.convert_out(msgs, "openai")
             has_system = has_system or record["messages"][0]["role"] == "system"
             rows.append(record)
