@@ -77,7 +77,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, and_, column, func, literal_column, or_, select, text
+from sqlalchemy import Text, and_, bindparam, column, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -202,17 +202,22 @@ def clause(db: Session, query: str, target: Any = None) -> ColumnElement[bool] |
     if not needle:
         return None
     col = Sample.search_text if target is None else target
-    like = col.like(f"%{_escape_like(needle)}%", escape="\\")
     if db.get_bind().dialect.name == "postgresql":
+        # the values as literals: psycopg prepares a statement run five times, and PostgreSQL
+        # may then plan it once for any value; a generic plan cannot know that ``熔断`` is
+        # rare and scanned 1M rows through the bigram function (bench/search.py: 3-6 s)
+        like = col.like(_literal(f"%{_escape_like(needle)}%"), escape="\\")
         if target is not None:
             return like
         if _CJK_PAIR.fullmatch(needle):
-            return and_(func.annotune_cjk_bigrams(col, type_=ARRAY(Text)).contains([needle]), like)
+            grams = func.annotune_cjk_bigrams(col, type_=ARRAY(Text))
+            return and_(grams.contains(_literal([needle], ARRAY(Text))), like)
         if " " not in needle:
             return like
         pattern = phrase_pattern(needle, planner_sample(db))
-        return and_(func.replace(col, " ", JOIN).like(pattern, escape="\\"),
-                    func.strpos(col, needle) > 0)
+        return and_(func.replace(col, " ", JOIN).like(_literal(pattern), escape="\\"),
+                    func.strpos(col, _literal(needle)) > 0)
+    like = col.like(f"%{_escape_like(needle)}%", escape="\\")
     if len(needle) == 2:
         return _sqlite_pair(db, needle, like)
     if len(needle) < MIN_INDEXED:
@@ -221,6 +226,11 @@ def clause(db: Session, query: str, target: Any = None) -> ColumnElement[bool] |
     matches = (text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_phrase")
                .bindparams(fts_phrase=phrase).columns(column("rowid")))
     return Sample.id.in_(matches)
+
+
+def _literal(value: Any, type_: Any = None) -> Any:
+    """``value`` rendered into the statement (escaped by SQLAlchemy), not bound."""
+    return bindparam(None, value, type_=type_ or Text(), literal_execute=True)
 
 
 def _sqlite_pair(db: Session, needle: str, like: ColumnElement[bool]) -> ColumnElement[bool]:

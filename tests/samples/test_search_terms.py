@@ -138,7 +138,8 @@ def test_phrase_pattern_reads_the_rare_trigrams_and_stays_a_necessary_condition(
 
 def _plan(db, clause) -> str:
     stmt = select(func.count()).select_from(Sample).where(clause)
-    compiled = stmt.compile(dialect=db.get_bind().dialect)
+    compiled = stmt.compile(dialect=db.get_bind().dialect,
+                            compile_kwargs={"render_postcompile": True})
     if db.get_bind().dialect.name == "postgresql":
         prefix, params = "EXPLAIN ", compiled.params
     else:  # qmark parameters, in order
