@@ -4,10 +4,12 @@ Creates a throwaway database next to ``--database-url`` (dropped at the end), in
 samples with COPY, then runs, each in a fresh child process so that its peak RSS is its own:
 
 1. ``build``: the real ``datasets.build_version`` task body (three streamed passes + leakage);
-2. ``export``: the real ``datasets.export_version`` task body, OpenAI JSONL;
-3. ``raw``: the same frozen rows loaded into memory as Python lists (untimed, 100k at a time),
-   then dumped with ``orjson.dumps({"messages": m})`` + ``\\n`` to a file (timed), fsync
-   included: what serialising rows already in memory costs.
+2. ``export``: the real ``datasets.export_version`` task body, for each of ``--formats``
+   (JSON Lines: OpenAI, Alpaca, ShareGPT);
+3. ``raw``: the same frozen rows loaded into memory as Python objects, the records of the
+   format made (untimed, 100k at a time), then dumped with ``orjson.dumps(record)`` + ``\\n``
+   to a file (timed), fsync included: what serialising records already in memory costs. The
+   export's files, concatenated in split order, must have the raw dump's sha256.
 
     .venv/bin/python bench/export.py --n 200000
     .venv/bin/python bench/export.py --n 1000000 --json
@@ -66,7 +68,9 @@ def _messages(i: int) -> list[dict[str, str]]:
 # --- setup --------------------------------------------------------------------------------------
 
 
-def setup(admin_url: str, n: int) -> str:
+def setup(admin_url: str, n: int, name: str | None = None) -> str:
+    """A fresh database ``name`` (default: one named after this process), migrated, with ``n``
+    samples; its URL."""
     import orjson
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -74,7 +78,7 @@ def setup(admin_url: str, n: int) -> str:
     from service.core import migrate
 
     url = make_url(admin_url)
-    name = f"annotune_bench_export_{os.getpid()}"
+    name = name or f"annotune_bench_export_{os.getpid()}"
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -96,9 +100,9 @@ def setup(admin_url: str, n: int) -> str:
             docs = []
             for d in range(1000):
                 cur.execute("INSERT INTO documents (project_id, filename, content_type, format, "
-                            "size_bytes, sha256, storage_path, status, metadata, chunk_count, "
-                            "created_at, updated_at) VALUES (%s, %s, '', 'txt', 0, %s, '', 'parsed', "
-                            "'{}', 0, now(), now()) RETURNING id", (pid, f"d{d}.txt", f"{d:064d}"))
+                            "size_bytes, sha256, storage_path, status, metadata, chunk_count, attempts, "
+                            "cancel_requested, created_at, updated_at) VALUES (%s, %s, '', 'txt', 0, "
+                            "%s, '', 'parsed', '{}', 0, 0, false, now(), now()) RETURNING id", (pid, f"d{d}.txt", f"{d:064d}"))
                 docs.append(cur.fetchone()[0])
             cols = ("project_id, messages, status, version, content_hash, source, document_id, "
                     "provenance, tags, scores, reviewed_by_id, created_at, updated_at")
@@ -135,7 +139,8 @@ def _timed_task(task, arg: int) -> tuple[float, float]:
     """Run a Celery task's body here; ``(seconds, RSS before in MB)``."""
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    assert task.run(arg) == "ready"
+    result = task.run(arg)
+    assert result.get("status") == "ready", result
     return time.perf_counter() - t0, rss0
 
 
@@ -177,7 +182,7 @@ def phase_build() -> dict:
             "leakage": leak}
 
 
-def phase_export(version_id: int) -> dict:
+def phase_export(version_id: int, fmt: str = "openai") -> dict:
     from service.core import jobs
     from service.core.db import session_scope
     from service.datasets import service as datasets_service
@@ -187,7 +192,7 @@ def phase_export(version_id: int) -> dict:
     jobs.send_now = lambda name, **kw: None
     with session_scope() as db:
         exp, _ = datasets_service.create_export(db, version=db.get(DatasetVersion, version_id),
-                                                fmt="openai")
+                                                fmt=fmt)
         eid = exp.id
     dt, rss0 = _timed_task(export_version, eid)
     with session_scope() as db:
@@ -198,19 +203,23 @@ def phase_export(version_id: int) -> dict:
     # after the timing: the three files concatenated in split order, to compare with the raw dump
     from service.datasets.export import export_dir
 
-    folder = export_dir(version_id, "openai")
+    folder = export_dir(version_id, fmt)
     whole = _sha256([folder / f"{split}.jsonl" for split in ("train", "validation", "test")])
-    return {"seconds": dt, "samples": total, "samples_per_s": total / dt, "bytes": size,
-            "rss_start_mb": rss0, "peak_rss_mb": rss_mb(),
+    return {"format": fmt, "seconds": dt, "samples": total, "samples_per_s": total / dt,
+            "bytes": size, "rss_start_mb": rss0, "peak_rss_mb": rss_mb(),
             "sha256": {n: m["sha256"] for n, m in members.items() if n.endswith(".jsonl")},
             "sha256_all_splits": whole}
 
 
-def phase_raw(version_id: int) -> dict:
+def phase_raw(version_id: int, fmt: str = "openai") -> dict:
+    """The records of ``fmt`` already in memory as Python objects (made untimed, 100k at a
+    time: ``{"messages": m}``, or ``formats.convert_out``), then ``orjson.dumps`` + ``\\n`` to
+    a file, fsync included (timed)."""
     import orjson
     from sqlalchemy import text
 
     from service.core.db import get_engine
+    from service.samples import formats
 
     out = Path(tempfile.mkdtemp()) / "raw.jsonl"
     timed = 0.0
@@ -228,9 +237,11 @@ def phase_raw(version_id: int) -> dict:
                 last = rows[-1][0]
                 # in memory as Python objects, like the rows of any ORM query: not timed
                 batch = [orjson.loads(r[1]) for r in rows]  # the column is canonical JSON text
+                records = ([{"messages": m} for m in batch] if fmt == "openai" else
+                           [formats.convert_out(m, fmt) for m in batch])
                 t0 = time.perf_counter()
                 dumps = orjson.dumps
-                fh.write(b"".join(dumps({"messages": m}) + b"\n" for m in batch))
+                fh.write(b"".join(dumps(r) + b"\n" for r in records))
                 timed += time.perf_counter() - t0
                 n += len(batch)
         t0 = time.perf_counter()
@@ -239,14 +250,14 @@ def phase_raw(version_id: int) -> dict:
         timed += time.perf_counter() - t0
     digest = _sha256([out])
     out.unlink()
-    return {"seconds": timed, "samples": n, "samples_per_s": n / timed if timed else None,
-            "sha256": digest}
+    return {"format": fmt, "seconds": timed, "samples": n,
+            "samples_per_s": n / timed if timed else None, "sha256": digest}
 
 
-def _child(phase: str, db_url: str, data_dir: str, arg: str | None) -> dict:
+def _child(phase: str, db_url: str, data_dir: str, *args: str) -> dict:
     env = dict(os.environ, ANNOTUNE_DATABASE_URL=db_url, ANNOTUNE_DATA_DIR=data_dir,
                ANNOTUNE_CELERY_EAGER="false", ANNOTUNE_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--phase", phase] + ([arg] if arg else [])
+    cmd = [sys.executable, __file__, "--phase", phase, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode:
         raise RuntimeError(f"{phase} failed:\n{proc.stderr[-4000:]}")
@@ -256,50 +267,63 @@ def _child(phase: str, db_url: str, data_dir: str, arg: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--formats", default="openai,alpaca,sharegpt",
+                        help="JSON Lines formats to export, comma-separated")
     parser.add_argument("--database-url", default=os.environ.get(
         "ANNOTUNE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--name", help="database name (default: one named after this process)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
-    parser.add_argument("arg", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        fn = {"build": lambda: phase_build(), "export": lambda: phase_export(int(args.arg)),
-              "raw": lambda: phase_raw(int(args.arg))}[args.phase]
+        fn = {"build": lambda: phase_build(),
+              "export": lambda: phase_export(int(args.args[0]), args.args[1]),
+              "raw": lambda: phase_raw(int(args.args[0]), args.args[1])}[args.phase]
         print(json.dumps(fn()))
         return
 
-    db_url = setup(args.database_url, args.n)
+    db_url = setup(args.database_url, args.n, name=args.name)
     data_dir = tempfile.mkdtemp(prefix="annotune-bench-export-")
+    exports: dict[str, dict] = {}
     try:
-        build = _child("build", db_url, data_dir, None)
+        build = _child("build", db_url, data_dir)
+        vid = str(build["version_id"])
         print(f"build: {build['samples']} samples in {build['seconds']:.1f}s "
               f"= {build['samples_per_s']:,.0f}/s, peak RSS {build['peak_rss_mb']:.0f} MB", file=sys.stderr)
-        export = _child("export", db_url, data_dir, str(build["version_id"]))
-        print(f"export: {export['samples_per_s']:,.0f}/s, peak RSS {export['peak_rss_mb']:.0f} MB",
-              file=sys.stderr)
-        raw = _child("raw", db_url, data_dir, str(build["version_id"]))
+        for fmt in args.formats.split(","):
+            export = _child("export", db_url, data_dir, vid, fmt)
+            raw = _child("raw", db_url, data_dir, vid, fmt)
+            exports[fmt] = {"export": export, "raw_dump": raw,
+                            "export_vs_raw": export["seconds"] / raw["seconds"],
+                            "export_bytes_equal_raw":
+                                export["sha256_all_splits"] == raw["sha256"]}
+            print(f"export {fmt}: {export['seconds']:.1f}s = {export['samples_per_s']:,.0f}/s, "
+                  f"peak RSS {export['peak_rss_mb']:.0f} MB; raw {raw['seconds']:.1f}s; "
+                  f"{exports[fmt]['export_vs_raw']:.2f}x; same bytes "
+                  f"{exports[fmt]['export_bytes_equal_raw']}", file=sys.stderr)
     finally:
         if not args.keep:
             drop(args.database_url, db_url)
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
-    report = {"n_inserted": args.n, "build": build, "export": export, "raw_dump": raw,
-              "export_vs_raw": export["seconds"] / raw["seconds"],
-              "export_bytes_equal_raw": export["sha256_all_splits"] == raw["sha256"], "python": sys.version.split()[0],
+    report = {"n_inserted": args.n, "build": build, "exports": exports,
+              "load_average_after": os.getloadavg()[0], "python": sys.version.split()[0],
               "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"samples in version: {export['samples']:,}  (of {args.n:,} inserted; 90% accepted)")
+        print(f"samples in version: {build['samples']:,}  (of {args.n:,} inserted; 90% accepted)")
         print(f"build : {build['seconds']:8.1f} s  {build['samples_per_s']:10,.0f} samples/s  "
               f"peak RSS {build['peak_rss_mb']:.0f} MB  leakage {build['leakage'].get('checked')}")
-        print(f"export: {export['seconds']:8.1f} s  {export['samples_per_s']:10,.0f} samples/s  "
-              f"peak RSS {export['peak_rss_mb']:.0f} MB  ({export['bytes'] / 1e6:.0f} MB JSONL)")
-        print(f"raw   : {raw['seconds']:8.1f} s  {raw['samples_per_s']:10,.0f} samples/s  (orjson, rows in memory)")
-        print(f"export / raw = {report['export_vs_raw']:.2f}x; same bytes as the raw dump: "
-              f"{report['export_bytes_equal_raw']}")
+        for fmt, e in exports.items():
+            ex, raw = e["export"], e["raw_dump"]
+            print(f"{fmt:9}: export {ex['seconds']:6.1f} s {ex['samples_per_s']:9,.0f}/s "
+                  f"peak RSS {ex['peak_rss_mb']:.0f} MB ({ex['bytes'] / 1e6:.0f} MB); raw "
+                  f"{raw['seconds']:6.1f} s; export / raw = {e['export_vs_raw']:.2f}x; "
+                  f"same bytes: {e['export_bytes_equal_raw']}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ def test_one_definition_each():
     assert _defs("check_messages") == ["samples/validation.py"]
     # documents/dedup.py hashes a chunk's text (whitespace-folded), not a conversation
     assert _defs("content_hash") == ["documents/dedup.py", "samples/store.py"]
-    from service.datasets import service as datasets_service
+    from service.datasets import build
     from service.samples import service as samples_service
     from service.samples import store
 
-    assert datasets_service.content_hash is store.content_hash is samples_service.content_hash
+    assert build.content_hash is store.content_hash is samples_service.content_hash
 
 
 def test_no_copies_of_the_project_lookup():

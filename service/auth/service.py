@@ -68,7 +68,7 @@ def authenticate(db: Session, *, email: str, password: str, ip: str) -> User | N
             f"too many failed login attempts; try again in {ratelimit.describe_wait(exceeded.retry_after)}",
             extra={"retry_after": exceeded.retry_after})
     user = get_user_by_email(db, email)
-    ok = security.verify_password(user.password_hash if user else security.DUMMY_HASH, password)
+    ok = security.verify_password(user.password_hash if user else security.dummy_hash(), password)
     ok = ok and user is not None and user.is_active
     if ok:
         ratelimit.give_back(db, [lim.key for lim in limits[1:]], reset=[limits[0].key])
@@ -231,27 +231,29 @@ def revoke_token(db: Session, *, user: User, token_id: int) -> ApiToken:
     return token
 
 
-def token_from_secret(db: Session, secret: str) -> ApiToken | None:
-    """The live token for ``secret``: known, not revoked, not expired, its user active."""
+def token_from_secret(db: Session, secret: str) -> tuple[ApiToken, User] | None:
+    """The live token for ``secret`` and its user: known, not revoked, not expired, the user
+    active. One query for both (every API request runs it)."""
     if security.token_prefix(secret) is None:
         return None
-    token = db.scalar(select(ApiToken).where(ApiToken.token_hash == security.sha256_hex(secret)))
-    if token is None or token.revoked_at is not None:
+    row = db.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                     .where(ApiToken.token_hash == security.sha256_hex(secret))).first()
+    if row is None:
+        return None
+    token, user = row
+    if token.revoked_at is not None or not user.is_active:
         return None
     now = utcnow()
     if token.expires_at is not None and token.expires_at <= now:
         return None
-    user = db.get(User, token.user_id)
-    if user is None or not user.is_active:
-        return None
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         token.last_used_at = now
-    return token
+    return token, user
 
 
 def user_from_token(db: Session, secret: str) -> User | None:
-    token = token_from_secret(db, secret)
-    return db.get(User, token.user_id) if token is not None else None
+    found = token_from_secret(db, secret)
+    return found[1] if found is not None else None
 
 
 def user_from_request(db: Session, request: Request) -> User | None:
@@ -264,11 +266,12 @@ def user_from_request(db: Session, request: Request) -> User | None:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret:
             return None
-        token = token_from_secret(db, secret.strip())
-        if token is None:
+        found = token_from_secret(db, secret.strip())
+        if found is None:
             return None
+        token, user = found
         request.state.token_scopes = effective_scopes(token.scopes)
-        return db.get(User, token.user_id)
+        return user
     ws = session_from_cookie(db, request.cookies.get(get_settings().session_cookie_name))
     if ws is None:
         return None

@@ -72,7 +72,7 @@ _providers: dict[str, Callable[..., Any]] = {}
 
 
 def provide(name: str, fn: Callable[..., Any]) -> None:
-    """Register ``fn`` as ``name`` (``authenticate`` or ``role_of``)."""
+    """Register ``fn`` as ``name`` (``authenticate`` or ``project_and_role``)."""
     _providers[name] = fn
 
 
@@ -178,8 +178,7 @@ def project_access(min_role: Role) -> Any:
     def dependency(project_id: int, request: Request, db: SessionDep,
                    _csrf: Annotated[str | None, Depends(csrf_candidate)] = None) -> Access:
         user = current_user(request, db)
-        project = db.get(Project, project_id)
-        role = _provider("role_of")(db, project_id=project_id, user=user) if project else None
+        project, role = _provider("project_and_role")(db, project_id=project_id, user=user)
         if project is None or role is None:
             raise NotFound("project not found", code="project_not_found")
         request.state.nav_project = (project.id, project.name)

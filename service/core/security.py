@@ -4,28 +4,42 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import cache
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-_hasher = PasswordHasher()
 TOKEN_PREFIX = "atk_"
 
 
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2id with the library's defaults (64 MiB, 3 passes). The test environment only uses
+    1 MiB and one pass: the suite creates and logs in thousands of users, and at ~0.4 s a hash on
+    these CPUs hashing was minutes of its run. A hash carries its parameters, so either verifies."""
+    from service.core.config import get_settings
+
+    if get_settings().environment == "test":
+        return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    return PasswordHasher()
+
+
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher().verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
-# A hash to verify against when the user does not exist, so timing does not reveal accounts.
-DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+@cache
+def dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so timing does not reveal accounts."""
+    return _hasher().hash(secrets.token_urlsafe(16))
 
 
 def sha256_hex(value: str) -> str:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from service.core.config import get_settings
 from service.core.errors import Conflict, NotFound
+from service.datasets.prefetch import prefetched
 from service.datasets.schemas import SPLITS
 from service.models import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
 from service.samples import formats
@@ -67,24 +68,28 @@ def data_file_name(fmt: str, split: str) -> str:
 
 
 def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
-                ) -> Iterator[list[str]]:
-    """Frozen messages of one split in position order, as their canonical JSON text, a batch
-    (list) at a time, through a server-side cursor.
+                ) -> Iterator[bytes]:
+    """Frozen messages of one split in position order as blocks of ``batch`` lines: each line
+    the canonical JSON text (``CanonicalJSON``: exactly ``orjson.dumps(messages)``, checked
+    when the version was built; JSON has no raw newline) and ``\\n``, UTF-8.
 
-    The text is exactly ``orjson.dumps(messages)`` (``CanonicalJSON``), checked when the version
-    was built, so the OpenAI writer copies it into the file without parsing it. On PostgreSQL this
-    goes straight to a psycopg named cursor (the hot loop of every export), the next batch fetched
-    in a thread while this one is written; elsewhere through SQLAlchemy's ``yield_per``.
+    On PostgreSQL through a psycopg named cursor in binary mode, the text as ``bytea``
+    (``convert_to``: the stored UTF-8 bytes, no decoding into ``str`` and encoding back), the
+    next batch fetched and joined in a thread while this one is written (the database's work
+    and the network wait overlap with ours; 2 batches ahead at most). A named cursor is planned
+    for a fast start (``cursor_tuple_fraction``): an index scan in position order, where a
+    ``COPY (SELECT ...)`` got a sort spilling to disk. Elsewhere through SQLAlchemy's
+    ``yield_per``.
     """
     conn = db.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection
-        with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}") as cur:
+        with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}", binary=True) as cur:
             cur.itersize = batch
-            cur.execute("SELECT messages FROM dataset_version_items "
+            cur.execute("SELECT convert_to(messages, 'UTF8') FROM dataset_version_items "
                         "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
-            # the database's work and the network wait overlap with ours (bounded: 2 batches ahead)
-            yield from _prefetched(lambda: cur.fetchmany(batch))
+            yield from prefetched(lambda: cur.fetchmany(batch),
+                                  lambda rows: b"\n".join([r[0] for r in rows]) + b"\n")
         return
     stmt = (select(type_coerce(DatasetVersionItem.messages, Text))
             .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
@@ -92,48 +97,9 @@ def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
     result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
     try:
         for rows in result.partitions():
-            yield [row[0] for row in rows]
+            yield ("\n".join(row[0] for row in rows) + "\n").encode()
     finally:
         result.close()
-
-
-def _prefetched(fetch: Callable[[], list[Any]], depth: int = 2) -> Iterator[Any]:
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                rows = fetch()
-                if not rows:
-                    break
-                q.put([row[0] for row in rows])
-            q.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(exc)
-
-    worker = threading.Thread(target=produce, name="export-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue, then wait for it
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
 
 
 # --- writers ------------------------------------------------------------------------------------
@@ -160,47 +126,80 @@ class _HashingWriter:
         return {"sha256": self._sha.hexdigest(), "bytes": self.bytes}
 
 
-OPENAI_HEAD = '{"messages":'
-SYSTEM_HEAD = '[{"role":"system"'
+OPENAI_HEAD = b'{"messages":'
+SYSTEM_HEAD = b'[{"role":"system"'
+_FIRST = b'[{"role":"'
+_NEXT = b'},{"role":"'
+_CONTENT = b'","content":'
 
 
-def _write_jsonl(path: Path, batches: Iterator[list[str]], fmt: str,
+def _turns(line: bytes) -> list[list[bytes]]:
+    """``[role, content]`` of each message of a frozen text, the content as its JSON string.
+
+    The text is ``[{"role":"R","content":C},...]`` as orjson writes it; ``},{"role":"`` cannot
+    occur inside a JSON string (its quotes would be escaped there), so splitting on it and on
+    the first ``","content":`` of each piece is exact."""
+    return [piece.split(_CONTENT, 1) for piece in line[len(_FIRST):-2].split(_NEXT)]
+
+
+def sharegpt_line(line: bytes) -> tuple[bytes, bool]:
+    """``orjson.dumps(formats.to_sharegpt(messages))`` from the frozen text; has a system."""
+    turns = _turns(line)
+    system = turns.pop(0)[1] if turns[0][0] == b"system" else None
+    body = b",".join([(b'{"from":"human","value":' if role == b"user" else
+                       b'{"from":"gpt","value":') + content + b"}" for role, content in turns])
+    tail = b"]}" if system is None else b'],"system":' + system + b"}"
+    return b'{"conversations":[' + body + tail, system is not None
+
+
+def alpaca_line(line: bytes) -> tuple[bytes, bool, bool]:
+    """``orjson.dumps(formats.to_alpaca(messages))`` from the frozen text; has a system, a
+    history."""
+    turns = _turns(line)
+    system = turns.pop(0)[1] if turns[0][0] == b"system" else None
+    out = b'{"instruction":' + turns[-2][1] + b',"input":"","output":' + turns[-1][1]
+    if system is not None:
+        out += b',"system":' + system
+    if len(turns) > 2:
+        out += b',"history":[' + b",".join([b"[" + turns[i][1] + b"," + turns[i + 1][1] + b"]"
+                                            for i in range(0, len(turns) - 2, 2)]) + b"]"
+    return out + b"}", system is not None, len(turns) > 2
+
+
+def _write_jsonl(path: Path, blocks: Iterator[bytes], fmt: str,
                  tick: Callable[[int], None]) -> dict[str, Any]:
-    """One record a line. OpenAI records are ``{"messages": <frozen text>}`` by concatenation:
-    the same bytes ``orjson.dumps(formats.to_openai(messages))`` gives (tested), without parsing
-    the messages again; Alpaca and ShareGPT parse them and go through ``formats.convert_out``."""
+    """One record a line, made from the frozen text without parsing it: OpenAI records are
+    ``{"messages": <text>}`` (one ``replace`` a block), Alpaca and ShareGPT records are cut
+    and joined from the text's JSON strings (``alpaca_line``, ``sharegpt_line``). The bytes
+    are those of ``orjson.dumps(formats.convert_out(messages, fmt))`` (property-tested)."""
     out = _HashingWriter(path)
     n = 0
     has_system = has_history = False
-    if fmt == "openai":
-        sep = "}\n" + OPENAI_HEAD
-        for texts in batches:
-            if not texts:
-                continue
-            if not has_system:
-                has_system = any(t.startswith(SYSTEM_HEAD) for t in texts)
-            out.write((OPENAI_HEAD + sep.join(texts) + "}\n").encode())
-            n += len(texts)
-            tick(len(texts))
-    else:
-        dumps, loads, convert = orjson.dumps, orjson.loads, formats.convert_out
-        for texts in batches:
-            lines: list[bytes] = []
-            for text in texts:
-                record = convert(loads(text), fmt)
-                has_system = has_system or "system" in record
-                has_history = has_history or "history" in record
-                lines.append(dumps(record))
-            if lines:
-                lines.append(b"")
-                out.write(b"\n".join(lines))
-                n += len(texts)
-                tick(len(texts))
+    for block in blocks:
+        if not block:
+            continue
+        k = block.count(b"\n")
+        if fmt == "openai":
+            has_system = has_system or block.startswith(SYSTEM_HEAD) or b"\n" + SYSTEM_HEAD in block
+            out.write(OPENAI_HEAD + block[:-1].replace(b"\n", b"}\n" + OPENAI_HEAD) + b"}\n")
+        elif fmt == "sharegpt":
+            made = [sharegpt_line(line) for line in block[:-1].split(b"\n")]
+            has_system = has_system or any(r[1] for r in made)
+            out.write(b"\n".join([r[0] for r in made]) + b"\n")
+        elif fmt == "alpaca":
+            made3 = [alpaca_line(line) for line in block[:-1].split(b"\n")]
+            has_system = has_system or any(r[1] for r in made3)
+            has_history = has_history or any(r[2] for r in made3)
+            out.write(b"\n".join([r[0] for r in made3]) + b"\n")
+        else:
+            raise ValueError(f"no JSON Lines writer for {fmt!r}")
+        n += k
+        tick(k)
     info = out.close()
     return {**info, "records": n, "has_system": has_system, "has_history": has_history}
 
 
-def _write_parquet(path: Path, batches: Iterator[list[str]],
+def _write_parquet(path: Path, blocks: Iterator[bytes],
                    tick: Callable[[int], None]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -211,7 +210,8 @@ def _write_parquet(path: Path, batches: Iterator[list[str]],
     has_system = False
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
         rows: list[dict[str, Any]] = []
-        for msgs in (orjson.loads(t) for texts in batches for t in texts):
+        for msgs in (orjson.loads(t) for block in blocks for t in block[:-1].split(b"\n")
+                     if block):
             record = formats.convert_out(msgs, "openai")
             has_system = has_system or record["messages"][0]["role"] == "system"
             rows.append(record)

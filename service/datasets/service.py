@@ -10,16 +10,15 @@ memory:
    ``stratify_by="document"`` whole documents are placed by ``sha256(f"{seed}:doc:{document_id}")``.
    No database ordering, collation or float arithmetic of the backend is involved, so the same
    samples give the same split on PostgreSQL and SQLite, in every run;
-3. **freeze**: the samples are read again (by id, server-side cursor) and each one's current
-   messages (checked by the validation gate and reduced to role/content: ``freeze.frozen_messages``), version
-   and latest revision id are copied into ``DatasetVersionItem`` rows in batches, while the
-   statistics are accumulated. A sample the gate refuses (anything an export format would
-   drop or a consumer such as OpenAI's format check or LLaMA-Factory's loader would reject:
-   an empty turn, a broken role order, ...) is not frozen: the pass goes on to find every such
-   sample, then the build fails with :class:`Unexportable`, naming them.
-
-A fourth pass over the frozen test and train items computes the near-duplicate leakage report
-(``datasets.leakage``: one-permutation MinHash and LSH bands in numpy, ~20 µs a sample).
+3. **freeze** (``datasets.build``): the samples are read again (by id, server-side cursor, a
+   batch ahead in a thread) and each one's current messages (checked by the validation gate
+   and reduced to role/content: ``freeze.frozen_messages``), version and latest revision id
+   are copied into ``DatasetVersionItem`` rows in batches, while the statistics and the
+   near-duplicate leakage signatures (``datasets.leakage``: one-permutation MinHash and LSH
+   bands in numpy) are computed batch by batch. A sample the gate refuses (anything an export
+   format would drop or a consumer such as OpenAI's format check or LLaMA-Factory's loader
+   would reject: an empty turn, a broken role order, ...) is not frozen: the pass goes on to
+   find every such sample, then the build fails with :class:`Unexportable`, naming them.
 """
 from __future__ import annotations
 
@@ -27,22 +26,20 @@ import difflib
 import hashlib
 import math
 from array import array
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
-from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.lookup import get_in_project
 from service.core.pagination import paginate
-from service.datasets import leakage, strata
-from service.datasets.freeze import REFUSED_LISTED, Unexportable, frozen_messages
+from service.datasets import build, leakage, strata
+from service.datasets.freeze import Unexportable  # noqa: F401 (re-exported: the runner catches it)
 from service.datasets.jobs import BUILD, EXPORT
 from service.datasets.schemas import EXPORT_FORMATS, SPLITS, VersionCreate, VersionFilter
 from service.models import (
@@ -51,14 +48,9 @@ from service.models import (
     DatasetVersion,
     DatasetVersionItem,
     Sample,
-    SampleRevision,
-    User,
 )
-from service.samples import tokens
-from service.samples.store import content_hash  # the one hash of a conversation
 
 BATCH = 5000
-TOP_N = 100
 
 # --- datasets ---------------------------------------------------------------------------------
 
@@ -252,38 +244,6 @@ def _stream(db: Session, stmt: Any, batch: int) -> Iterator[Any]:
             set_json_loads(json.loads, raw)
 
 
-_ITEM_COLUMNS = ("version_id", "sample_id", "revision_id", "sample_version", "split", "position",
-                 "messages", "content_hash", "document_id")
-
-
-def _item_writer(db: Session) -> Any:
-    """Insert a batch of item dicts: COPY on PostgreSQL, executemany elsewhere."""
-    conn = db.connection()
-    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
-        return lambda rows: db.execute(insert(DatasetVersionItem), rows)
-    raw = conn.connection.driver_connection
-    sql = f"COPY dataset_version_items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
-
-    def write(rows: list[dict[str, Any]]) -> None:
-        with raw.cursor() as cur, cur.copy(sql) as cp:
-            for r in rows:
-                cp.write_row((r["version_id"], r["sample_id"], r["revision_id"], r["sample_version"],
-                              r["split"], r["position"], orjson.dumps(r["messages"]).decode(),
-                              r["content_hash"], r["document_id"]))
-
-    return write
-
-
-def with_think(messages: list[dict[str, str]], reasoning: str) -> list[dict[str, str]]:
-    """The conversation with ``reasoning`` before the answer of its last assistant turn, in the
-    ``<think>`` block reasoning chat templates (Qwen3, DeepSeek-R1; LLaMA-Factory's
-    ``enable_thinking``) train on."""
-    out = [dict(m) for m in messages]
-    last = max(i for i, m in enumerate(out) if m["role"] == "assistant")
-    out[last]["content"] = f"<think>\n{reasoning.strip()}\n</think>\n\n{out[last]['content']}"
-    return out
-
-
 def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
                       batch: int = BATCH, by: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: ids (ascending) and document ids (``by`` domain_leaf: leaves; -1 for none)."""
@@ -300,57 +260,12 @@ def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
     return np.frombuffer(ids, dtype=np.int64), np.frombuffer(docs, dtype=np.int64)
 
 
-_TEMPLATE_KEYS = ("template", "template_name", "prompt_template", "template_version",
-                  "prompt_template_id", "template_id")
-_MODEL_KEYS = ("model", "model_name")
-
-
-def _provenance_labels(prov: Any) -> tuple[list[str], list[str]]:
-    if not isinstance(prov, dict):
-        return [], []
-    found: dict[str, list[str]] = {"t": [], "m": []}
-    scopes = [prov] + [v for v in prov.values() if isinstance(v, dict)]
-    for scope in scopes:
-        for kind, keys in (("t", _TEMPLATE_KEYS), ("m", _MODEL_KEYS)):
-            for key in keys:
-                value = scope.get(key)
-                if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
-                    found[kind].append(f"{key}={value}" if kind == "t" else str(value))
-                elif isinstance(value, dict) and kind == "t":
-                    name, ver = value.get("name"), value.get("version")
-                    if name is not None:
-                        found["t"].append(f"{name}@{ver}" if ver is not None else str(name))
-    return found["t"], found["m"]
-
-
-def _histogram(values: np.ndarray) -> list[dict[str, int]]:
-    """Counts in power-of-two buckets: [0,16), [16,32), [32,64), ..."""
-    if values.size == 0:
-        return []
-    edges = [0, 16]
-    top = int(values.max())
-    while edges[-1] <= top:
-        edges.append(edges[-1] * 2)
-    counts, _ = np.histogram(values, bins=edges)
-    return [{"lo": edges[i], "hi": edges[i + 1], "count": int(c)} for i, c in enumerate(counts)]
-
-
-def _summary(values: np.ndarray) -> dict[str, Any]:
-    """Same definition as ``tokens.summarize`` (nearest-rank p95), computed in numpy."""
-    n = int(values.size)
-    if not n:
-        return tokens.summarize([])
-    s = np.sort(values)
-    return {"min": int(s[0]), "mean": round(float(s.sum()) / n, 3),
-            "p95": int(s[(95 * n + 99) // 100 - 1]), "max": int(s[-1]), "count": n}
-
-
 def build_version(db: Session, version_id: int, *, batch: int = BATCH,
                   leakage_max: int = leakage.MAX_SAMPLES,
                   on_progress: Callable[[int, int], None] | None = None,
                   read: Session | None = None) -> DatasetVersion:
     """Freeze the version's samples into items, with counts, stats and the leakage report.
-    ``on_progress(done, total)``: after the selection and every 1,000 samples.
+    ``on_progress(done, total)``: after the selection and after every batch.
     ``read``: the session the samples are selected through (default ``db``, which writes)."""
     read = read or db
     version = db.get(DatasetVersion, version_id)
@@ -364,114 +279,9 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 
-    tok = tokens.get_tokenizer()
-    tok_counts = {s: array("q") for s in SPLITS}
-    turns: Counter[int] = Counter()
-    tags: Counter[str] = Counter()
-    documents: Counter[int] = Counter()
-    templates: Counter[str] = Counter()
-    models: Counter[str] = Counter()
-    reviewer_ids: set[int] = set()
-    counts = dict.fromkeys(SPLITS, 0)
-
-    latest_rev = (select(func.max(SampleRevision.id))
-                  .where(SampleRevision.sample_id == Sample.id).correlate(Sample).scalar_subquery())
-    stmt = _filter_stmt(select(Sample.id, Sample.version, Sample.messages, Sample.document_id,
-                               Sample.tags, Sample.provenance, Sample.reviewed_by_id, latest_rev,
-                               Sample.reasoning),
-                        version.project_id, flt)
-    think = version.reasoning == "think"
-    with_reasoning = 0
-    if len(ids):
-        stmt = stmt.where(Sample.id >= int(ids[0]), Sample.id <= int(ids[-1]))
-    pending: list[dict[str, Any]] = []
-    refused: list[dict[str, Any]] = []
-    refused_total = 0
-    write = _item_writer(db)
-    prov_cache: dict[bytes, tuple[list[str], list[str]]] = {}
-    j, n = 0, len(ids)
-    if on_progress is not None:
-        on_progress(0, n)
-    for sid, sversion, messages, doc_id, stags, prov, reviewer, rev_id, reasoning in _stream(
-            read, stmt, batch):
-        while j < n and ids[j] < sid:
-            j += 1  # selected in pass 1 but gone since (not possible under REPEATABLE READ)
-        if j >= n:
-            break
-        if ids[j] != sid:
-            continue  # not selected in pass 1 (tag/score filter, or new since)
-        split = SPLITS[codes[j]]
-        messages, issue = frozen_messages(messages)
-        if issue is not None:
-            refused_total += 1
-            if len(refused) < REFUSED_LISTED:
-                refused.append({"sample_id": sid, "code": issue.code, "field": issue.field,
-                                "message": issue.message})
-            j += 1
-            continue
-        if think and reasoning and reasoning.strip():
-            messages = with_think(messages, reasoning)
-            with_reasoning += 1
-        pending.append({"version_id": version.id, "sample_id": sid, "revision_id": rev_id,
-                        "sample_version": sversion, "split": split, "position": int(positions[j]),
-                        "messages": messages, "content_hash": content_hash(messages),
-                        "document_id": doc_id})
-        counts[split] += 1
-        tok_counts[split].append(sum(tok.count(m["content"]) for m in messages))
-        turns[sum(1 for m in messages if m["role"] == "user")] += 1
-        tags.update(stags or ())
-        if doc_id is not None:
-            documents[doc_id] += 1
-        if reviewer is not None:
-            reviewer_ids.add(reviewer)
-        if prov:
-            pkey = orjson.dumps(prov, option=orjson.OPT_SORT_KEYS)
-            labels = prov_cache.get(pkey)
-            if labels is None:
-                labels = prov_cache[pkey] = _provenance_labels(prov)
-            templates.update(labels[0])
-            models.update(labels[1])
-        if len(pending) >= batch:
-            write(pending)
-            pending = []
-        j += 1
-        if on_progress is not None and j % 1000 == 0:
-            on_progress(j, n)
-    if refused_total:
-        raise Unexportable(refused, refused_total)
-    if pending:
-        write(pending)
-
-    reviewers = sorted(db.scalars(select(User.email).where(User.id.in_(reviewer_ids)))) \
-        if reviewer_ids else []
-    per_split = {s: np.frombuffer(tok_counts[s], dtype=np.int64) for s in SPLITS}
-    all_tokens = np.concatenate(list(per_split.values()))
-    total = sum(counts.values())
-    stats: dict[str, Any] = {
-        "tokenizer": tok.name,
-        "tokens": {"all": _summary(all_tokens), "histogram": _histogram(all_tokens),
-                   **{s: _summary(per_split[s]) for s in SPLITS}},
-        "turns": {str(k): v for k, v in sorted(turns.items())},
-        "tags": dict(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]),
-        "tag_count": len(tags),
-        "documents": {str(k): v for k, v in sorted(documents.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]},
-        "document_count": len(documents),
-        "document_ids": sorted(documents),
-        "templates": dict(sorted(templates.items())),
-        "models": dict(sorted(models.items())),
-        "reviewers": reviewers,
-        "reasoning": {"mode": version.reasoning, "samples_with_reasoning": with_reasoning},
-    }
-    report, leak_info = leakage.check(db, version.id, counts, max_samples=leakage_max, batch=batch)
-    stats["leakage"] = leak_info
-    version.counts = {**counts, "total": total}
-    version.stats = stats
-    version.leakage = report
-    version.status = "ready"
-    version.error = None
-    version.built_at = utcnow()
-    db.flush()
-    return version
+    return build.freeze(db, read, version, lambda stmt: _filter_stmt(stmt, version.project_id, flt),
+                        ids, codes, positions, batch=batch, leakage_max=leakage_max,
+                        on_progress=on_progress)
 
 
 # --- diff -------------------------------------------------------------------------------------

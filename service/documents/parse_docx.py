@@ -14,7 +14,13 @@ from typing import Any
 from lxml import etree
 
 from service.documents.parse_text import TextBuilder, clean, markdown_table
-from service.documents.parse_types import Deadline, ParsedDocument, ParseError, ParseLimits
+from service.documents.parse_types import (
+    Deadline,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Progress,
+)
 from service.documents.zipguard import open_checked_zip
 
 __all__ = [
@@ -31,14 +37,18 @@ _NOTE_REFS = {f"{_W}footnoteReference": "footnote", f"{_W}endnoteReference": "en
 _NOTES_RELTYPE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/{}s"
 
 
-def parse_docx(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_docx(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
     """Page headers and footers, then the body, then footnotes and endnotes.
 
     Headers and footers repeat on every page, so no one place in the running text is
     theirs: they come first, before any heading (their chunks carry an empty heading path
     and never join the body's last section), each distinct part once (sections that link
     to the previous section's header share its part). Text boxes follow the paragraph (or
-    table) they are anchored in.
+    table) they are anchored in. ``progress`` counts blocks against the body's top-level
+    elements (headers, notes and text boxes count too, so the count is an estimate that stops
+    at the total).
     """
     open_checked_zip(path, limits, "DOCX").close()
     import docx
@@ -49,7 +59,8 @@ def parse_docx(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDoc
         raise ParseError(f"corrupt DOCX file: {type(exc).__name__}: {exc}") from exc
     builder = TextBuilder()
     notes = {kind: _DocxNotes(kind, _docx_notes_root(document, kind)) for kind in _DOCX_NOTES}
-    writer = _DocxWriter(builder, _docx_style_names(document), deadline, notes)
+    progress.start(len(document.element.body))
+    writer = _DocxWriter(builder, _docx_style_names(document), deadline, notes, progress)
     counts = {
         f"{kind}_parts": writer.parts(_docx_page_parts(document, kind))
         for kind in ("header", "footer")
@@ -84,10 +95,12 @@ class _DocxWriter:
         style_names: dict[str | None, str],
         deadline: Deadline,
         notes: dict[str, _DocxNotes],
+        progress: Progress,
     ) -> None:
         self.out = builder
         self.style_names = style_names
         self.deadline = deadline
+        self.progress = progress
         self.notes = notes
         self.text_boxes = 0
         self._blocks = 0
@@ -107,8 +120,9 @@ class _DocxWriter:
         boxes = next(element.iter(_W_TXBX), None) is not None
         for block in _docx_blocks(element):
             self._blocks += 1
-            if self._blocks % 1000 == 0:
+            if self._blocks % 500 == 0:
                 self.deadline.check(f"{self._blocks} DOCX blocks")
+                self.progress.set(self._blocks)
             if block.tag == _W_TBL:
                 self.out.block(markdown_table(self._table_rows(block)))
             else:

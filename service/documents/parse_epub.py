@@ -15,7 +15,13 @@ from lxml import etree
 
 from service.documents.parse_html import HtmlWriter, decode_html, html_root, local_name, write_main
 from service.documents.parse_text import TextBuilder, clean
-from service.documents.parse_types import Deadline, ParsedDocument, ParseError, ParseLimits
+from service.documents.parse_types import (
+    Deadline,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Progress,
+)
 from service.documents.zipguard import open_checked_zip
 
 __all__ = [
@@ -30,7 +36,10 @@ _NS_DC = "http://purl.org/dc/elements/1.1/"
 _XHTML_TYPES = ("application/xhtml+xml", "text/html", "application/x-dtbook+xml")
 
 
-def parse_epub(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_epub(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
+    """Spine order; ``progress`` counts chapters."""
     with open_checked_zip(path, limits, "EPUB") as zf:
         opf_path = _epub_rootfile(zf)
         opf = _xml(zf, opf_path)
@@ -41,15 +50,16 @@ def parse_epub(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDoc
         builder = TextBuilder()
         writer = HtmlWriter(builder, deadline)
         chapter_starts: list[dict[str, Any]] = []
+        progress.start(len(chapters))
         for index, href in enumerate(chapters, start=1):
             deadline.check(f"chapter {index} of {len(chapters)}")
             body = _epub_chapter_body(zf, href)
-            if body is None:
-                continue
-            start = builder.length
-            write_main(writer, body, is_body=True)
-            if builder.length > start:
-                chapter_starts.append({"href": href, "char_start": start + (2 if start else 0)})
+            if body is not None:
+                start = builder.length
+                write_main(writer, body, is_body=True)
+                if builder.length > start:
+                    chapter_starts.append({"href": href, "char_start": start + (2 if start else 0)})
+            progress.advance()
     metadata = _epub_metadata(opf)
     metadata["chapters"] = chapter_starts
     return ParsedDocument(

@@ -17,7 +17,7 @@ from lxml import html as lxml_html
 from service.documents import html
 from service.documents.detect import BOMS
 from service.documents.parse_text import TextBuilder, clean, decode_text, markdown_table
-from service.documents.parse_types import Deadline, ParsedDocument, ParseLimits
+from service.documents.parse_types import Deadline, ParsedDocument, ParseLimits, Progress
 
 __all__ = [
     "HtmlWriter",
@@ -69,9 +69,13 @@ def _skipped(el: etree._Element, tag: str) -> bool:
 class HtmlWriter:
     """Walks an (X)HTML element tree and writes Markdown-ish blocks into a ``TextBuilder``."""
 
-    def __init__(self, builder: TextBuilder, deadline: Deadline) -> None:
+    def __init__(
+        self, builder: TextBuilder, deadline: Deadline, progress: Progress | None = None
+    ) -> None:
         self.out = builder
         self.deadline = deadline
+        # elements written, for an HTML page (an EPUB counts its chapters instead)
+        self.progress = progress
         self._inline: list[str] = []
         self._count = 0
         self._depth = 0
@@ -132,8 +136,10 @@ class HtmlWriter:
 
     def _structured(self, el: etree._Element, tag: str) -> None:
         self._count += 1
-        if self._count % 2000 == 0:
+        if self._count % 500 == 0:
             self.deadline.check(f"{self._count} HTML elements")
+            if self.progress is not None:
+                self.progress.set(self._count)
         if tag in _HEADING_TAGS:
             self.flush()
             self.out.heading(_HEADING_TAGS[tag], _inline_text(el))
@@ -260,13 +266,19 @@ def decode_html(data: bytes) -> tuple[str, str]:
     return decode_text(data)
 
 
-def parse_html(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_html(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
+    """The page's main content; ``progress`` counts its elements (those of navigation blocks
+    and hidden parts are skipped, not counted, so the count ends short and finishes at the
+    total)."""
     text, encoding = decode_html(path.read_bytes())
     root = html_root(clean(text))
     title_el = root.find(".//title")
     builder = TextBuilder()
     main, is_body = _main_content(root)
-    writer = HtmlWriter(builder, deadline)
+    progress.start(sum(1 for _ in main.iter()))
+    writer = HtmlWriter(builder, deadline, progress)
     write_main(writer, main, is_body=is_body)
     metadata: dict[str, Any] = {"encoding": encoding}
     if writer.dropped:

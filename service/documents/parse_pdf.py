@@ -14,27 +14,42 @@ from pathlib import Path
 from typing import Any
 
 from service.documents import ocr, pdf
-from service.documents.parse_types import Deadline, ParsedDocument, ParseError, ParseLimits
+from service.documents.parse_types import (
+    Deadline,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Progress,
+)
 
 __all__ = [
     "parse_pdf",
 ]
 
 
-def parse_pdf(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_pdf(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
+    """Page by page; ``progress`` counts pages (OCR included), the clean-up that needs every
+    page (running headers, headings) comes after the last one."""
     source = _open_pdf_source(path)
     try:
-        return _read_pdf(source, path, limits, deadline)
+        return _read_pdf(source, path, limits, deadline, progress)
     finally:
         source.close()
 
 
 def _read_pdf(
-    source: _PdfiumSource | _PypdfSource, path: Path, limits: ParseLimits, deadline: Deadline
+    source: _PdfiumSource | _PypdfSource,
+    path: Path,
+    limits: ParseLimits,
+    deadline: Deadline,
+    progress: Progress,
 ) -> ParsedDocument:
     page_total = source.page_count
     if page_total > limits.max_pages:
         raise ParseError(f"PDF has {page_total} pages, over the limit of {limits.max_pages}")
+    progress.start(page_total)
     raw: list[str] = []
     failed: list[int] = []
     garbled: list[int] = []
@@ -59,6 +74,7 @@ def _read_pdf(
             elif ocr.needs_ocr(page_text) and source.has_images(index):
                 page_text = scans.page(index, page_text, where)
             raw.append(page_text)
+            progress.advance()
     finally:
         scans.close()
     if not any(t.strip() for t in raw) and scans.needed:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from service.documents.parse_types import Deadline, ParsedDocument, ParseLimits
+from service.documents.parse_types import Deadline, ParsedDocument, ParseLimits, Progress
 
 __all__ = [
     "TextBuilder",
@@ -171,12 +171,16 @@ def _read_text_file(path: Path) -> tuple[str, str]:
 # --------------------------------------------------------------------------- plain text, Markdown
 
 
-def parse_text(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_text(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
     text, encoding = _read_text_file(path)
     return ParsedDocument(text=text, format="text", metadata={"encoding": encoding})
 
 
-def parse_markdown(path: Path, limits: ParseLimits, deadline: Deadline) -> ParsedDocument:
+def parse_markdown(
+    path: Path, limits: ParseLimits, deadline: Deadline, progress: Progress
+) -> ParsedDocument:
     text, encoding = _read_text_file(path)
     headings = find_markdown_headings(text)
     metadata: dict[str, Any] = {"encoding": encoding}

@@ -1,5 +1,6 @@
 """What every parser shares: the result (``ParsedDocument``), the refusal (``ParseError``), the
-limits (``ParseLimits``) and the time budget of one file (``Deadline``).
+limits (``ParseLimits``), the time budget of one file (``Deadline``) and how far the parse has got
+(``Progress``).
 
 See ``parsing.py`` for the entry point and the parser choices.
 """
@@ -7,6 +8,7 @@ See ``parsing.py`` for the entry point and the parser choices.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,8 @@ __all__ = [
     "ParseError",
     "ParseLimits",
     "ParsedDocument",
+    "Progress",
+    "ProgressCallback",
     "megabytes",
 ]
 
@@ -105,6 +109,66 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
+
+
+#: ``(done, total)``: units (PDF pages, EPUB chapters, DOCX blocks, HTML elements) parsed so far
+#: and how many there are. What it raises stops the parse and leaves ``parse_document`` as it is.
+ProgressCallback = Callable[[int, int], None]
+
+
+class Progress:
+    """How far one file's parse has got, reported through one callback for every format.
+
+    Each parser says what its unit is once it knows how many there are (:meth:`start`: the
+    pages of a PDF, the chapters of an EPUB, the body blocks of a DOCX, the elements of an
+    HTML page's main content) and counts them as it reads (:meth:`advance`), at the same points
+    where it checks its :class:`Deadline`. ``parse_document`` calls :meth:`finish`, so a format
+    that counts nothing (plain text, read in one go) reports 1 of 1, and one whose count was an
+    estimate ends at its total. The callback is called on every change; throttling writes is
+    the caller's business (the parse runner writes every few pages, see
+    ``workers/documents/runner.py``). ``done`` never passes ``total``.
+    """
+
+    def __init__(self, callback: ProgressCallback | None = None) -> None:
+        self.callback = callback
+        self.done = 0
+        self.total: int | None = None
+        #: what the callback raised (a lost lease): ``parse_document`` re-raises it unchanged
+        #: instead of calling it a corrupt file
+        self.raised: BaseException | None = None
+
+    def start(self, total: int) -> None:
+        """The number of units this parse will read (a new start resets the count)."""
+        self.total, self.done = max(1, total), 0
+        self._report()
+
+    def advance(self, units: int = 1) -> None:
+        self.set(self.done + units)
+
+    def set(self, done: int) -> None:
+        """``done`` units read (an estimate's overshoot stays at the total)."""
+        done = min(done, self.total) if self.total is not None else done
+        if done != self.done:
+            self.done = done
+            self._report()
+
+    def finish(self) -> None:
+        """All read: done = total (1 of 1 where the parser counted nothing)."""
+        changed = self.total is None or self.done != self.total
+        if self.total is None:
+            self.total = max(1, self.done)
+        self.done = self.total
+        if changed:
+            self._report()
+
+    def _report(self) -> None:
+        if self.callback is None or self.total is None:
+            return
+        try:
+            self.callback(self.done, self.total)
+        except BaseException as exc:
+            self.raised = exc
+            raise
 
 
 def megabytes(n: int) -> str:

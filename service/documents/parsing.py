@@ -13,8 +13,10 @@ Parser choices (one core, CPU time, ``bench/ingest.py --formats``; see docs/benc
 - PDF: ``pypdfium2`` (PDFium; Apache-2.0/BSD, wheels bundle it) reads the text layer page by
   page, placing word spaces from glyph positions as a viewer does; see ``pdf.py`` for why and
   for the clean-up (ligatures, line-end hyphens, running headers/footers, TOC pages, Chinese
-  line wraps), all done per page so page numbers stay exact. ~350 pages/s on a real
-  261-page manual (English; ~265 pages/s for its Chinese edition), against 31-38 with pypdf.
+  line wraps), all done per page so page numbers stay exact. ~630 pages/s of text pages on a
+  real 261-page manual (English; ~570 for its Chinese edition; bare PDFium text ~1,000 and
+  ~770), ~330 / ~300 with its image-only cover OCR'd (Tesseract, ~0.4 s), against 31-38 with
+  pypdf (docs/benchmarks.md, Ingest, 2026-12-02).
   ``pypdf`` (BSD) is the fallback where PDFium cannot open a file, and for a single page
   PDFium fails on; it opens AES/RC4-encrypted files (via ``cryptography``) and its time
   budget is checked every 1,024 operators inside a page. PDFium reads a page in one call, so
@@ -104,6 +106,8 @@ from service.documents.parse_types import (
     ParsedDocument,
     ParseError,
     ParseLimits,
+    Progress,
+    ProgressCallback,
     megabytes,
 )
 from service.documents.zipguard import check_zip_limits
@@ -113,6 +117,8 @@ __all__ = [
     "ParseError",
     "ParseLimits",
     "ParsedDocument",
+    "Progress",
+    "ProgressCallback",
     "check_zip_limits",
     "decode_text",
     "detect_format",
@@ -127,11 +133,14 @@ def parse_document(
     filename: str,
     content_type: str | None = None,
     limits: ParseLimits = ParseLimits(),  # noqa: B008 - a frozen dataclass (parse_types.py)
+    on_progress: ProgressCallback | None = None,
 ) -> ParsedDocument:
     """Parse the file at ``path`` (uploaded as ``filename``) into a ``ParsedDocument``.
 
     Raises ``ParseError`` for unsupported, encrypted, corrupt or over-limit files and for files
-    with no extractable text.
+    with no extractable text. ``on_progress(done, total)`` hears how far the parse has got
+    (see ``Progress``: PDF pages, EPUB chapters, ...), ending at ``total`` of ``total``; an
+    exception it raises ends the parse and comes out of here unchanged.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -142,18 +151,22 @@ def parse_document(
     fmt = detect_format(path, filename=filename, content_type=content_type)
     deadline = Deadline(limits.max_seconds)
     parser = _PARSERS[fmt]
+    progress = Progress(on_progress)
     try:
-        doc = parser(path, limits, deadline)
+        doc = parser(path, limits, deadline, progress)
     except ParseError:
         raise
     except (MemoryError, RecursionError) as exc:
         raise ParseError(f"{fmt.upper()} is too large or too deeply nested to parse") from exc
     except Exception as exc:  # third-party parsers raise many types for damaged files
+        if exc is progress.raised:  # the caller's own stop (a lost lease), not a damaged file
+            raise
         raise ParseError(
             f"corrupt or unreadable {fmt.upper()}: {type(exc).__name__}: {exc}"
         ) from exc
     if not doc.text.strip():
         raise ParseError(_EMPTY_REASONS.get(fmt, "no text could be extracted"))
+    progress.finish()
     doc.metadata.setdefault("chars", len(doc.text))
     return doc
 

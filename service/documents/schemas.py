@@ -21,6 +21,15 @@ class DocumentRead(BaseModel):
     error: str | None
     page_count: int | None
     chunk_count: int
+    progress_total: int | None = Field(
+        None, description="Units the parse reads (pages of a PDF, chapters of an EPUB, blocks "
+                          "of a DOCX, elements of an HTML page); null until the parser knows.")
+    progress_done: int = Field(0, description="Of those, how many are parsed; written every "
+                                              "few pages while parsing, equal to "
+                                              "progress_total once parsed.")
+    started_at: datetime | None = Field(None, description="When a worker took the parse; with "
+                                                          "the counts, the page's ETA.")
+    finished_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     # from Document.meta["parsed"] (parsing.ParsedDocument.metadata); see documents/ocr.py

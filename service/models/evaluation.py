@@ -10,7 +10,17 @@ from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
 from service.models.job import JobMixin
 
 
-class EvalRun(JobMixin, Base):
+class EvalCounters:
+    """What an evaluation run (of samples or of preference pairs) has scored so far: items in
+    all, done, failed, and the aggregate scores; the run pages draw their progress bar from it."""
+
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    aggregate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class EvalRun(EvalCounters, JobMixin, Base):
     __tablename__ = "eval_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -25,10 +35,6 @@ class EvalRun(JobMixin, Base):
     generation: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     metrics: Mapped[list[str]] = mapped_column(JSONType, default=list)
     metric_options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    aggregate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, JSONType, UTCDateTime, utcnow
+from service.models.evaluation import EvalCounters
 from service.models.job import JobMixin
 
 
-class PreferenceEvalRun(JobMixin, Base):
+class PreferenceEvalRun(EvalCounters, JobMixin, Base):
     __tablename__ = "preference_eval_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -40,10 +41,6 @@ class PreferenceEvalRun(JobMixin, Base):
     judge_provider_id: Mapped[int | None] = mapped_column(
         ForeignKey("llm_providers.id", ondelete="SET NULL"))
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    aggregate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import audit
@@ -20,6 +20,20 @@ def role_of(db: Session, *, project_id: int, user: User) -> Role | None:
     role = db.scalar(select(Membership.role).where(
         Membership.project_id == project_id, Membership.user_id == user.id))
     return Role(role) if role else None
+
+
+def project_and_role(db: Session, *, project_id: int, user: User) -> tuple[Project | None,
+                                                                            Role | None]:
+    """The project and the caller's role in it, in one query (every project route runs it)."""
+    row = db.execute(select(Project, Membership.role).outerjoin(
+        Membership, and_(Membership.project_id == Project.id, Membership.user_id == user.id))
+        .where(Project.id == project_id)).first()
+    if row is None:
+        return None, None
+    project, role = row
+    if user.is_admin:
+        return project, Role.owner
+    return project, (Role(role) if role else None)
 
 
 def create_project(db: Session, *, user: User, name: str, description: str = "",
@@ -154,4 +168,4 @@ def remove_member(db: Session, *, project_id: int, user_id: int, actor: User | N
 
 
 # the request dependencies in service.core.deps resolve through this domain
-deps.provide("role_of", role_of)
+deps.provide("project_and_role", project_and_role)

@@ -25,8 +25,36 @@ one message: a word, part of a word, a phrase, Chinese with no spaces at all.
   index of ``samples.search_text`` kept by triggers (insert, update of ``search_text``, delete:
   cascades included), queried with a quoted phrase (a substring match).
 
-Queries shorter than three characters after folding have no trigram: they are matched with
-``LIKE`` over ``search_text`` (a scan of the project's samples).
+Two-character terms have no trigram of their own (migration 0018):
+
+* **PostgreSQL**: a two-character term of CJK characters (Han, kana, Hangul: scripts written
+  without spaces, where two characters are a common word: ``熔断``, ``数据``) is answered by
+  the GIN index ``ix_samples_search_bigrams`` on ``annotune_cjk_bigrams(search_text)``, the
+  array of every pair of adjacent CJK characters of the text (an immutable SQL function, so
+  the index follows every write of ``search_text`` by itself and CREATE INDEX is the
+  backfill): ``annotune_cjk_bigrams(search_text) @> ARRAY['熔断']``, the plain LIKE then
+  checking the few rows found. A CJK pair occurs in a text exactly when it is one of those
+  pairs, so nothing is lost.
+* **SQLite**: any two-character term is answered by the FTS5 trigram index itself: every
+  occurrence but one at the very end of the text starts a trigram (``熔断`` + the next
+  character), so the trigrams that begin with the term are looked up in the index's own
+  vocabulary (``samples_fts_vocab``, an ``fts5vocab`` table: a range scan of the terms) and
+  matched as ``"熔断器" OR "熔断。" OR ...``; a term ending the text is found by the index
+  ``ix_samples_search_tail`` on ``substr(search_text, -2)``.
+
+Other terms shorter than three characters (one character; two on PostgreSQL that are not
+both CJK, such as ``db``) are matched with ``LIKE`` over ``search_text``: a scan of the
+project's samples, answered quickly by the bounded walk below when they are common.
+
+A phrase (a query with a space) on PostgreSQL is narrowed by the phrase index with only the
+trigrams that narrow it, then checked exactly (``strpos(search_text, phrase) > 0``) on the
+candidates (:func:`phrase_pattern`). Indexing every trigram of ``lease on the primary
+replica`` made the index scan itself the cost: the trigrams of its short common words (``the``,
+``ǂth``, ``onǂ``: in more than half of all samples) have posting lists of that size, and they
+narrow nothing the rare ones do not. Which trigrams are rare is read from the planner's own
+sample of the column (``pg_stats``: up to 1000 texts at the column's statistics target, cached
+a few minutes per process): the rarest trigrams are taken, one by one, until the sample holds
+no more texts with all of them than with the phrase itself.
 
 A page of a search on PostgreSQL (:func:`pg_page`) is found in two steps, because no one plan
 is fast for every term: walking the list's order and filtering (fast for a common term) reads
@@ -41,11 +69,16 @@ Measured in bench/search.py (docs/benchmarks.md, "Search").
 from __future__ import annotations
 
 import re
+import threading
+import time
 import unicodedata
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import column, func, select, text
+from sqlalchemy import Text, and_, bindparam, column, func, literal_column, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -96,6 +129,44 @@ PG_DDL = (
 )
 
 
+# Two-character terms (migration 0018). CJK: scripts written without spaces between words
+# (kana, Han and its extensions, Hangul syllables); the same ranges in Python and in the
+# PostgreSQL function, which is what the index holds.
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
+              (0xF900, 0xFAFF), (0x20000, 0x3134F))
+_CJK_PAIR = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in CJK_RANGES) + "]{2}")
+
+
+def _pg_char(cp: int) -> str:
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+
+_PG_CJK = "[" + "".join(f"{_pg_char(a)}-{_pg_char(b)}" for a, b in CJK_RANGES) + "]"
+PG_BIGRAMS = "annotune_cjk_bigrams"
+PG_BIGRAM_INDEX = "ix_samples_search_bigrams"
+PG_BIGRAM_DDL = (
+    # every pair of adjacent CJK characters: the runs of two or more, then each run's pairs
+    (f"CREATE OR REPLACE FUNCTION {PG_BIGRAMS}(t text) RETURNS text[] LANGUAGE sql IMMUTABLE "
+     f"STRICT PARALLEL SAFE AS $$ SELECT coalesce(array_agg(substr(r[1], i, 2)), '{{}}') "
+     f"FROM regexp_matches(t, '{_PG_CJK}{{2,}}', 'g') AS r, "
+     f"generate_series(1, length(r[1]) - 1) AS i $$"),
+    f"CREATE INDEX IF NOT EXISTS {PG_BIGRAM_INDEX} ON samples USING gin ({PG_BIGRAMS}(search_text))",
+)
+PG_BIGRAM_DROP = (f"DROP INDEX IF EXISTS {PG_BIGRAM_INDEX}",
+                  f"DROP FUNCTION IF EXISTS {PG_BIGRAMS}(text)")
+FTS_VOCAB = f"{FTS_TABLE}_vocab"
+SQLITE_TAIL_INDEX = "ix_samples_search_tail"
+# (a batch-mode rebuild of ``samples`` loses the expression index too: run these again)
+SQLITE_PAIR_DDL = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_VOCAB} USING fts5vocab({FTS_TABLE}, 'row')",
+    f"CREATE INDEX IF NOT EXISTS {SQLITE_TAIL_INDEX} ON samples (substr(search_text, -2))",
+)
+SQLITE_PAIR_DROP = (f"DROP INDEX IF EXISTS {SQLITE_TAIL_INDEX}", f"DROP TABLE IF EXISTS {FTS_VOCAB}")
+# more trigrams than this begin with a two-character term: a common one, which the list's
+# LIMIT finds by walking the samples in order sooner than by OR-ing that many index terms
+SQLITE_MAX_PAIR_TERMS = 2000
+
+
 def fold(value: str) -> str:
     """The form text is searched in: NFKC, case folded, whitespace runs as one space, stripped
     (full-width letters match half-width ones, ``ß`` matches ``ss``, a line break a space)."""
@@ -114,7 +185,8 @@ def search_text(messages: Any) -> str:
 
 def is_search_object(name: str | None) -> bool:
     """Database objects this module owns outside the models (for Alembic's autogenerate)."""
-    return bool(name) and (name in (PG_INDEX, PG_PHRASE_INDEX) or name == FTS_TABLE
+    return bool(name) and (name in (PG_INDEX, PG_PHRASE_INDEX, PG_BIGRAM_INDEX,
+                                    SQLITE_TAIL_INDEX) or name == FTS_TABLE
                            or name.startswith(f"{FTS_TABLE}_"))
 
 
@@ -130,18 +202,148 @@ def clause(db: Session, query: str, target: Any = None) -> ColumnElement[bool] |
     if not needle:
         return None
     col = Sample.search_text if target is None else target
-    like = col.like(f"%{_escape_like(needle)}%", escape="\\")
     if db.get_bind().dialect.name == "postgresql":
-        if " " not in needle or target is not None:
+        # the values as literals: psycopg prepares a statement run five times, and PostgreSQL
+        # may then plan it once for any value; a generic plan cannot know that ``熔断`` is
+        # rare and scanned 1M rows through the bigram function (bench/search.py: 3-6 s)
+        like = col.like(_literal(f"%{_escape_like(needle)}%"), escape="\\")
+        if target is not None:
             return like
-        return func.replace(col, " ", JOIN).like(
-            f"%{_escape_like(needle).replace(' ', JOIN)}%", escape="\\")
+        if _CJK_PAIR.fullmatch(needle):
+            grams = func.annotune_cjk_bigrams(col, type_=ARRAY(Text))
+            return and_(grams.contains(_literal([needle], ARRAY(Text))), like)
+        if " " not in needle:
+            return like
+        pattern = phrase_pattern(needle, planner_sample(db))
+        return and_(func.replace(col, " ", JOIN).like(_literal(pattern), escape="\\"),
+                    func.strpos(col, _literal(needle)) > 0)
+    like = col.like(f"%{_escape_like(needle)}%", escape="\\")
+    if len(needle) == 2:
+        return _sqlite_pair(db, needle, like)
     if len(needle) < MIN_INDEXED:
         return like
     phrase = '"' + needle.replace('"', '""') + '"'
     matches = (text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_phrase")
                .bindparams(fts_phrase=phrase).columns(column("rowid")))
     return Sample.id.in_(matches)
+
+
+def _literal(value: Any, type_: Any = None) -> Any:
+    """``value`` rendered into the statement (escaped by SQLAlchemy), not bound."""
+    return bindparam(None, value, type_=type_ or Text(), literal_execute=True)
+
+
+def _sqlite_pair(db: Session, needle: str, like: ColumnElement[bool]) -> ColumnElement[bool]:
+    """A two-character term on SQLite: the trigrams that begin with it, from the FTS index's
+    vocabulary, or the text's last two characters (the tail index); the LIKE checks each."""
+    nxt = ord(needle[1]) + 1
+    nxt = 0xE000 if 0xD800 <= nxt < 0xE000 else nxt
+    if nxt > 0x10FFFF or any(ch.lower() != ch for ch in needle):
+        # no upper bound for the range, or a character the FTS index would fold further
+        return like
+    terms = list(db.scalars(text(f"SELECT term FROM {FTS_VOCAB} WHERE term >= :lo AND term < :hi "
+                                 f"LIMIT {SQLITE_MAX_PAIR_TERMS + 1}"),
+                            {"lo": needle, "hi": needle[0] + chr(nxt)}))
+    if len(terms) > SQLITE_MAX_PAIR_TERMS:
+        return like
+    tail = func.substr(Sample.search_text, literal_column("-2")) == needle
+    if not terms:
+        return and_(tail, like)
+    query = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    matches = (text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_terms")
+               .bindparams(fts_terms=query).columns(column("rowid")))
+    return and_(or_(Sample.id.in_(matches), tail), like)
+
+
+def _word(ch: str) -> bool:
+    """A character pg_trgm keeps inside a word (letters and digits; ``JOIN`` is a letter)."""
+    return ch.isalnum()
+
+
+@dataclass(frozen=True)
+class TextSample:
+    """Texts of the column, spaces replaced by ``JOIN``, and in how many of them each trigram
+    occurs (counted once, so a query reads its frequencies for free)."""
+
+    texts: tuple[str, ...] = ()
+    grams: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> TextSample:
+        joined = tuple(t.replace(" ", JOIN) for t in texts)
+        grams: Counter[str] = Counter()
+        for t in joined:
+            grams.update({t[i:i + 3] for i in range(len(t) - 2)})
+        return cls(joined, grams)
+
+
+def phrase_pattern(needle: str, sample: TextSample) -> str:
+    """The LIKE pattern over ``replace(search_text, ' ', JOIN)`` that narrows a phrase on the
+    phrase index: pieces of the phrase, in its order, that hold the trigrams worth reading.
+
+    ``sample``: :func:`planner_sample`. The phrase's trigrams are taken rarest first until the
+    sample holds no more texts with all of them than with the whole phrase: a common trigram
+    (``ǂth``) is read only if the sample says it still narrows. No sample (no statistics yet):
+    every trigram. The pattern is a necessary condition (its pieces are disjoint parts of the
+    phrase, in order); the exact check is the caller's."""
+    joined = needle.replace(" ", JOIN)
+    starts: dict[str, int] = {}
+    for i in range(len(joined) - 2):
+        if all(_word(ch) for ch in joined[i:i + 3]):
+            starts.setdefault(joined[i:i + 3], i)
+    if not starts:  # nothing the index can use: the whole phrase, as a plain substring
+        return f"%{_escape_like(joined)}%"
+    chosen = sorted(starts.values())
+    if sample.texts:
+        target = sum(joined in t for t in sample.texts)
+        left: Sequence[str] = sample.texts
+        chosen = []
+        for gram in sorted(starts, key=lambda g: (sample.grams.get(g, 0), starts[g])):
+            if chosen and len(left) <= target:
+                break
+            chosen.append(starts[gram])
+            left = [t for t in left if gram in t]
+        chosen.sort()
+    pieces: list[list[int]] = []
+    for i in chosen:
+        if pieces and i < pieces[-1][1]:  # overlaps the previous piece: one piece
+            pieces[-1][1] = i + 3
+        else:
+            pieces.append([i, i + 3])
+    return "%" + "%".join(_escape_like(joined[a:b]) for a, b in pieces) + "%"
+
+
+SAMPLE_SECONDS = 600.0
+_sample_cache: dict[str, tuple[float, TextSample]] = {}
+_sample_lock = threading.Lock()
+
+
+def planner_sample(db: Session) -> TextSample:
+    """The planner's sample of ``samples.search_text`` (its histogram in ``pg_stats``: up to
+    1000 texts at the column's statistics target), cached per database for
+    ``SAMPLE_SECONDS``: the frequencies :func:`phrase_pattern` needs, at no cost per query
+    (building it: ~0.1 s a process every few minutes). Empty before the first ANALYZE. (Texts
+    wider than 1 kB are left out of the statistics, so long ones are under-represented: it
+    ranks trigrams, it counts nothing.)"""
+    key = repr(db.get_bind().engine.url)
+    now = time.monotonic()
+    with _sample_lock:
+        hit = _sample_cache.get(key)
+    if hit and now - hit[0] < SAMPLE_SECONDS:
+        return hit[1]
+    bounds = db.scalar(text(
+        "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+        "AND tablename = 'samples' AND attname = 'search_text'"))
+    sample = TextSample.of(bounds or [])
+    with _sample_lock:
+        _sample_cache[key] = (now, sample)
+    return sample
+
+
+def forget_planner_sample() -> None:
+    """Drop the cached samples (after an ANALYZE that should count now: tests, benches)."""
+    with _sample_lock:
+        _sample_cache.clear()
 
 
 def probe_rows(limit: int) -> int:

@@ -1,5 +1,10 @@
 // Documents page: the table follows uploads and parsing live (uploaded → parsing → parsed or
 // failed) by polling the REST list while anything is still moving. No reload, no innerHTML.
+// A document being parsed shows the same progress bar with an ETA as every other job
+// (jobs_live.js), drawn from the list's progress_done/progress_total: the table is marked
+// data-job-poll=off, so jobs_live.js does not poll each document on its own as well.
+import {progressElement} from "./jobs_live.js";
+
 const table = document.getElementById("documents");
 const MOVING = new Set(["uploaded", "parsing", "queued"]);
 const PERIOD_MS = 1500;
@@ -33,10 +38,7 @@ if (table && table.dataset.live === "on") {
     badge.textContent = MOVING.has(d.status) ? d.status + "…" : d.status;
     status.append(badge);
     if (MOVING.has(d.status)) {
-      // a parse reports no done/total: an indeterminate bar while it moves (no value attribute)
-      const bar = document.createElement("progress");
-      bar.dataset.testid = "parse-progress";
-      status.append(" ", bar);
+      status.append(" ", progressElement("parse", `/api/v1/projects/${pid}/documents/${d.id}`, d));
     }
     tr.append(name, status, cell(d.format), cell((d.size_bytes / 1024).toFixed(1) + " KiB"),
       cell(d.page_count ? String(d.page_count) : ""), cell(String(d.chunk_count)), cell(d.error || "", "danger"));

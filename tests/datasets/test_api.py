@@ -193,9 +193,11 @@ def test_build_version_through_a_real_worker(db, world, monkeypatch):
     assert db.get(DatasetVersion, version.id).status == "queued"
     w.purge()
     with w.running_worker("ingest", name="datasets"):
+        # the worker also re-sends every queued row when it starts (a broker may have lost the
+        # message): whichever message comes first builds it, the other finds it claimed
         result = w.client().send_task("datasets.build_version", kwargs={"version_id": version.id},
                                       queue=jobs.queue_for("datasets.build_version"))
-        assert result.get(timeout=60)["status"] == "ready"
+        assert result.get(timeout=60)["status"] in ("ready", "skipped")
     deadline = time.time() + 10
     while time.time() < deadline:
         db.expire_all()
@@ -204,6 +206,7 @@ def test_build_version_through_a_real_worker(db, world, monkeypatch):
             break
         time.sleep(0.2)
     assert v.status == "ready" and v.counts["total"] == 20
+    assert v.attempts == 1, "two deliveries, one build"
     assert json.dumps(v.stats)
 
 

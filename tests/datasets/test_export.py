@@ -227,8 +227,12 @@ def test_empty_splits_are_not_written(db, project):
 
 # --- the OpenAI fast path ---------------------------------------------------------------------
 
-_content = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
-                   max_size=40).filter(lambda s: s.strip())
+# text, and the separators the writers cut the frozen text at, inside a content
+_TRICKY = ["", '},{"role":"user","content":"', '","content":', "\\", '\\"', '"}]\n', "\t"]
+_content = st.builds(lambda trick, text, i: text[:i] + trick + text[i:], st.sampled_from(_TRICKY),
+                     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                             min_size=1, max_size=40),
+                     st.integers(0, 40)).filter(lambda s: s.strip())
 
 
 @st.composite
@@ -244,18 +248,26 @@ def conversations(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(convs=st.lists(conversations(), min_size=1, max_size=8))
 def test_openai_lines_copied_from_frozen_text_equal_a_full_serialisation(convs, tmp_path_factory):
-    """The OpenAI writer concatenates the frozen text; the bytes must be those of converting and
-    serialising each record (escapes, non-ASCII, control characters, system prompts)."""
+    """The writers cut and join the frozen text (OpenAI, ShareGPT, Alpaca); the bytes must be
+    those of converting and serialising each record (escapes, non-ASCII, control characters,
+    system prompts, Alpaca's history)."""
     folder = tmp_path_factory.mktemp("fast")
-    frozen_text = [orjson.dumps(formats.to_openai(m)["messages"]).decode() for m in convs]
-    half = len(frozen_text) // 2
-    meta = datasets_export._write_jsonl(folder / "fast.jsonl", iter([frozen_text[:half], frozen_text[half:]]),
-                                        "openai", lambda k: None)
-    expected = b"".join(orjson.dumps(formats.convert_out(m, "openai")) + b"\n" for m in convs)
-    assert (folder / "fast.jsonl").read_bytes() == expected
-    assert meta["records"] == len(convs)
-    assert meta["has_system"] == any(m[0]["role"] == "system" for m in convs)
-    assert meta["sha256"] == hashlib.sha256(expected).hexdigest()
+    for fmt in ("openai", "sharegpt", "alpaca"):
+        meta = datasets_export._write_jsonl(folder / f"{fmt}.jsonl", frozen_blocks(convs), fmt,
+                                            lambda k: None)
+        expected = b"".join(orjson.dumps(formats.convert_out(m, fmt)) + b"\n" for m in convs)
+        assert (folder / f"{fmt}.jsonl").read_bytes() == expected, fmt
+        assert meta["records"] == len(convs)
+        assert meta["has_system"] == any(m[0]["role"] == "system" for m in convs)
+        assert meta["has_history"] == (fmt == "alpaca" and any(len(m) > 3 for m in convs))
+        assert meta["sha256"] == hashlib.sha256(expected).hexdigest()
+
+
+def frozen_blocks(convs):
+    """The conversations as ``iter_frozen`` gives them: blocks of frozen text lines."""
+    lines = [orjson.dumps(formats.to_openai(m)["messages"]) + b"\n" for m in convs]
+    half = len(lines) // 2
+    return iter([b"".join(lines[:half]), b"".join(lines[half:])])
 
 
 def test_frozen_messages_are_stored_as_canonical_text(db, version):

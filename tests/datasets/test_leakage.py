@@ -84,3 +84,11 @@ def test_version_page_links_the_leaked_pairs(db, factories, client):
     assert page.status_code == 200 and 'data-testid="leakage"' in page.text
     for sid in (pair["test_sample_id"], pair["train_sample_id"]):
         assert f'href="/projects/{project.id}/samples/{sid}"' in page.text
+
+
+def test_report_made_while_freezing_equals_the_check_over_the_items(db, project):
+    """The build computes the report as it freezes (``leakage.Collector``); read back from the
+    frozen items, the same signatures give the same report and summary."""
+    version = leaked_version(db, project)
+    assert leakage.check(db, version.id, version.counts) == (version.leakage,
+                                                             version.stats["leakage"])

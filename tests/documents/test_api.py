@@ -24,6 +24,9 @@ def _md(i: int) -> bytes:
 def test_mixed_upload_of_twenty(client, db, lead, monkeypatch):
     owner, pid = lead
     monkeypatch.setattr(get_settings(), "max_upload_bytes", 50_000)
+    folder = get_settings().files_dir / f"documents/{pid}"
+    # project ids restart in every test; the files of earlier tests' projects stay
+    before = set(folder.iterdir()) if folder.exists() else set()
     files = [("files", (f"doc{i}.md", io.BytesIO(_md(i)), "text/markdown")) for i in range(18)]
     corrupt = b"PK\x03\x04" + b"\x00garbage" * 50
     files.append(("files", ("broken.docx", io.BytesIO(corrupt), "application/octet-stream")))
@@ -41,7 +44,7 @@ def test_mixed_upload_of_twenty(client, db, lead, monkeypatch):
     failed = by_status["failed"][0]
     assert failed["filename"] == "broken.docx" and failed["error"]
     assert not any(d["filename"] == "huge.txt" for d in docs)
-    stored = list((get_settings().files_dir / f"documents/{pid}").iterdir())
+    stored = set(folder.iterdir()) - before
     assert len(stored) == 19  # nothing of the refused file was kept
     one = by_status["parsed"][0]
     chunks = client.get(f"/api/v1/projects/{pid}/documents/{one['id']}/chunks",

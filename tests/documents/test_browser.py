@@ -73,3 +73,55 @@ def test_a_document_still_parsing_turns_parsed_on_the_open_page(browser, live_se
     page.wait_for_selector(f"tr[data-doc='{doc.id}'][data-status=parsed]")
     assert page.locator(f"tr[data-doc='{doc.id}'] td").nth(5).inner_text() == "4"
     assert page.js_errors == []
+
+
+# the bar of a document's parse: its value and max (null while indeterminate), and its ETA text
+PARSE_BAR = """(url) => {
+  const el = document.querySelector(`[data-job-kind=parse][data-job-url="${url}"]`);
+  if (!el) return null;
+  const bar = el.querySelector("progress");
+  return {value: bar.hasAttribute("value") ? bar.value : null, max: bar.max,
+          eta: el.querySelector(".eta").textContent};
+}"""
+
+
+def test_a_parse_shows_a_bar_with_an_eta_that_moves_without_a_reload(browser, live_server, db, factories):  # noqa: F811
+    """What the parse runner writes (progress_done of progress_total, every few pages) moves the
+    bar on the Documents page (from the REST list) and on the document's own page (jobs_live.js
+    polls the document), with an ETA from the rate since the parse started."""
+    from datetime import timedelta
+
+    from service.core.db import utcnow
+    from service.models import Document, User
+
+    lead = factories.make_actor(db)
+    project = factories.make_project(db, db.get(User, lead.user_id), name="Progress")
+    doc = Document(project_id=project.id, filename="manual.pdf", sha256="d" * 64,
+                   storage_path="/nonexistent", status="parsing", format="pdf", size_bytes=4096,
+                   progress_total=120, progress_done=30, started_at=utcnow() - timedelta(seconds=10))
+    db.add(doc)
+    db.commit()
+    url = f"/api/v1/projects/{project.id}/documents/{doc.id}"
+    page = login(browser, live_server, lead.email)
+    page.goto(f"/projects/{project.id}/documents")
+    page.evaluate("() => { window.__notReloaded = true; }")
+    first = page.evaluate(PARSE_BAR, url)
+    assert (first["value"], first["max"]) == (30, 120)
+    assert first["eta"].startswith("about ") and first["eta"].endswith(" left")  # 30 s at 3 pages/s
+    doc.progress_done = 90  # what the runner writes meanwhile
+    db.commit()
+    page.wait_for_function(f"() => ({PARSE_BAR})({url!r})?.value === 90", timeout=10_000)
+    doc.status, doc.progress_done, doc.chunk_count = "parsed", 120, 7
+    db.commit()
+    page.wait_for_selector(f"tr[data-doc='{doc.id}'][data-status=parsed]")
+    assert page.evaluate(PARSE_BAR, url) is None  # a parsed document shows no bar
+    assert page.evaluate("() => window.__notReloaded") is True
+
+    doc.status, doc.progress_done = "parsing", 40
+    db.commit()
+    page.goto(f"/projects/{project.id}/documents/{doc.id}")
+    assert page.evaluate(PARSE_BAR, url)["value"] == 40
+    doc.progress_done = 100
+    db.commit()
+    page.wait_for_function(f"() => ({PARSE_BAR})({url!r})?.value === 100", timeout=10_000)
+    assert page.js_errors == []

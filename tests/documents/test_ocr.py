@@ -359,3 +359,54 @@ def test_api_parses_without_tesseract_and_shows_the_warning(
     page = client.get(f"/projects/{pid}/documents/{doc['id']}", headers=owner.headers)
     assert page.status_code == 200 and page.text.count('data-testid="parse-warning"') == 1
     assert "OCR is unavailable" in page.text
+
+
+def _cover_pdf(path: Path, *, with_rule: bool) -> Path:
+    """A manual's cover: one 200 x 100 pt picture of a word on a white A4 page (and, with
+    ``with_rule``, a drawn line, as text converted to outlines would be)."""
+    from PIL import Image, ImageDraw
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    logo = Image.new("L", (834, 417), 255)  # 200 x 100 pt at 300 dpi
+    ImageDraw.Draw(logo).text((60, 120), "annotune", font=_font(150), fill=0)
+    buffer = io.BytesIO()
+    logo.save(buffer, format="PNG")
+    buffer.seek(0)
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    pdf.drawImage(ImageReader(buffer), 200, 500, width=200, height=100)
+    if with_rule:
+        pdf.line(72, 100, 520, 100)
+    pdf.showPage()
+    pdf.save()
+    return path
+
+
+def _pnm_size(image: bytes) -> tuple[int, int]:
+    width, height = image.split(b"\n")[1].split()
+    return int(width), int(height)
+
+
+@pytest.mark.skipif(not HAVE_PDFIUM, reason="pypdfium2 is not installed")
+def test_a_page_of_nothing_but_a_small_image_is_rendered_only_where_the_image_is(tmp_path: Path) -> None:
+    """Tesseract's time grows with the pixels: a cover's logo is OCR'd alone (with a margin),
+    a page that also draws anything else is rendered whole."""
+    cover = ocr.PageRenderer(_cover_pdf(tmp_path / "cover.pdf", with_rule=False))
+    ruled = ocr.PageRenderer(_cover_pdf(tmp_path / "ruled.pdf", with_rule=True))
+    try:
+        cropped, dpi = cover.render(0, dpi=72)
+        whole, _ = ruled.render(0, dpi=72)
+    finally:
+        cover.close()
+        ruled.close()
+    margin = 2 * ocr.CROP_MARGIN
+    assert dpi == 72 and _pnm_size(cropped) == (round(200 + margin), round(100 + margin))
+    width, height = _pnm_size(whole)
+    assert 595 <= width <= 596 and 841 <= height <= 842  # A4, 595.3 x 841.9 pt
+
+
+@needs_tesseract
+def test_the_word_on_a_cover_logo_is_still_read(tmp_path: Path) -> None:
+    doc = parse_document(_cover_pdf(tmp_path / "cover.pdf", with_rule=False), filename="cover.pdf")
+    assert doc.metadata["ocr"]["pages"] == [1] and "annotune" in doc.text.lower()

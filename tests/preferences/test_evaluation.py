@@ -199,8 +199,6 @@ def test_cancel_queued_and_finished(client, db, team, monkeypatch):
 
 
 @pytest.mark.worker
-@pytest.mark.skip(reason="flaky: in one of two clean-clone CI runs the task never reached the "
-                  "worker (run stayed queued); to be fixed in the next session, see the note")
 @pytest.mark.skipif(not w.redis_available(), reason="no Redis")
 def test_win_rate_through_a_real_generate_worker(client, db, team, monkeypatch, tmp_path):
     """No local model: the run goes to the generate queue and a real worker runs it."""

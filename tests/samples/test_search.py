@@ -117,7 +117,8 @@ def test_postgresql_answers_from_the_trigram_index(db, corpus):
     stmt = select(func.count()).select_from(Sample).where(clause)
     db.execute(text("ANALYZE samples"))
     db.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table: ask whether it *can*
-    compiled = stmt.compile(dialect=db.get_bind().dialect)
+    compiled = stmt.compile(dialect=db.get_bind().dialect,
+                            compile_kwargs={"render_postcompile": True})
     plan = "\n".join(r[0] for r in db.connection().exec_driver_sql(
         "EXPLAIN " + str(compiled), compiled.params))
     db.rollback()

@@ -96,7 +96,8 @@ def test_a_word_uses_the_plain_index_and_a_phrase_the_phrase_index(db, project, 
     stmt = select(func.count()).select_from(Sample).where(search.clause(db, q))
     db.execute(text("ANALYZE samples"))
     db.execute(text("SET LOCAL enable_seqscan = off"))  # a small table: ask whether it *can*
-    compiled = stmt.compile(dialect=db.get_bind().dialect)
+    compiled = stmt.compile(dialect=db.get_bind().dialect,
+                            compile_kwargs={"render_postcompile": True})
     plan = "\n".join(r[0] for r in db.connection().exec_driver_sql(
         "EXPLAIN " + str(compiled), compiled.params))
     db.rollback()

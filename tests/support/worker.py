@@ -109,9 +109,10 @@ def route_to_worker(monkeypatch, *prefixes: str) -> None:
 
     eager = jobs.send_now
 
-    def send(name, **kw):
+    def send(name, _queue=None, **kw):
         if not name.startswith(prefixes):
-            return eager(name, **kw)
-        client().send_task(name, kwargs=kw, queue=jobs.queue_for(name))
+            return eager(name, _queue=_queue, **kw)
+        # a row's own queue (a provider-backed evaluation goes to ``generate``, not ``gpu``)
+        client().send_task(name, kwargs=kw, queue=_queue or jobs.queue_for(name))
 
     monkeypatch.setattr(jobs, "send_now", send)

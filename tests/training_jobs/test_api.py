@@ -1,8 +1,6 @@
 """Training jobs through the REST API and a real Celery worker on the gpu queue (CPU here)."""
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -10,6 +8,8 @@ from sqlalchemy import select
 
 from service.models import JobEvent, TrainingJob
 from tests.support import worker as w
+from tests.support.training import kill_after_checkpoint_then_resume
+from tests.support.training import wait_job as _wait
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.ml]
@@ -62,17 +62,6 @@ def test_validation_names_the_field(client, db, factories, tiny_model):
                                                                 "base_model": str(tiny_model)})
     assert bad_version.status_code == 422
     assert bad_version.json()["error"]["details"][0]["field"] == "body.dataset_version_id"
-
-
-def _wait(db, job_id, statuses, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        db.expire_all()
-        job = db.get(TrainingJob, job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job.status}")
 
 
 def _create(client, owner, pid, vid, tiny_model, method, **extra):
@@ -159,25 +148,10 @@ def test_cancel_stops_within_a_few_steps(client, db, factories, tiny_model, no_e
 @pytest.mark.skipif(not w.redis_available(), reason="no Redis")
 def test_killed_worker_resumes_from_checkpoint(client, db, factories, tiny_model, no_eager_send, tmp_path):
     owner, pid, vid = ready_version(client, db, factories, n=40)
-    env = {"ANNOTUNE_JOB_STALE_SECONDS": "4"}
-    w.purge()
-    with w.running_worker("gpu", name="gpu-a", log_path=tmp_path / "a.log", **env) as proc:
-        job_id = _create(client, owner, pid, vid, tiny_model, "lora", epochs=6, save_steps=3)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            db.expire_all()
-            if db.scalar(select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint")):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail((tmp_path / "a.log").read_text()[-3000:])
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    with w.running_worker("gpu", name="gpu-b", log_path=tmp_path / "b.log", **env):
-        job = _wait(db, job_id, ("succeeded", "failed"), timeout=300)
-    assert job.status == "succeeded", (job.error, (tmp_path / "b.log").read_text()[-3000:])
-    assert job.attempts == 2
-    messages = [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
+    job, _ = kill_after_checkpoint_then_resume(
+        db, lambda: _create(client, owner, pid, vid, tiny_model, "lora", epochs=6, save_steps=3),
+        tmp_path)
+    messages = [e.message for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job.id)
                                                .order_by(JobEvent.id))]
     assert any("resum" in m.lower() for m in messages), messages
     assert job.artifacts["resumed_from"]

@@ -4,8 +4,6 @@ and cancel as SFT jobs; the reward margin on the training pairs rises; a run can
 SFT job's adapter."""
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -13,7 +11,9 @@ from sqlalchemy import select
 
 from service.models import JobEvent, TrainingJob
 from tests.support import worker as w
-from tests.training_jobs.test_api import HP, _wait, no_eager_send, ready_version, tiny_model  # noqa: F401
+from tests.support.training import kill_after_checkpoint_then_resume
+from tests.support.training import wait_job as _wait
+from tests.training_jobs.test_api import HP, no_eager_send, ready_version, tiny_model  # noqa: F401
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.ml]
@@ -112,30 +112,15 @@ def test_killed_dpo_worker_resumes_from_checkpoint(client, db, factories, tiny_m
     """SIGKILL the gpu worker after a DPO checkpoint: the sweep re-queues the job, the next
     worker resumes from the checkpoint (not step 0) and the job succeeds."""
     owner, pid, vid = preference_version(client, db, factories, n=16)
-    env = {"ANNOTUNE_JOB_STALE_SECONDS": "4"}
-    w.purge()
-    with w.running_worker("gpu", name="gpu-dpo-a", log_path=tmp_path / "a.log", **env) as proc:
+
+    def create() -> int:
         resp = _create(client, owner, pid, vid, tiny_model, max_steps=40, save_steps=3)
         assert resp.status_code == 201, resp.text
-        job_id = resp.json()["id"]
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            db.expire_all()
-            if db.scalar(select(JobEvent.id).where(JobEvent.job_id == job_id,
-                                                   JobEvent.kind == "checkpoint")):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail((tmp_path / "a.log").read_text()[-3000:])
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = db.get(TrainingJob, job_id).step
-    assert killed_at < 40
-    with w.running_worker("gpu", name="gpu-dpo-b", log_path=tmp_path / "b.log", **env):
-        job = _wait(db, job_id, ("succeeded", "failed"), timeout=300)
-    assert job.status == "succeeded", (job.error, (tmp_path / "b.log").read_text()[-3000:])
-    assert job.attempts == 2 and job.step == 40
-    events = list(db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+        return resp.json()["id"]
+
+    job, killed_at = kill_after_checkpoint_then_resume(db, create, tmp_path, name="gpu-dpo")
+    assert killed_at < 40 and job.step == 40
+    events = list(db.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
     resumed = [e for e in events if (e.data or {}).get("kind") == "resumed"]
     assert resumed and resumed[0].data["step"] >= 3, [e.message for e in events]
     assert job.artifacts["resumed_from"].endswith(f"checkpoint-{resumed[0].data['step']}")
