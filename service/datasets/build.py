@@ -106,15 +106,24 @@ class _Sink:
             self._thread.start()
 
     def _run(self, raw: Any) -> None:
+        ended = False  # the caller's last word (None: finish, _ABORT: cancel) was read
         try:
             with raw.cursor() as cur, cur.copy(self._sql) as cp:
-                while (block := self._queue.get()) is not None:
-                    if block is _ABORT:
-                        raise _Aborted
+                while True:
+                    block = self._queue.get()
+                    if block is None or block is _ABORT:
+                        ended = True
+                        if block is _ABORT:
+                            raise _Aborted
+                        break
                     cp.write(block)
+        except _Aborted:
+            pass  # the caller cancelled it and is joining: nothing more comes
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             self._error = exc
-            while self._queue.get() not in (None, _ABORT):  # let the caller finish its puts
+            # let the caller finish its puts, up to its last word (unless already read:
+            # waiting for another one would hang the build, and its join, for ever)
+            while not ended and self._queue.get() not in (None, _ABORT):
                 pass
 
     def write_copy(self, lines: list[bytes]) -> None:
