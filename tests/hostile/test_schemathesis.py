@@ -66,6 +66,8 @@ BUSINESS_RULES = {
     f"POST {P}/preference-items/import": "integers inside free-form records: no type to bound",
     f"POST {P}/preference-items/{{item_id}}/decision": "only a preferred candidate can be edited "
                                                          "(across fields)",
+    f"POST {P}/preference-items/{{item_id}}/adjudicate": "outcome preferred needs chosen_id "
+                                                        "(across fields), as for a decision",
     f"POST {P}/preference-versions": "the split ratios must sum to 1 (across fields)",
     f"POST {P}/preference-evals": "the preference version must exist in the project",
     f"POST {P}/preference-items/prerank": "the judge provider must exist in the project",
