@@ -26,20 +26,18 @@ from service.core.db import get_sessionmaker
 from service.models import PreferenceVersion, TrainingJob
 from service.preferences import export as preferences_export
 from service.training.preference import PreferenceConfig
-from workers.training.train import (
+from workers.training.runtime import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
-    TrainingHooks,
-    TrainResult,
     _checkpoint_step,
     _checkpointing_kwargs,
-    _make_bridge,
     _warmup_kwargs,
     last_complete_checkpoint,
     memory_snapshot,
     resolve_device,
     resolve_optimizer,
 )
+from workers.training.train import TrainingHooks, TrainResult, _make_bridge
 
 REWARD_KEYS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl")
 
