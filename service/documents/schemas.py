@@ -75,13 +75,10 @@ class QualityRead(BaseModel):
     navigation_blocks_dropped: int | None = None
 
 
-class ChunkRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: int
-    document_id: int
+class ChunkPiece(BaseModel):
+    """One chunk the settings would make; ``text == document_text[char_start:char_end]``."""
     ordinal: int
     text: str
-    redacted_text: str | None
     char_start: int
     char_end: int
     page_start: int | None
@@ -89,6 +86,14 @@ class ChunkRead(BaseModel):
     heading_path: list[str]
     token_count: int
     content_hash: str
+
+
+class ChunkRead(ChunkPiece):
+    """A stored chunk: the piece, where it belongs, its redaction and what it duplicates."""
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    document_id: int
+    redacted_text: str | None
     duplicate_of_id: int | None
     duplicate_kind: str | None
 
@@ -130,19 +135,6 @@ class ChunkSettingsRead(BaseModel):
     overlap: int
     max_tokens: int
     tokenizer: str
-
-
-class ChunkPiece(BaseModel):
-    """One chunk the settings would make; ``text == document_text[char_start:char_end]``."""
-    ordinal: int
-    text: str
-    char_start: int
-    char_end: int
-    page_start: int | None
-    page_end: int | None
-    heading_path: list[str]
-    token_count: int
-    content_hash: str
 
 
 class ChunkPreview(BaseModel):
