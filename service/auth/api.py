@@ -7,7 +7,7 @@ from service.auth import audit, schemas
 from service.auth import service as auth_service
 from service.core.config import get_settings
 from service.core.deps import AdminUser, CurrentUser, SessionDep
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.models import ApiToken, User
 from service.users import passwords
 
@@ -45,9 +45,8 @@ def change_password(body: schemas.PasswordChange, request: Request, user: Curren
 @router.get("/tokens", response_model=Page[schemas.TokenRead])
 def list_tokens(user: CurrentUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
     """Your API tokens (revoked and expired ones too, marked so), oldest first."""
-    items, nxt = paginate(db, auth_service.tokens_query(user), ApiToken.id, limit=limit,
-                          cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, auth_service.tokens_query(user), ApiToken.id, limit=limit,
+                cursor=cursor)
 
 
 @router.delete("/tokens/{token_id}", response_model=schemas.TokenRead)
@@ -57,8 +56,7 @@ def revoke_token(token_id: int, user: CurrentUser, db: SessionDep):
 
 @router.get("/users", response_model=Page[schemas.UserRead])
 def list_users(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None) -> dict:
-    items, nxt = paginate(db, select(User), User.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(User), User.id, limit=limit, cursor=cursor)
 
 
 @router.post("/users", response_model=schemas.UserRead, status_code=status.HTTP_201_CREATED)

@@ -90,6 +90,15 @@ def paginate(db: Session, stmt: Select[Any], id_col: InstrumentedAttribute[Any],
     return rows, next_cursor
 
 
+def page(db: Session, stmt: Select[Any], id_col: InstrumentedAttribute[Any], *, limit: int,
+         cursor: str | None, descending: bool = False,
+         order: Sequence[ColumnElement[Any]] = ()) -> dict[str, Any]:
+    """:func:`paginate` as a list endpoint answers it: ``{"items", "next_cursor"}`` (``Page``)."""
+    items, nxt = paginate(db, stmt, id_col, limit=limit, cursor=cursor, descending=descending,
+                          order=order)
+    return {"items": items, "next_cursor": nxt}
+
+
 def paginate_items(items: Sequence[T], key: Callable[[T], str | int], *, limit: int,
                    cursor: str | None) -> tuple[list[T], str | None]:
     """Page an ordered in-memory sequence (a registry, not a table) by a unique key."""

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.openapi import FILE_MEDIA, file_media, file_response
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.datasets import export as datasets_export
 from service.datasets import schemas
 from service.datasets import service as datasets_service
@@ -90,10 +90,9 @@ def list_exports(dataset_id: int, version_id: int, access: ProjectViewer, db: Se
     """The version's exports, by format."""
     version = datasets_service.get_version(db, project_id=access.project.id, version_id=version_id,
                                            dataset_id=dataset_id)
-    items, nxt = paginate(db, select(DatasetExport).where(DatasetExport.version_id == version.id),
-                          DatasetExport.id, limit=limit, cursor=cursor,
-                          order=(DatasetExport.format,))
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(DatasetExport).where(DatasetExport.version_id == version.id),
+                DatasetExport.id, limit=limit, cursor=cursor,
+                order=(DatasetExport.format,))
 
 
 @router.get("/{dataset_id}/versions/{version_id}/exports/{fmt}", response_model=schemas.ExportRead)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.diversity import dedup, schemas, tree
 from service.diversity import service as diversity_service
 from service.models import DiversityJob, GAPair
@@ -114,9 +114,8 @@ def distil(body: schemas.DistillJobCreate, access: ProjectLead, db: SessionDep):
 @router.get("/diversity-jobs", response_model=Page[schemas.JobRead])
 def list_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
     """The project's diversity jobs, newest first."""
-    items, nxt = paginate(db, diversity_service.jobs_query(project_id=access.project.id),
-                          DiversityJob.id, limit=limit, cursor=cursor, descending=True)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, diversity_service.jobs_query(project_id=access.project.id),
+                DiversityJob.id, limit=limit, cursor=cursor, descending=True)
 
 
 @router.get("/diversity-jobs/{job_id}", response_model=schemas.JobRead, responses=NOT_FOUND)
@@ -147,9 +146,8 @@ def list_pairs(access: ProjectViewer, db: SessionDep, document_id: int | None = 
                limit: LimitQ = 100, cursor: CursorQ = None):
     """Genre–audience pairs by document and position."""
     stmt = diversity_service.pairs_query(project_id=access.project.id, document_id=document_id)
-    items, nxt = paginate(db, stmt, GAPair.id, limit=limit, cursor=cursor,
-                          order=diversity_service.PAIR_ORDER)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, stmt, GAPair.id, limit=limit, cursor=cursor,
+                order=diversity_service.PAIR_ORDER)
 
 
 @router.post("/ga-pairs", response_model=schemas.PairRead, status_code=status.HTTP_201_CREATED)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from service.core.deps import CurrentUser, ProjectLead, ProjectViewer, SessionDep
 from service.core.openapi import file_response
-from service.core.pagination import CursorQ, LimitQ, Page, paginate, paginate_items
+from service.core.pagination import CursorQ, LimitQ, Page, page, paginate, paginate_items
 from service.evaluation import metrics as metrics_mod
 from service.evaluation import schemas
 from service.evaluation import service as evaluation_service
@@ -85,8 +85,7 @@ def list_eval_predictions(run_id: int, access: ProjectViewer, db: SessionDep, li
         stmt = stmt.where(EvalPrediction.error.is_not(None))
     elif failed is False:
         stmt = stmt.where(EvalPrediction.error.is_(None))
-    items, nxt = paginate(db, stmt, EvalPrediction.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, stmt, EvalPrediction.id, limit=limit, cursor=cursor)
 
 
 @router.get(P + "/eval-runs/{run_id}/predictions.jsonl", response_class=StreamingResponse,

@@ -9,7 +9,7 @@ from service.auth import audit
 from service.core.deps import Access, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Conflict, Forbidden
 from service.core.lookup import get_in_project
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page, paginate
 from service.generation import plan as generation_plan
 from service.generation import schemas
 from service.generation import service as generation_service
@@ -95,10 +95,9 @@ def provider_usage(provider_id: int, access: ProjectViewer, db: SessionDep):
 def list_templates(access: ProjectViewer, db: SessionDep, limit: LimitQ = 100,
                    cursor: CursorQ = None):
     """The project's templates, then the built-in ones, by name and version."""
-    items, nxt = paginate(db, generation_service.templates_query(db, project_id=access.project.id),
-                          PromptTemplate.id, limit=limit, cursor=cursor,
-                          order=generation_service.TEMPLATE_ORDER)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, generation_service.templates_query(db, project_id=access.project.id),
+                PromptTemplate.id, limit=limit, cursor=cursor,
+                order=generation_service.TEMPLATE_ORDER)
 
 
 @router.post("/templates", response_model=schemas.TemplateRead, status_code=status.HTTP_201_CREATED)
@@ -135,9 +134,8 @@ def create_job(body: schemas.JobCreate, access: ProjectLead, db: SessionDep):
 
 @router.get("/generation-jobs", response_model=Page[schemas.JobRead])
 def list_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
-    items, nxt = paginate(db, select(GenerationJob).where(GenerationJob.project_id == access.project.id),
-                          GenerationJob.id, limit=limit, cursor=cursor, descending=True)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(GenerationJob).where(GenerationJob.project_id == access.project.id),
+                GenerationJob.id, limit=limit, cursor=cursor, descending=True)
 
 
 @router.get("/generation-jobs/{job_id}", response_model=schemas.JobRead)
@@ -163,8 +161,7 @@ def list_units(job_id: int, access: ProjectViewer, db: SessionDep, limit: LimitQ
     stmt = select(GenerationUnit).where(GenerationUnit.job_id == job_id)
     if status_:
         stmt = stmt.where(GenerationUnit.status == status_.value)
-    items, nxt = paginate(db, stmt, GenerationUnit.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, stmt, GenerationUnit.id, limit=limit, cursor=cursor)
 
 
 @router.post("/generation-jobs/plan", response_model=generation_plan.JobPlan,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
 from service.core.openapi import file_media, file_response
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.evaluation import preference as preference_eval
 from service.models import PreferenceDecision, PreferenceEvalRun
 from service.models.preference import ItemStatus
@@ -75,9 +75,8 @@ def item_decisions(item_id: int, access: ProjectLead, db: SessionDep, limit: Lim
                    cursor: CursorQ = None):
     """Every annotator's decision on the item (leads: for adjudication)."""
     preferences_service.get_item(db, project_id=access.project.id, item_id=item_id)
-    items, nxt = paginate(db, select(PreferenceDecision).where(PreferenceDecision.item_id == item_id),
-                          PreferenceDecision.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(PreferenceDecision).where(PreferenceDecision.item_id == item_id),
+                PreferenceDecision.id, limit=limit, cursor=cursor)
 
 
 @router.post("/preference-items/{item_id}/decision", response_model=schemas.ItemRead,
@@ -199,10 +198,9 @@ def create_eval(body: schemas.EvalCreate, access: ProjectLead, db: SessionDep):
 @router.get("/preference-evals", response_model=Page[schemas.EvalRead])
 def list_evals(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None,
                training_job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None):
-    items, nxt = paginate(db, preference_eval.runs_query(project_id=access.project.id,
-                                                         training_job_id=training_job_id),
-                          PreferenceEvalRun.id, limit=limit, cursor=cursor, descending=True)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, preference_eval.runs_query(project_id=access.project.id,
+                                               training_job_id=training_job_id),
+                PreferenceEvalRun.id, limit=limit, cursor=cursor, descending=True)
 
 
 @router.get("/preference-evals/{run_id}", response_model=schemas.EvalRead, responses=NOT_FOUND)

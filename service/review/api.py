@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from service.core.config import get_settings
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep, writes_db
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.models import ReviewDecision
 from service.review import bulk as review_bulk
 from service.review import schemas
@@ -103,9 +103,8 @@ def sample_decisions(sample_id: int, access: ProjectLead, db: SessionDep, limit:
                      cursor: CursorQ = None):
     # leads only: reviewers in double review must not see each other's decisions
     samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
-    items, nxt = paginate(db, select(ReviewDecision).where(ReviewDecision.sample_id == sample_id),
-                          ReviewDecision.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(ReviewDecision).where(ReviewDecision.sample_id == sample_id),
+                ReviewDecision.id, limit=limit, cursor=cursor)
 
 
 @router.post("/samples/{sample_id}/adjudicate", response_model=schemas.DecisionResult)

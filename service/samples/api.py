@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from service.core.deps import ProjectAnnotator, ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.models import SampleRevision
 from service.review import api as review_api
 from service.review import bulk as review_bulk
@@ -112,9 +112,8 @@ def sample_history(sample_id: int, access: ProjectViewer, db: SessionDep, limit:
                    cursor: CursorQ = None):
     """The sample's revisions, oldest first."""
     samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
-    items, nxt = paginate(db, select(SampleRevision).where(SampleRevision.sample_id == sample_id),
-                          SampleRevision.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(SampleRevision).where(SampleRevision.sample_id == sample_id),
+                SampleRevision.id, limit=limit, cursor=cursor)
 
 
 @router.post("/samples-bulk", response_model=review_schemas.BulkChangeResult,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from service.core.deps import ProjectLead, ProjectViewer, SessionDep
 from service.core.errors import Invalid, NotFound
 from service.core.openapi import file_media, file_response
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page, paginate
 from service.generation.schemas import ProviderRead
 from service.models import JobEvent, TrainingJob
 from service.training import preference as preference_training
@@ -42,9 +42,8 @@ def create_training_job(body: schemas.TrainingJobCreate, access: ProjectLead, db
 
 @router.get("/training-jobs", response_model=Page[schemas.TrainingJobRead])
 def list_training_jobs(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
-    items, nxt = paginate(db, select(TrainingJob).where(TrainingJob.project_id == access.project.id),
-                          TrainingJob.id, limit=limit, cursor=cursor, descending=True)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, select(TrainingJob).where(TrainingJob.project_id == access.project.id),
+                TrainingJob.id, limit=limit, cursor=cursor, descending=True)
 
 
 @router.get("/training-jobs/{job_id}", response_model=schemas.TrainingJobRead)
@@ -86,8 +85,7 @@ def training_events(job_id: int, access: ProjectViewer, db: SessionDep, limit: L
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     if after:
         stmt = stmt.where(JobEvent.id > after)
-    items, nxt = paginate(db, stmt, JobEvent.id, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, stmt, JobEvent.id, limit=limit, cursor=cursor)
 
 
 @router.get("/training-jobs/{job_id}/checkpoints", response_model=Page[schemas.CheckpointRead])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from service.auth.schemas import UserRead
 from service.core.deps import AdminUser, Public, SessionDep
-from service.core.pagination import CursorQ, LimitQ, Page, paginate
+from service.core.pagination import CursorQ, LimitQ, Page, page
 from service.models import Invitation, User
 from service.users import schemas
 from service.users import service as users_service
@@ -22,9 +22,8 @@ def _created(request: Request, invitation: Invitation, token: str) -> dict:
 @router.get("/invitations", response_model=Page[schemas.InvitationRead])
 def list_invitations(_: AdminUser, db: SessionDep, limit: LimitQ = 50, cursor: CursorQ = None):
     """Invitations and set-password links that can still be used, newest first."""
-    items, nxt = paginate(db, users_service.open_invitations_query(), Invitation.id, limit=limit,
-                          cursor=cursor, descending=True)
-    return {"items": items, "next_cursor": nxt}
+    return page(db, users_service.open_invitations_query(), Invitation.id, limit=limit,
+                cursor=cursor, descending=True)
 
 
 @router.post("/invitations", response_model=schemas.InvitationCreated,
