@@ -1,5 +1,6 @@
 """ORM models, one module per aggregate. Models never import domain code."""
 from service.models.audit import AuditEvent
+from service.models.counters import ProjectSampleCount
 from service.models.dataset import Dataset, DatasetExport, DatasetVersion, DatasetVersionItem
 from service.models.diversity import DiversityJob, DomainNode, GAPair
 from service.models.document import Chunk, Document
@@ -73,6 +74,7 @@ __all__ = [
     "PreferenceVersion",
     "PreferenceVersionItem",
     "Project",
+    "ProjectSampleCount",
     "PromptTemplate",
     "RateCounter",
     "ReviewDecision",

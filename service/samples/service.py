@@ -23,7 +23,7 @@ from service.core.db import utcnow
 from service.core.errors import Conflict, Invalid
 from service.core.lookup import get_in_project, in_project
 from service.core.pagination import decode_cursor, encode_cursor
-from service.models import Chunk, Document, Sample, SampleRevision, SampleStatus
+from service.models import Chunk, Document, ProjectSampleCount, Sample, SampleRevision, SampleStatus
 from service.samples import search, store
 from service.samples import tokens as tokens_mod
 from service.samples.store import content_hash
@@ -322,10 +322,13 @@ def count_samples(db: Session, *, project_id: int, flt: SampleFilter) -> int:
 
 
 def status_counts(db: Session, *, project_id: int) -> dict[str, int]:
-    rows = db.execute(select(Sample.status, func.count()).where(Sample.project_id == project_id)
-                      .group_by(Sample.status)).all()
+    """Samples per status, from the counters the database keeps (``service/models/counters.py``;
+    a few rows, not a ``GROUP BY`` over the project's samples)."""
+    rows = db.execute(select(ProjectSampleCount.status, func.sum(ProjectSampleCount.n))
+                      .where(ProjectSampleCount.project_id == project_id)
+                      .group_by(ProjectSampleCount.status)).all()
     counts = {s: 0 for s in sorted(STATUSES)}
-    counts.update({status: n for status, n in rows})
+    counts.update({status: int(n) for status, n in rows if n})
     return counts
 
 
