@@ -66,6 +66,9 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--pg", default=os.environ.get(
         "ANNOTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--db", help="a named database to load once and reuse (kept afterwards): when "
+                    "it already holds the bench project it is migrated to head and reused as it is")
+    ap.add_argument("--load-only", action="store_true", help="load the database, then stop")
     return ap
 
 
@@ -76,17 +79,85 @@ def _admin_engine(pg_url: str):
     return create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
-def create_database(pg_url: str, prefix: str = "annotune_bench_review") -> str:
+def create_database(pg_url: str, prefix: str = "annotune_bench_review",
+                    name: str | None = None) -> str:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    name = f"{prefix}_{os.getpid()}"
+    name = name or f"{prefix}_{os.getpid()}"
     engine = _admin_engine(pg_url)
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+
+
+def database_exists(pg_url: str, name: str) -> bool:
+    from sqlalchemy import text
+
+    engine = _admin_engine(pg_url)
+    with engine.connect() as conn:
+        found = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+    engine.dispose()
+    return found is not None
+
+
+def load_world(url: str) -> dict | None:
+    """The bench project of a database ``seed`` loaded earlier, with a fresh API token per user
+    (only token hashes are stored), or None when it holds no bench project."""
+    from sqlalchemy import create_engine, text
+
+    from service.core import security
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if conn.scalar(text("SELECT to_regclass('projects')")) is None:
+            return None
+        pid = conn.scalar(text("SELECT min(id) FROM projects WHERE name = 'bench' "
+                                "AND description = 'bench loaded'"))
+        if pid is None:
+            return None
+        rows = conn.execute(text("SELECT m.user_id, m.role FROM memberships m JOIN users u "
+                                 "ON u.id = m.user_id WHERE m.project_id = :p ORDER BY u.id"),
+                            {"p": pid}).all()
+        tokens = {}
+        now = datetime.now(UTC)
+        for uid, _role in rows:
+            secret, prefix, digest = security.new_api_token()
+            conn.execute(text("INSERT INTO api_tokens (user_id, name, prefix, token_hash, scopes, "
+                              "created_at) VALUES (:u, 'bench', :p, :h, '[\"api\"]', :t)"),
+                         {"u": uid, "p": prefix, "h": digest, "t": now})
+            tokens[uid] = secret
+        samples = conn.scalar(text("SELECT reltuples::bigint FROM pg_class WHERE relname = 'samples'"))
+    engine.dispose()
+    return {"project_id": pid, "lead": next(u for u, r in rows if r == "lead"),
+            "annotators": [u for u, r in rows if r != "lead"], "tokens": tokens,
+            "load_seconds": 0.0, "index_seconds": 0.0, "reused": True, "samples_estimate": samples}
+
+
+def open_database(args: argparse.Namespace, *, prefix: str, assigned: float) -> tuple[str, dict]:
+    """The bench database and its world: ``--db`` reused when already loaded, else created,
+    migrated and loaded by ``seed``."""
+    from sqlalchemy.engine import make_url
+
+    from service.core import migrate
+
+    if args.db and database_exists(args.pg, args.db):
+        url = make_url(args.pg).set(database=args.db).render_as_string(hide_password=False)
+        migrate.upgrade(url)
+        world = load_world(url)
+        if world is not None and len(world["annotators"]) >= args.annotators:
+            print(f"reusing database {args.db} (about {world['samples_estimate']} samples)",
+                  flush=True)
+            return url, world
+    url = create_database(args.pg, prefix=prefix, name=args.db)
+    t0 = time.perf_counter()
+    migrate.upgrade(url)
+    world = seed(url, samples=args.samples, annotators=args.annotators, assigned=assigned)
+    print(f"loaded {args.samples} samples: COPY {world['load_seconds']:.1f} s, trigram indexes "
+          f"{world['index_seconds']:.1f} s (setup {time.perf_counter() - t0:.1f} s)", flush=True)
+    return url, world
 
 
 def drop_database(pg_url: str, url: str) -> None:
@@ -180,7 +251,8 @@ def seed(url: str, *, samples: int, annotators: int, seed_value: int = 7,
         conn.commit()
         index_s = time.perf_counter() - t0
         cur.execute("ANALYZE")
-        conn.commit()
+        cur.execute("UPDATE projects SET description = 'bench loaded' WHERE id = %s", (project_id,))
+        conn.commit()  # what load_world looks for: a load cut short is loaded again
     return {"project_id": project_id, "lead": lead, "annotators": annotator_ids, "tokens": tokens,
             "load_seconds": load_s, "index_seconds": index_s}
 
@@ -406,16 +478,11 @@ def main() -> None:
                     help="no server, no load: time the count/list/tag/sort queries on the data")
     args = ap.parse_args()
 
-    from service.core import migrate
-
-    url = create_database(args.pg)
+    url, world = open_database(args, prefix="annotune_bench_review", assigned=0.6)
     proc = None
     try:
-        t0 = time.perf_counter()
-        migrate.upgrade(url)
-        world = seed(url, samples=args.samples, annotators=args.annotators)
-        print(f"loaded {args.samples} samples in {world['load_seconds']:.1f} s "
-              f"(setup total {time.perf_counter() - t0:.1f} s)", flush=True)
+        if args.load_only:
+            return
         if args.queries_only:
             run_queries_only(url, world)
             return
@@ -440,7 +507,7 @@ def main() -> None:
     finally:
         if proc is not None:
             stop_server(proc)
-        if not args.keep:
+        if not (args.keep or args.db):
             drop_database(args.pg, url)
         else:
             print(f"kept database {url}")

@@ -122,17 +122,11 @@ def main() -> None:
 
     from datetime import UTC, datetime
 
-    from service.core import migrate
-
-    url = review_bench.create_database(args.pg, prefix="annotune_bench_queue")
+    url, world = review_bench.open_database(args, prefix="annotune_bench_queue", assigned=0.0)
     proc = None
     try:
-        t0 = time.perf_counter()
-        migrate.upgrade(url)
-        world = review_bench.seed(url, samples=args.samples, annotators=args.annotators,
-                                  assigned=0.0)
-        print(f"loaded {args.samples} samples: COPY {world['load_seconds']:.1f} s, trigram index "
-              f"{world['index_seconds']:.1f} s (setup {time.perf_counter() - t0:.1f} s)", flush=True)
+        if args.load_only:
+            return
         port = review_bench.free_port()
         proc = review_bench.start_server(url, port, args.workers)
         base = f"http://127.0.0.1:{port}"
@@ -152,7 +146,7 @@ def main() -> None:
     finally:
         if proc is not None:
             review_bench.stop_server(proc)
-        if args.keep:
+        if args.keep or args.db:
             print(f"kept database {url}")
         else:
             review_bench.drop_database(args.pg, url)

@@ -75,8 +75,10 @@ def next_sample(request: Request, access: ProjectAnnotator, db: SessionDep,
 
 @router.post("/samples/{sample_id}/decision", response_model=schemas.DecisionResult)
 def decide(sample_id: int, body: schemas.DecisionCreate, access: ProjectAnnotator, db: SessionDep):
-    review_service.check_decider(samples_service.get_sample(db, project_id=access.project.id,
-                                                            sample_id=sample_id), access)
+    # held for the whole request: the session's identity map keeps it only while referenced,
+    # so the lookups in decide() and update_sample() reuse it instead of loading it again
+    sample = samples_service.get_sample(db, project_id=access.project.id, sample_id=sample_id)
+    review_service.check_decider(sample, access)
     return review_service.decide(db, project=access.project, sample_id=sample_id,
                                  reviewer_id=access.user.id, decision=body.decision,
                                  expected_version=body.version, reason=body.reason,

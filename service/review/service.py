@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 from markupsafe import Markup, escape
-from sqlalchemy import and_, delete, exists, func, not_, select
+from sqlalchemy import and_, delete, exists, func, literal, not_, select, union_all
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.core import leases
@@ -140,6 +142,9 @@ def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
     ttl = timedelta(seconds=lease_seconds or get_settings().review_lease_seconds)
     now = utcnow()
     lost: list[int] = []
+    if db.get_bind().dialect.name == "postgresql":
+        return _claim_pg(db, project_id=project_id, user_id=user_id, skip_ids=skip_ids,
+                         exclude_ids=exclude_ids, sort=sort, now=now, ttl=ttl)
     for _ in range(20):
         found = _pick(db, project_id=project_id, user_id=user_id, overlap=overlap,
                       skip_ids=skip_ids, exclude_ids=[*(exclude_ids or []), *lost], sort=sort,
@@ -150,16 +155,91 @@ def next_sample(db: Session, *, project_id: int, user_id: int, overlap: int = 1,
     return None
 
 
+def _attempts(skip_ids: list[int] | None, exclude_ids: list[int] | None) -> list[list[int]]:
+    """The ids to pass over, first try then second: skipped and excluded, then only excluded."""
+    skip = list(dict.fromkeys((skip_ids or []) + (exclude_ids or [])))
+    return [skip, list(exclude_ids or [])] if skip else [[]]
+
+
+def _leased_clauses(db: Session, *, project_id: int, user_id: int, now: Any) -> list[Any]:
+    """Pending samples of the project that nobody else holds a live lease on."""
+    return [*_queue_clauses(db, project_id=project_id, user_id=user_id, overlap=1),
+            ~exists().where(ReviewLease.sample_id == Sample.id, ReviewLease.user_id != user_id,
+                            ReviewLease.expires_at > now)]
+
+
+def _claim_pg(db: Session, *, project_id: int, user_id: int, skip_ids: list[int] | None,
+              exclude_ids: list[int] | None, sort: str | None, now: Any,
+              ttl: timedelta) -> Sample | None:
+    """``next_sample`` with leases on PostgreSQL: each try is ONE statement that picks the
+    first sample assigned to the user, else the first unassigned one (``FOR UPDATE SKIP
+    LOCKED``: rows another claim is taking right now are passed over), takes the lease with the
+    same conditional upsert as :func:`leases.take`, drops the user's other leases in the project
+    and returns the sample. A lost race (the lease went to someone else between their commit
+    and our read) tries the next one."""
+    order = samples_service.sort_order(samples_service.check_sort(sort))
+    base = _leased_clauses(db, project_id=project_id, user_id=user_id, now=now)
+    lost: list[int] = []
+    for _ in range(20):
+        for avoid in _attempts(skip_ids, [*(exclude_ids or []), *lost]):
+            picked, sample = _claim_statement(db, base=base, order=order, avoid=avoid,
+                                              project_id=project_id, user_id=user_id,
+                                              expires_at=now + ttl, now=now)
+            if sample is not None:
+                return sample
+            if picked is not None:  # leased to someone else meanwhile: the next one
+                lost.append(picked)
+                break
+        else:
+            return None
+    return None
+
+
+def _claim_statement(db: Session, *, base: list[Any], order: list[Any], avoid: list[int],
+                     project_id: int, user_id: int, expires_at: Any,
+                     now: Any) -> tuple[int | None, Sample | None]:
+    """(the id picked or None, the sample when its lease is ours): one round trip."""
+
+    def first(who: Any) -> Any:
+        stmt = select(Sample.id).where(and_(*base), who)
+        if avoid:
+            stmt = stmt.where(Sample.id.not_in(avoid))
+        return stmt.order_by(*order).limit(1).with_for_update(of=Sample, skip_locked=True)
+
+    mine = first(Sample.assignee_id == user_id).cte("mine")
+    anyone = first(Sample.assignee_id.is_(None)).cte("anyone")
+    cand = union_all(select(mine.c.id),
+                     select(anyone.c.id).where(~exists(select(mine.c.id)))).cte("cand")
+    insert = pg_insert(ReviewLease).from_select(
+        ["sample_id", "project_id", "user_id", "expires_at"],
+        select(cand.c.id, literal(project_id), literal(user_id), literal(expires_at)).limit(1))
+    taken = insert.on_conflict_do_update(
+        index_elements=[ReviewLease.sample_id],
+        set_={"user_id": insert.excluded.user_id, "expires_at": insert.excluded.expires_at},
+        where=(ReviewLease.expires_at <= now) | (ReviewLease.user_id == user_id),
+    ).returning(ReviewLease.sample_id).cte("taken")
+    dropped = delete(ReviewLease).where(
+        ReviewLease.user_id == user_id, ReviewLease.project_id == project_id,
+        ReviewLease.sample_id.not_in(select(taken.c.sample_id)),
+        exists(select(taken.c.sample_id))).cte("dropped")
+    stmt = (select(Sample, cand.c.id).select_from(cand)
+            .outerjoin(taken, taken.c.sample_id == cand.c.id)
+            .outerjoin(Sample, Sample.id == taken.c.sample_id)
+            .add_cte(dropped))
+    row = db.execute(stmt).first()
+    if row is None:
+        return None, None
+    return row[1], row[0]
+
+
 def _pick(db: Session, *, project_id: int, user_id: int, overlap: int, skip_ids: list[int] | None,
           exclude_ids: list[int] | None, sort: str | None, now: Any) -> Sample | None:
     order = samples_service.sort_order(samples_service.check_sort(sort))
-    base = _queue_clauses(db, project_id=project_id, user_id=user_id, overlap=overlap)
     if now is not None:
-        base.append(~exists().where(ReviewLease.sample_id == Sample.id,
-                                    ReviewLease.user_id != user_id, ReviewLease.expires_at > now))
-    skip = list(dict.fromkeys((skip_ids or []) + (exclude_ids or [])))
-    attempts = [skip, list(exclude_ids or [])] if skip else [[]]
-    for avoid in attempts:
+        base = _leased_clauses(db, project_id=project_id, user_id=user_id, now=now)
+    else:
+        base = _queue_clauses(db, project_id=project_id, user_id=user_id, overlap=overlap)
+    for avoid in _attempts(skip_ids, exclude_ids):
         for who in (Sample.assignee_id == user_id, Sample.assignee_id.is_(None)):
             stmt = select(Sample).where(and_(*base), who)
             if avoid:
@@ -248,17 +328,24 @@ def _conflict(db: Session, sample_id: int, message: str) -> Conflict:
 
 
 def _record(db: Session, *, sample: Sample, reviewer_id: int, decision: str, reason: str | None,
-            messages: list[dict[str, str]], version: int) -> ReviewDecision:
-    row = db.scalar(select(ReviewDecision).where(ReviewDecision.sample_id == sample.id,
-                                                 ReviewDecision.reviewer_id == reviewer_id))
-    if row is None:
-        row = ReviewDecision(project_id=sample.project_id, sample_id=sample.id,
-                             reviewer_id=reviewer_id)
-        db.add(row)
-    row.decision, row.reason, row.messages = decision, reason, messages
-    row.sample_version, row.created_at = version, utcnow()
-    db.flush()
-    return row
+            messages: list[dict[str, str]], version: int, release: bool = False) -> None:
+    """Store (or replace) the reviewer's decision on the sample: one upsert. ``release``: drop
+    the sample's lease too (in the same statement on PostgreSQL)."""
+    postgresql = db.get_bind().dialect.name == "postgresql"
+    stmt = (pg_insert if postgresql else sqlite_insert)(ReviewDecision).values(
+        project_id=sample.project_id, sample_id=sample.id, reviewer_id=reviewer_id,
+        decision=decision, reason=reason, messages=messages, sample_version=version,
+        created_at=utcnow())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ReviewDecision.sample_id, ReviewDecision.reviewer_id],
+        set_={k: stmt.excluded[k] for k in ("decision", "reason", "messages", "sample_version",
+                                            "created_at")})
+    lease = delete(ReviewLease).where(ReviewLease.sample_id == sample.id)
+    if release and postgresql:
+        stmt = stmt.add_cte(lease.cte("released"))
+    db.execute(stmt)
+    if release and not postgresql:
+        db.execute(lease)
 
 
 def _check_decision(decision: str) -> str:
@@ -295,8 +382,7 @@ def decide(db: Session, *, project: Project, sample_id: int, reviewer_id: int, d
             actor_id=reviewer_id, messages=changed, status=decision, tags=tags,
             reject_reason=reason if decision == "rejected" else None, comment=reason)
         _record(db, sample=sample, reviewer_id=reviewer_id, decision=decision, reason=reason,
-                messages=sample.messages, version=sample.version)
-        release_lease(db, sample_id=sample_id)
+                messages=sample.messages, version=sample.version, release=True)
         return {"sample": sample, "resolved": True, "flagged": False, "decisions": 1}
 
     # double review: serialise the deciders of one sample (row lock; SQLite serialises anyway)

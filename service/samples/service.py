@@ -139,13 +139,14 @@ def update_sample(db: Session, *, project_id: int, sample_id: int, expected_vers
         if sample.version != expected_version:
             raise _stale(db, sample_id)
         return sample
-    result = db.execute(
+    # RETURNING refreshes ``sample`` (populate_existing) in the same round trip as the write
+    written = db.scalars(
         update(Sample).where(Sample.id == sample_id, Sample.version == expected_version)
-        .values(**values).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+        .values(**values).returning(Sample)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    if written is None:
         raise _stale(db, sample_id)
-    db.refresh(sample)
     action = "edit" if messages is not None or tags is not None or reasoning is not None else "status"
     db.add(_revision(sample, action=action, actor_id=actor_id, before=before_msgs,
                      status_before=before_status, comment=comment or reject_reason))
