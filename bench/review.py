@@ -1,6 +1,8 @@
 """Review benchmark: 1M samples in PostgreSQL, the real app under uvicorn, 50 simulated annotators.
 
     python bench/review.py                                   # 1M samples, 60 s per phase
+    python bench/review.py --samples 5000000 --annotators 100 --db annotune_bench_review5m
+                                                             # issue 23.5: load once, then reuse
     python bench/review.py --samples 200000 --phase-seconds 30
     python bench/review.py --pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres --workers 2
 
@@ -266,6 +268,9 @@ QUERIES = {
     "status counts (one index-only count per status)":
         "SELECT s.status, (SELECT count(*) FROM samples x WHERE x.project_id = {pid} AND x.status = s.status) "
         "FROM (VALUES ('pending'), ('accepted'), ('rejected'), ('needs_changes')) AS s(status)",
+    # what the project page reads since migration 0019: the counters the triggers keep
+    "status counts (project_sample_counts)":
+        "SELECT status, sum(n) FROM project_sample_counts WHERE project_id = {pid} GROUP BY status",
     # list pages: exact tag filter on the GIN index, and the sort orders (first page of 50)
     "list tag=bench-a (@>)":
         "SELECT id FROM samples WHERE project_id = {pid} AND tags @> '[\"bench-a\"]' ORDER BY id LIMIT 51",
@@ -432,6 +437,9 @@ async def annotator(client, base: str, pid: int, uid: int, token: str, stats: St
             q = rng.choice(LIST_QUERIES).format(me=uid)
             await call("list (filtered page)", "GET", f"/projects/{pid}/samples?{q}")
             await pause()
+        if rounds % 5 == 0:  # the project page: its status counts come from the counters
+            await call("project page (counts)", "GET", f"/projects/{pid}")
+            await pause()
 
 
 async def run_phase(base: str, world: dict, *, seconds: float, think: bool, annotators: int) -> tuple[Stats, float]:
@@ -492,17 +500,21 @@ def main() -> None:
         out = [f"command: `{' '.join(shlex.quote(a) for a in ['python', 'bench/review.py', *sys.argv[1:]])}`",
                (f"samples: {args.samples}, annotators: {args.annotators}, "
                 f"uvicorn workers: {args.workers}, CPUs: {os.cpu_count()}"), ""]
+        load_start = os.getloadavg()
         # warm-up (not reported): templates compiled, connection pools filled, caches hot
         asyncio.run(run_phase(base, world, seconds=min(10.0, args.phase_seconds), think=False,
                               annotators=args.annotators))
         stats, elapsed = asyncio.run(run_phase(base, world, seconds=args.phase_seconds, think=True,
                                                annotators=args.annotators))
         out.append(report(f"Paced: {args.annotators} annotators, 1-2 s think time, {args.phase_seconds:.0f} s", stats, elapsed))
+        load_paced = os.getloadavg()
         print(out[-1], flush=True)
         stats, elapsed = asyncio.run(run_phase(base, world, seconds=args.phase_seconds, think=False,
                                                annotators=args.annotators))
         out.append(report(f"Closed loop: {args.annotators} annotators, no think time, {args.phase_seconds:.0f} s", stats, elapsed))
         print(out[-1], flush=True)
+        out[2] = (f"load average (1, 5, 15 min) at the start: {load_start}, after the paced "
+                  f"phase: {load_paced}, at the end: {os.getloadavg()}")
         print("\n".join(out[:3]))
     finally:
         if proc is not None:
