@@ -305,7 +305,7 @@ def train(
     from workers.training import artifacts
     from workers.training.data import PaddingCollator, build_dataset
     from workers.training.models import CHATML_TEMPLATE, load_tokenizer, resolve_base_model
-    from workers.training.packing import packed_collator, resolve_packing
+    from workers.training.packing import PackedCollator, resolve_packing
     from workers.training.quantization import plan_quantization, prepare_kbit_model
 
     out = Path(output_dir)
@@ -422,7 +422,9 @@ def train(
         },
     )
 
-    packing = resolve_packing(config.packing, model, batch_size=config.batch_size)
+    packing = resolve_packing(
+        config.packing, model, batch_size=config.batch_size, max_length=config.max_seq_length
+    )
     hooks.on_event("info", f"batches: {packing.reason}", {"kind": "packing", **packing.to_dict()})
 
     # -- trainer ------------------------------------------------------------------------------
@@ -459,18 +461,20 @@ def train(
         dataloader_pin_memory=device_type == "cuda",
         use_cpu=device_type == "cpu",
         **_sampling_kwargs(TrainingArguments, packing.bucketed),
-        # A packed row has no padding and no attention_mask (the Trainer would count it as
-        # input_ids != pad, wrong where pad is EOS): count every token there.
-        include_num_input_tokens_seen="all" if packing.packed else "non_padding",
+        # Packed rows carry their real token count (their filler is not padding by id, and pad
+        # is often EOS): _packed_trainer_class counts it instead.
+        include_num_input_tokens_seen="no" if packing.packed else "non_padding",
     )
     curve: list[dict[str, Any]] = []
     bridge = _make_bridge(hooks, device_type, curve)
-    trainer = Trainer(
+    trainer = (_packed_trainer_class(Trainer) if packing.packed else Trainer)(
         model=model,
         args=args,
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=packed_collator() if packing.packed else PaddingCollator(
+        data_collator=PackedCollator(tokenizer.pad_token_id, packing.row_length)
+        if packing.packed
+        else PaddingCollator(
             tokenizer.pad_token_id, pad_to_multiple_of=8 if device_type == "cuda" else None
         ),
         processing_class=tokenizer,
@@ -568,6 +572,24 @@ def train(
     if device_type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def _packed_trainer_class(trainer_cls):
+    """``trainer_cls`` that counts a packed batch's real tokens and keeps that count from the model."""
+    from workers.training.packing import NUM_TOKENS_KEY
+
+    class PackedTrainer(trainer_cls):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.state.num_input_tokens_seen += int(inputs.pop(NUM_TOKENS_KEY))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs.pop(NUM_TOKENS_KEY, None)
+            return super().prediction_step(
+                model, inputs, prediction_loss_only, ignore_keys=ignore_keys
+            )
+
+    return PackedTrainer
 
 
 def _last(curve: list[dict[str, Any]], key: str) -> float | None:
