@@ -12,6 +12,7 @@ positions, frozen text, hashes and revisions, same stats and leakage report.
 
     .venv/bin/python bench/build.py --n 100000
     .venv/bin/python bench/build.py --n 1000000 --rounds 1 --json
+    .venv/bin/python bench/build.py --n 1000000 --name annotune_bench_build --reuse
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ CODE = Path(os.environ.get("BENCH_CODE_ROOT") or ROOT)
 sys.path.insert(0, str(CODE))
 sys.path.insert(1, str(ROOT / "bench"))
 
-BASELINE = "08afe02"  # main before the batched build (issue 23)
+BASELINE = "31f101b"  # main before the set-based build (issue 23.1)
 
 
 def phase_build() -> dict:
@@ -89,6 +90,41 @@ def compare(db_url: str, first: int, other: int) -> dict:
             "same_stats": a[1] == b[1], "same_leakage_report": a[2] == b[2]}
 
 
+def _reused(admin_url: str, name: str, n: int) -> str | None:
+    """The URL of database ``name`` when it holds exactly ``n`` samples (its versions dropped),
+    else None (no such database, or another size)."""
+    from sqlalchemy import create_engine, exc, text
+    from sqlalchemy.engine import make_url
+
+    db_url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            count = conn.scalar(text("SELECT count(*) FROM samples"))
+    except exc.DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+    if count != n:
+        return None
+    _drop_versions(db_url)
+    print(f"reusing database {name} ({n} samples)", file=sys.stderr)
+    return db_url
+
+
+def _drop_versions(db_url: str) -> None:
+    """Empty the versions a run built (the bench database is the bench's own)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE dataset_version_items CASCADE"))
+        conn.execute(text("DELETE FROM dataset_versions"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE dataset_version_items"))
+    engine.dispose()
+
+
 def _baseline_tree(commit: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="annotune-bench-baseline-"))
     archive = subprocess.run(["git", "archive", commit, "service", "workers"], cwd=ROOT,
@@ -119,6 +155,9 @@ def main() -> None:
     parser.add_argument("--name", default=f"bench_build_{os.getpid()}", help="database name")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use database --name as it is when it holds --n samples (load it "
+                             "otherwise), drop its versions before and after, keep it")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -127,7 +166,10 @@ def main() -> None:
 
     import export as export_bench
 
-    db_url = export_bench.setup(args.database_url, args.n, name=args.name)
+    db_url = _reused(args.database_url, args.name, args.n) if args.reuse else None
+    if db_url is None:
+        db_url = export_bench.setup(args.database_url, args.n, name=args.name)
+    args.keep = args.keep or args.reuse
     data_dir = tempfile.mkdtemp(prefix="annotune-bench-build-")
     baseline_root = _baseline_tree(args.baseline)
     runs: list[dict] = []
@@ -143,6 +185,8 @@ def main() -> None:
                       f"leakage {run['leakage'].get('count')}", file=sys.stderr)
         same = [compare(db_url, runs[0]["version_id"], run["version_id"]) for run in runs[1:]]
     finally:
+        if args.reuse:
+            _drop_versions(db_url)
         if not args.keep:
             export_bench.drop(args.database_url, db_url)
         import shutil

@@ -35,20 +35,26 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def fmix32(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finaliser (spreads polynomial hashes over all bits)."""
-    values = values ^ (values >> np.uint32(16))
-    values = values * np.uint32(0x85EBCA6B)
-    values = values ^ (values >> np.uint32(13))
-    values = values * np.uint32(0xC2B2AE35)
-    out: np.ndarray = values ^ (values >> np.uint32(16))
-    return out
+    return _fmix32_inplace(values.astype(np.uint32, copy=True))
+
+
+def _fmix32_inplace(values: np.ndarray) -> np.ndarray:
+    """``fmix32`` overwriting ``values`` (uint32): no temporaries but one shifted copy."""
+    tmp = np.empty_like(values)
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):
+        np.right_shift(values, np.uint32(shift), out=tmp)
+        np.bitwise_xor(values, tmp, out=values)
+        if mult is not None:
+            np.multiply(values, np.uint32(mult), out=values)
+    return values
 
 
 def _polynomial(codes: np.ndarray, size: int, count: int) -> np.ndarray:
     """Hash of each window of ``size`` code points; uint32 arithmetic wraps mod 2^32."""
-    acc = np.zeros(count, dtype=np.uint32)
-    for offset in range(size):
-        acc *= _BASE
-        acc += codes[offset:offset + count]
+    acc = codes[:count].copy()
+    for offset in range(1, size):
+        np.multiply(acc, _BASE, out=acc)
+        np.add(acc, codes[offset:offset + count], out=acc)
     return acc
 
 
@@ -63,7 +69,7 @@ def shingle_hashes(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray]
         keep = np.ones(len(codes) - size + 1, dtype=bool)
         ends = np.cumsum(lengths)[:-1]  # a window starting in the last size-1 places crosses
         keep[(ends[:, None] - np.arange(1, size)).ravel()] = False
-        return fmix32(_polynomial(codes, size, len(keep))[keep]), starts
+        return _fmix32_inplace(_polynomial(codes, size, len(keep))[keep]), starts
     text_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
     hashes = np.zeros(int(counts.sum()), dtype=np.uint32)
     for i, (start, n) in enumerate(zip(text_starts.tolist(), lengths.tolist())):
@@ -93,14 +99,17 @@ def signatures(texts: list[str], *, num_perm: int, size: int, seed: int) -> np.n
     bits = num_perm.bit_length() - 1
     a, b = permutations(1, seed)
     hashes, starts = shingle_hashes(texts, size)
-    hashes = fmix32(hashes * a[0] + b[0])  # seeded: another seed, other bins and values
-    bins = (hashes >> np.uint32(32 - bits)).astype(np.int64)
-    values = hashes & np.uint32((1 << (32 - bits)) - 1)
-    text_of = np.repeat(np.arange(len(texts), dtype=np.int64),
-                        np.diff(np.append(starts, len(hashes))))
+    np.multiply(hashes, a[0], out=hashes)  # seeded: another seed, other bins and values
+    np.add(hashes, b[0], out=hashes)
+    _fmix32_inplace(hashes)
+    # the slot of a shingle: its text's first bin plus the top ``bits`` bits of its hash
+    slot = np.repeat(np.arange(0, len(texts) * num_perm, num_perm, dtype=np.intp),
+                     np.diff(np.append(starts, len(hashes))))
+    slot += hashes >> np.uint32(32 - bits)
+    np.bitwise_and(hashes, np.uint32((1 << (32 - bits)) - 1), out=hashes)
     empty = np.uint32(0xFFFFFFFF)
     out = np.full(len(texts) * num_perm, empty, dtype=np.uint32)
-    np.minimum.at(out, text_of * num_perm + bins, values)
+    np.minimum.at(out, slot, hashes)
     out = out.reshape(len(texts), num_perm)  # type: ignore[assignment]
     rows = np.flatnonzero((out == empty).any(axis=1))
     if len(rows):

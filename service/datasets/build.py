@@ -262,6 +262,7 @@ def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVer
     """Per batch, per sample only what needs Python."""
     think = version.reasoning == "think"
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
+    leakage_text = leakage.leakage_text
     split_names = [s.encode() for s in SPLITS]
     n, done = len(ids), 0
     pending: Future[None] | None = None
@@ -273,9 +274,10 @@ def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVer
         dicts: list[dict[str, Any]] = []
         token_texts: list[str] = []
         splits: list[int] = []
-        for i in chosen.tolist():
+        pending_split = collector.pending()
+        for i, code, position in zip(chosen.tolist(), codes[at[chosen]].tolist(),
+                                     positions[at[chosen]].tolist(), strict=True):
             sid, sversion, mtext, doc_id, tags_text, prov_text, reviewer, rev_id, reasoning = rows[i]
-            k = int(at[i])
             parsed = loads(mtext)
             messages = _plain(parsed) if "\\u" not in mtext else None
             if messages is None:
@@ -289,22 +291,24 @@ def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVer
             if think and reasoning and reasoning.strip():
                 messages = with_think(messages, reasoning)
                 st.with_reasoning += 1
-            code = int(codes[k])
             digest = sha256(dumps(messages, option=_SORTED)).hexdigest()
             if sink.copy:
                 # COPY text: the JSON holds no tab or newline (JSON escapes them), only
                 # backslashes, which COPY reads as escapes: doubled
                 lines.append(b"%d\t%d\t%b\t%d\t%b\t%d\t%b\t%b\t%b" % (
-                    version.id, sid, _null(rev_id), sversion, split_names[code], positions[k],
+                    version.id, sid, _null(rev_id), sversion, split_names[code], position,
                     dumps(messages).replace(b"\\", b"\\\\"), digest.encode(), _null(doc_id)))
             else:
                 dicts.append(dict(zip(ITEM_COLUMNS, (
-                    version.id, sid, rev_id, sversion, SPLITS[code], int(positions[k]), messages,
+                    version.id, sid, rev_id, sversion, SPLITS[code], position, messages,
                     digest, doc_id), strict=True)))
             splits.append(code)
-            token_texts.append("\n".join(m["content"] for m in messages))
-            collector.add(SPLITS[code], sid, messages)
-            st.turns[sum(1 for m in messages if m["role"] == "user")] += 1
+            token_texts.append("\n".join([m["content"] for m in messages]))
+            into = pending_split[code]
+            if into is not None:
+                into[0].append(sid)
+                into[1].append(leakage_text(messages))
+            st.turns[[m["role"] for m in messages].count("user")] += 1
             st.tag_texts[tags_text] += 1
             if doc_id is not None:
                 st.documents[doc_id] += 1

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core import minhash
+from service.datasets.schemas import SPLITS
 from service.models import DatasetVersionItem
 
 THRESHOLD = 0.8
@@ -162,6 +163,12 @@ class Collector:
         if self.active and pending is not None:
             pending[0].append(sample_id)
             pending[1].append(leakage_text(messages))
+
+    def pending(self) -> list[tuple[list[int], list[str]] | None]:
+        """Per split code (``SPLITS`` order), the ``(ids, texts)`` lists ``add`` appends to
+        until the next ``take``, or None where nothing is collected: a build's loop appends
+        to them itself."""
+        return [self._pending.get(s) if self.active else None for s in SPLITS]
 
     def take(self) -> dict[str, tuple[list[int], list[str]]]:
         """The samples added since the last ``take``, for ``absorb`` (in another thread)."""
