@@ -132,6 +132,34 @@ def drop(admin_url: str, db_url: str) -> None:
     admin.dispose()
 
 
+def _reusable(admin_url: str, name: str) -> dict | None:
+    """The URL of database ``name`` and its latest ready version (as a build result with no
+    timing), or None when there is no such database or no ready version in it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    admin = create_engine(url.set(database="postgres"))
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+    admin.dispose()
+    if not exists:
+        return None
+    db_url = url.set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT id, counts FROM dataset_versions WHERE status = 'ready' "
+                                "ORDER BY id DESC LIMIT 1")).first()
+    engine.dispose()
+    if row is None:
+        return None
+    vid, counts = row
+    print(f"reusing database {name}, version {vid} ({counts['total']} samples)", file=sys.stderr)
+    return {"url": db_url, "build": {"version_id": vid, "seconds": None, "samples": counts["total"],
+                                     "counts": counts, "samples_per_s": None, "peak_rss_mb": None,
+                                     "leakage": {}, "reused": True}}
+
+
 # --- phases (each in its own process) -----------------------------------------------------------
 
 
@@ -183,6 +211,8 @@ def phase_build() -> dict:
 
 
 def phase_export(version_id: int, fmt: str = "openai") -> dict:
+    from sqlalchemy import delete
+
     from service.core import jobs
     from service.core.db import session_scope
     from service.datasets import service as datasets_service
@@ -191,6 +221,9 @@ def phase_export(version_id: int, fmt: str = "openai") -> dict:
 
     jobs.send_now = lambda name, **kw: None
     with session_scope() as db:
+        # a reused database keeps the exports of earlier runs: start from none, as after a build
+        db.execute(delete(DatasetExport).where(DatasetExport.version_id == version_id,
+                                               DatasetExport.format == fmt))
         exp, _ = datasets_service.create_export(db, version=db.get(DatasetVersion, version_id),
                                                 fmt=fmt)
         eid = exp.id
@@ -274,6 +307,9 @@ def main() -> None:
     parser.add_argument("--name", help="database name (default: one named after this process)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --name: use that database and its latest ready version if it "
+                             "has one (no insert, no build; implies --keep)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -284,14 +320,20 @@ def main() -> None:
         print(json.dumps(fn()))
         return
 
-    db_url = setup(args.database_url, args.n, name=args.name)
+    if args.reuse and not args.name:
+        parser.error("--reuse needs --name")
+    reused = _reusable(args.database_url, args.name) if args.reuse else None
+    db_url = reused["url"] if reused else setup(args.database_url, args.n, name=args.name)
+    keep = args.keep or args.reuse
     data_dir = tempfile.mkdtemp(prefix="annotune-bench-export-")
     exports: dict[str, dict] = {}
     try:
-        build = _child("build", db_url, data_dir)
+        build = reused["build"] if reused else _child("build", db_url, data_dir)
         vid = str(build["version_id"])
-        print(f"build: {build['samples']} samples in {build['seconds']:.1f}s "
-              f"= {build['samples_per_s']:,.0f}/s, peak RSS {build['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        if not reused:
+            print(f"build: {build['samples']} samples in {build['seconds']:.1f}s "
+                  f"= {build['samples_per_s']:,.0f}/s, peak RSS {build['peak_rss_mb']:.0f} MB",
+                  file=sys.stderr)
         for fmt in args.formats.split(","):
             export = _child("export", db_url, data_dir, vid, fmt)
             raw = _child("raw", db_url, data_dir, vid, fmt)
@@ -304,20 +346,21 @@ def main() -> None:
                   f"{exports[fmt]['export_vs_raw']:.2f}x; same bytes "
                   f"{exports[fmt]['export_bytes_equal_raw']}", file=sys.stderr)
     finally:
-        if not args.keep:
+        if not keep:
             drop(args.database_url, db_url)
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
-    report = {"n_inserted": args.n, "build": build, "exports": exports,
+    report = {"n_inserted": args.n, "reused_database": bool(reused), "build": build, "exports": exports,
               "load_average_after": os.getloadavg()[0], "python": sys.version.split()[0],
               "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"samples in version: {build['samples']:,}  (of {args.n:,} inserted; 90% accepted)")
-        print(f"build : {build['seconds']:8.1f} s  {build['samples_per_s']:10,.0f} samples/s  "
-              f"peak RSS {build['peak_rss_mb']:.0f} MB  leakage {build['leakage'].get('checked')}")
+        if not reused:
+            print(f"build : {build['seconds']:8.1f} s  {build['samples_per_s']:10,.0f} samples/s  "
+                  f"peak RSS {build['peak_rss_mb']:.0f} MB  leakage {build['leakage'].get('checked')}")
         for fmt, e in exports.items():
             ex, raw = e["export"], e["raw_dump"]
             print(f"{fmt:9}: export {ex['seconds']:6.1f} s {ex['samples_per_s']:9,.0f}/s "

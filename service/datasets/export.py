@@ -5,8 +5,9 @@ Layout under ``settings.data_dir/exports/<version_id>/<format>/``:
 * ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (only non-empty splits): one record a
   line, as ``orjson.dumps(formats.convert_out(messages, fmt))`` gives it (keys in the order the
   writer built them, UTF-8 as is, ``\\n`` after every record). The frozen messages are stored as
-  that canonical JSON text, so OpenAI lines are the stored text wrapped in ``{"messages":…}``,
-  with no parsing on the way (the same bytes; a property test checks it). Format ``hf`` writes ``<split>.parquet``
+  that canonical JSON text, so OpenAI lines are the stored text wrapped in ``{"messages":…}``
+  (PostgreSQL joins the texts of a chunk with ``}\\n{"messages":`` itself), with no parsing on
+  the way (the same bytes; a property test checks it). Format ``hf`` writes ``<split>.parquet``
   instead (OpenAI ``messages`` column, through pyarrow, the engine of the ``datasets`` library;
   optional: without pyarrow the ``hf`` format is refused).
 * ``dataset_info.json``: one LLaMA-Factory entry a split, named ``<dataset>_v<N>_<split>``.
@@ -22,16 +23,20 @@ The files are written into a staging folder which is renamed into place when com
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from psycopg.adapt import Loader
+from psycopg.pq import Format, TransactionStatus
 from sqlalchemy import Text, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -67,39 +72,122 @@ def data_file_name(fmt: str, split: str) -> str:
 # --- reading frozen items -----------------------------------------------------------------------
 
 
-def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH
-                ) -> Iterator[bytes]:
-    """Frozen messages of one split in position order as blocks of ``batch`` lines: each line
-    the canonical JSON text (``CanonicalJSON``: exactly ``orjson.dumps(messages)``, checked
-    when the version was built; JSON has no raw newline) and ``\\n``, UTF-8.
+def iter_frozen(db: Session, version_id: int, split: str, batch: int = BATCH,
+                joiner: bytes = b"\n") -> Iterator[tuple[int, bytes]]:
+    """Frozen messages of one split in position order, in chunks: ``(rows, text)``, the text
+    the rows' canonical JSON (``CanonicalJSON``: exactly ``orjson.dumps(messages)``, checked
+    when the version was built; JSON has no raw newline) joined by ``joiner``, UTF-8, with
+    nothing after the last row.
 
-    On PostgreSQL through a psycopg named cursor in binary mode, the text as ``bytea``
-    (``convert_to``: the stored UTF-8 bytes, no decoding into ``str`` and encoding back), the
-    next batch fetched and joined in a thread while this one is written (the database's work
-    and the network wait overlap with ours; 2 batches ahead at most). A named cursor is planned
-    for a fast start (``cursor_tuple_fraction``): an index scan in position order, where a
-    ``COPY (SELECT ...)`` got a sort spilling to disk. Elsewhere through SQLAlchemy's
-    ``yield_per``.
+    On PostgreSQL each chunk is one query for a range of ``batch`` positions whose rows the
+    server joins itself (``string_agg``): one Python object a chunk, not one a row, and the
+    OpenAI writer's wrapping done by the separator. The chunks are read ahead by ``READERS``
+    threads on their own connections, so the index scans (position order is not the heap's
+    order: one heap page read a row) run on every core while this thread writes; the chunks
+    still come out in order. A version that another connection cannot see yet (not committed,
+    or not ready) is read on the session's own connection, one thread ahead. Elsewhere through
+    SQLAlchemy's ``yield_per``.
     """
     conn = db.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        raw = conn.connection.driver_connection
-        with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}", binary=True) as cur:
-            cur.itersize = batch
-            cur.execute("SELECT convert_to(messages, 'UTF8') FROM dataset_version_items "
-                        "WHERE version_id = %s AND split = %s ORDER BY position", (version_id, split))
-            yield from prefetched(lambda: cur.fetchmany(batch),
-                                  lambda rows: b"\n".join([r[0] for r in rows]) + b"\n")
+        yield from _pg_chunks(db, version_id, split, batch, joiner)
         return
     stmt = (select(type_coerce(DatasetVersionItem.messages, Text))
             .where(DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == split)
             .order_by(DatasetVersionItem.position))
     result = db.execute(stmt, execution_options={"yield_per": batch, "stream_results": True})
+    sep = joiner.decode()
     try:
         for rows in result.partitions():
-            yield ("\n".join(row[0] for row in rows) + "\n").encode()
+            yield len(rows), sep.join(row[0] for row in rows).encode()
     finally:
         result.close()
+
+
+READERS = 2
+# the rows of one range of positions, in position order (the positions come along to prove it),
+# joined by the server; the range is an index scan (a sort of a chunk would spill to disk)
+_CHUNK_SQL = ("SELECT array_agg(position), string_agg(messages, %s) FROM (SELECT position, "
+              "messages FROM dataset_version_items WHERE version_id = %s AND split = %s "
+              "AND position >= %s AND position < %s ORDER BY position) AS chunk")
+
+
+class _TextAsBytes(Loader):
+    """``text`` in binary format as the UTF-8 bytes the server sent (no decoding)."""
+
+    format = Format.BINARY
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+def _read_chunks(raw: Any, version_id: int, split: str, starts: range, width: int,
+                 joiner: str) -> Iterator[tuple[int, bytes]]:
+    """``(rows, text)`` of the position ranges ``[lo, lo + width)`` for ``lo`` in ``starts``,
+    on one psycopg connection (inside its transaction)."""
+    with raw.cursor(binary=True) as cur:
+        cur.adapters.register_loader("text", _TextAsBytes)
+        cur.execute("SET LOCAL enable_sort = off")
+        try:
+            for lo in starts:
+                cur.execute(_CHUNK_SQL, (joiner, version_id, split, lo, lo + width))
+                positions, text = cur.fetchone()
+                if positions is None:  # a gap in the positions: an empty chunk keeps the turn
+                    yield 0, b""
+                    continue
+                if any(a >= b for a, b in itertools.pairwise(positions)):
+                    raise RuntimeError("frozen items came out of position order")
+                yield len(positions), text
+        finally:
+            if raw.info.transaction_status == TransactionStatus.INTRANS:  # not after an error
+                cur.execute("SET LOCAL enable_sort TO DEFAULT")
+
+
+def _pg_chunks(db: Session, version_id: int, split: str, batch: int,
+               joiner: bytes) -> Iterator[tuple[int, bytes]]:
+    """The chunks of one split in order, read ahead by ``READERS`` threads on their own
+    connections (chunk ``k`` by reader ``k % READERS``), or by one thread on the session's
+    connection when another connection would not see the version."""
+    sep = joiner.decode()
+    conn = db.connection()
+    top = conn.exec_driver_sql(
+        "SELECT max(position) FROM dataset_version_items WHERE version_id = %(v)s "
+        "AND split = %(s)s", {"v": version_id, "s": split}).scalar()
+    if top is None:
+        return
+    engine = conn.engine
+    with ExitStack() as stack:
+        raws = []
+        for _ in range(READERS):
+            other = stack.enter_context(engine.connect())
+            if other.exec_driver_sql("SELECT status FROM dataset_versions WHERE id = %(v)s",
+                                     {"v": version_id}).scalar() != "ready":
+                raws = []
+                break
+            raws.append(other.connection.driver_connection)
+        if not raws:  # not committed yet (or not ready): only this transaction sees the items
+            raws = [conn.connection.driver_connection]
+        n = len(raws)
+        streams = []
+        for i, raw in enumerate(raws):
+            chunks = _read_chunks(raw, version_id, split, range(i * batch, top + 1, n * batch),
+                                  batch, sep)
+            stack.callback(chunks.close)  # after its thread stopped (callbacks run last first)
+            stream = prefetched(lambda chunks=chunks: next(chunks, None), _same)
+            stack.callback(stream.close)
+            streams.append(stream)
+        # round robin: reader i has chunks i, i + n, ...; a reader out of chunks ends the split
+        while True:
+            for stream in streams:
+                chunk = next(stream, None)
+                if chunk is None:
+                    return
+                if chunk[0]:
+                    yield chunk
+
+
+def _same(chunk: tuple[int, bytes]) -> tuple[int, bytes]:
+    return chunk
 
 
 # --- writers ------------------------------------------------------------------------------------
@@ -166,28 +254,38 @@ def alpaca_line(line: bytes) -> tuple[bytes, bool, bool]:
     return out + b"}", system is not None, len(turns) > 2
 
 
-def _write_jsonl(path: Path, blocks: Iterator[bytes], fmt: str,
+OPENAI_JOINER = b"}\n" + OPENAI_HEAD  # between two frozen texts: end a record, start the next
+
+
+def joiner_for(fmt: str) -> bytes:
+    """What ``iter_frozen`` puts between two frozen texts for the writer of ``fmt``."""
+    return OPENAI_JOINER if fmt == "openai" else b"\n"
+
+
+def _write_jsonl(path: Path, chunks: Iterator[tuple[int, bytes]], fmt: str,
                  tick: Callable[[int], None]) -> dict[str, Any]:
     """One record a line, made from the frozen text without parsing it: OpenAI records are
-    ``{"messages": <text>}`` (one ``replace`` a block), Alpaca and ShareGPT records are cut
-    and joined from the text's JSON strings (``alpaca_line``, ``sharegpt_line``). The bytes
-    are those of ``orjson.dumps(formats.convert_out(messages, fmt))`` (property-tested)."""
+    ``{"messages": <text>}`` (the chunks come joined by ``}\n{"messages":``, so a chunk is
+    written as it is, between a head and a tail), Alpaca and ShareGPT records are cut and
+    joined from the text's JSON strings (``alpaca_line``, ``sharegpt_line``). ``chunks`` are
+    ``iter_frozen``'s with ``joiner_for(fmt)``. The bytes are those of
+    ``orjson.dumps(formats.convert_out(messages, fmt))`` (property-tested)."""
     out = _HashingWriter(path)
     n = 0
     has_system = has_history = False
-    for block in blocks:
-        if not block:
-            continue
-        k = block.count(b"\n")
+    for k, text in chunks:
         if fmt == "openai":
-            has_system = has_system or block.startswith(SYSTEM_HEAD) or b"\n" + SYSTEM_HEAD in block
-            out.write(OPENAI_HEAD + block[:-1].replace(b"\n", b"}\n" + OPENAI_HEAD) + b"}\n")
+            has_system = has_system or text.startswith(SYSTEM_HEAD) or (
+                OPENAI_JOINER + SYSTEM_HEAD in text)
+            out.write(OPENAI_HEAD)
+            out.write(text)
+            out.write(b"}\n")
         elif fmt == "sharegpt":
-            made = [sharegpt_line(line) for line in block[:-1].split(b"\n")]
+            made = [sharegpt_line(line) for line in text.split(b"\n")]
             has_system = has_system or any(r[1] for r in made)
             out.write(b"\n".join([r[0] for r in made]) + b"\n")
         elif fmt == "alpaca":
-            made3 = [alpaca_line(line) for line in block[:-1].split(b"\n")]
+            made3 = [alpaca_line(line) for line in text.split(b"\n")]
             has_system = has_system or any(r[1] for r in made3)
             has_history = has_history or any(r[2] for r in made3)
             out.write(b"\n".join([r[0] for r in made3]) + b"\n")
@@ -199,7 +297,7 @@ def _write_jsonl(path: Path, blocks: Iterator[bytes], fmt: str,
     return {**info, "records": n, "has_system": has_system, "has_history": has_history}
 
 
-def _write_parquet(path: Path, blocks: Iterator[bytes],
+def _write_parquet(path: Path, chunks: Iterator[tuple[int, bytes]],
                    tick: Callable[[int], None]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -210,8 +308,7 @@ def _write_parquet(path: Path, blocks: Iterator[bytes],
     has_system = False
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
         rows: list[dict[str, Any]] = []
-        for msgs in (orjson.loads(t) for block in blocks for t in block[:-1].split(b"\n")
-                     if block):
+        for msgs in (orjson.loads(t) for _k, text in chunks for t in text.split(b"\n")):
             record = formats.convert_out(msgs, "openai")
             has_system = has_system or record["messages"][0]["role"] == "system"
             rows.append(record)
@@ -250,8 +347,10 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def write_export(db: Session, export_id: int, *, on_progress: Callable[[int], None] | None = None,
-                 batch: int = BATCH) -> DatasetExport:
-    """Write every file of the export, then rename the folder into place and record the hashes."""
+                 batch: int | None = None) -> DatasetExport:
+    """Write every file of the export, then rename the folder into place and record the hashes
+    (``batch``: positions a chunk, ``BATCH`` by default)."""
+    batch = batch or BATCH
     export = db.get(DatasetExport, export_id)
     if export is None:
         raise NotFound("export not found", code="export_not_found")
@@ -305,9 +404,9 @@ def _write_all(db: Session, folder: Path, *, dataset: Dataset, version: DatasetV
             continue
         name = data_file_name(fmt, split)
         path = folder / name
-        rows = iter_frozen(db, version.id, split, batch)
-        meta = (_write_parquet(path, rows, tick) if fmt == "hf"
-                else _write_jsonl(path, rows, fmt, tick))
+        chunks = iter_frozen(db, version.id, split, batch, joiner_for(fmt))
+        meta = (_write_parquet(path, chunks, tick) if fmt == "hf"
+                else _write_jsonl(path, chunks, fmt, tick))
         entry_fmt = "openai" if fmt == "hf" else fmt
         info[f"{base}_{split}"] = formats.dataset_info_entry(
             entry_fmt, name, has_system=meta.pop("has_system"), has_history=meta.pop("has_history"))

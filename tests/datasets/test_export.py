@@ -253,8 +253,8 @@ def test_openai_lines_copied_from_frozen_text_equal_a_full_serialisation(convs, 
     system prompts, Alpaca's history)."""
     folder = tmp_path_factory.mktemp("fast")
     for fmt in ("openai", "sharegpt", "alpaca"):
-        meta = datasets_export._write_jsonl(folder / f"{fmt}.jsonl", frozen_blocks(convs), fmt,
-                                            lambda k: None)
+        meta = datasets_export._write_jsonl(folder / f"{fmt}.jsonl", frozen_chunks(convs, fmt),
+                                            fmt, lambda k: None)
         expected = b"".join(orjson.dumps(formats.convert_out(m, fmt)) + b"\n" for m in convs)
         assert (folder / f"{fmt}.jsonl").read_bytes() == expected, fmt
         assert meta["records"] == len(convs)
@@ -263,11 +263,13 @@ def test_openai_lines_copied_from_frozen_text_equal_a_full_serialisation(convs, 
         assert meta["sha256"] == hashlib.sha256(expected).hexdigest()
 
 
-def frozen_blocks(convs):
-    """The conversations as ``iter_frozen`` gives them: blocks of frozen text lines."""
-    lines = [orjson.dumps(formats.to_openai(m)["messages"]) + b"\n" for m in convs]
-    half = len(lines) // 2
-    return iter([b"".join(lines[:half]), b"".join(lines[half:])])
+def frozen_chunks(convs, fmt):
+    """The conversations as ``iter_frozen`` gives them for ``fmt``: ``(rows, text)`` chunks,
+    the frozen texts joined by the format's joiner."""
+    texts = [orjson.dumps(formats.to_openai(m)["messages"]) for m in convs]
+    half = len(texts) // 2
+    joiner = datasets_export.joiner_for(fmt)
+    return iter([(len(part), joiner.join(part)) for part in (texts[:half], texts[half:]) if part])
 
 
 def test_frozen_messages_are_stored_as_canonical_text(db, version):
@@ -280,3 +282,71 @@ def test_frozen_messages_are_stored_as_canonical_text(db, version):
     for text, messages in rows:
         assert text == orjson.dumps(messages).decode()
         assert all(list(m) == ["role", "content"] for m in messages)
+
+
+# --- reading the frozen text back (chunks joined by the database, several readers) -----------
+
+
+def _tricky_version(db, project):
+    tricks = ["back\\slash", 'quote " and \\"', "tab\there", "new\nline", '},{"role":"user","content":"',
+              "\\N", "é 付款 \u2028", "ctrl \x01\x7f"]
+    for i in range(23):
+        make_sample(db, project, conv(i, system=i % 4 == 0, turns=1 + i % 2,
+                                      text=f"{tricks[i % len(tricks)]} {i}"))
+    v = build(db, make_dataset(db, project), seed=3, split={"train": 0.6, "validation": 0.2, "test": 0.2})
+    assert v.status == "ready", v.error
+    return v
+
+
+def _expected(db, version_id: int, split: str, fmt: str) -> bytes:
+    return b"".join(orjson.dumps(formats.convert_out(m, fmt)) + b"\n"
+                    for m in frozen(db, version_id, split))
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_exports_read_in_small_chunks_by_several_readers_keep_every_byte(db, project, readers,
+                                                                         monkeypatch):
+    """Chunks of 2 positions (the last one short, splits of odd sizes) read by 1-3 connections
+    come out in position order, and every format's file is the full serialisation (backslashes,
+    escapes, non-ASCII, the separators inside contents)."""
+    v = _tricky_version(db, project)
+    monkeypatch.setattr(datasets_export, "READERS", readers)
+    monkeypatch.setattr(datasets_export, "BATCH", 2)
+    for fmt in TEXT_FORMATS:
+        exp = export(db, v, fmt)
+        for split in ("train", "validation", "test"):
+            assert (Path(exp.path) / f"{split}.jsonl").read_bytes() == _expected(db, v.id, split, fmt)
+
+
+def test_a_version_other_connections_cannot_see_is_read_on_the_session(db, project):
+    """Not ready for the other connections (here: marked building, committed): the chunks are
+    read on the session's own connection, and they are the same."""
+    v = _tricky_version(db, project)
+    readers = {s: list(datasets_export.iter_frozen(db, v.id, s, 3, datasets_export.OPENAI_JOINER))
+               for s in ("train", "validation", "test")}
+    db.rollback()
+    v.status = "building"
+    db.commit()
+    for split, chunks in readers.items():
+        assert list(datasets_export.iter_frozen(db, v.id, split, 3,
+                                                datasets_export.OPENAI_JOINER)) == chunks
+        rows = frozen(db, v.id, split)
+        assert [k for k, _ in chunks] == [min(3, len(rows) - i) for i in range(0, len(rows), 3)]
+        assert datasets_export.OPENAI_HEAD + b"".join(
+            t if i == 0 else datasets_export.OPENAI_JOINER + t for i, (_, t) in enumerate(chunks)
+        ) + b"}\n" == _expected(db, v.id, split, "openai")
+
+
+def test_gaps_in_positions_are_skipped_in_order(db, project):
+    """Positions with holes (items deleted here; a build writes 0..n-1) still come out in order."""
+    from sqlalchemy import delete
+
+    v = _tricky_version(db, project)
+    db.execute(delete(DatasetVersionItem).where(DatasetVersionItem.version_id == v.id,
+                                                DatasetVersionItem.split == "train",
+                                                DatasetVersionItem.position.in_([0, 1, 4, 5])))
+    db.commit()
+    chunks = list(datasets_export.iter_frozen(db, v.id, "train", 2, b"\n"))
+    texts = b"\n".join(t for _, t in chunks).split(b"\n")
+    assert [orjson.loads(t) for t in texts] == frozen(db, v.id, "train")
+    assert sum(k for k, _ in chunks) == len(texts)
