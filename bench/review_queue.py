@@ -76,6 +76,32 @@ async def run(base: str, world: dict, *, seconds: float, annotators: int):
     return stats, decided, time.perf_counter() - start
 
 
+def cpu_seconds(server) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process (the load generator), the app
+    (uvicorn and its workers) and every PostgreSQL process: where the machine's time goes."""
+    import psutil
+
+    def used(procs) -> float:
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    with open("/proc/stat") as f:  # the whole machine: busy = everything but idle and iowait
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    app = psutil.Process(server.pid)
+    postgres = [q for q in psutil.process_iter(["name"]) if q.info["name"] in ("postgres",
+                                                                                 "postmaster")]
+    return {"load generator": used([psutil.Process()]),
+            "app (uvicorn)": used([app, *app.children(recursive=True)]),
+            "PostgreSQL": used(postgres), "machine busy": busy}
+
+
 def db_checks(url: str, pid: int, since) -> dict:
     from sqlalchemy import create_engine, text
 
@@ -134,15 +160,24 @@ def main() -> None:
         asyncio.run(run(base, world, seconds=5, annotators=args.annotators))
         since = datetime.now(UTC)
         load = [os.getloadavg()]
+        cpu = [cpu_seconds(proc)]
         stats, decided, elapsed = asyncio.run(run(base, world, seconds=args.seconds,
                                                   annotators=args.annotators))
         load.append(os.getloadavg())
+        cpu.append(cpu_seconds(proc))
         checks = db_checks(url, world["project_id"], since)
         cmd = " ".join(shlex.quote(a) for a in ["python", "bench/review_queue.py", *sys.argv[1:]])
         print(f"command: `{cmd}`\nsamples: {args.samples}, annotators: {args.annotators}, uvicorn "
               f"workers: {args.workers}, CPUs: {os.cpu_count()}; load average (1, 5, 15 min) "
               f"before: {load[0]}, after: {load[1]}\n")
         print(report(stats, decided, elapsed, checks, args.annotators), flush=True)
+        per = {k: cpu[1][k] - cpu[0][k] for k in cpu[0]}
+        mine = ("load generator", "app (uvicorn)", "PostgreSQL")
+        per["other processes"] = per["machine busy"] - sum(per[k] for k in mine)
+        cpus = os.cpu_count() or 1
+        print(f"CPU seconds during the run (of {elapsed * cpus:.0f} available on {cpus} CPUs): "
+              + ", ".join(f"{k} {v:.0f} s ({1000 * v / max(len(decided), 1):.1f} ms per decision)"
+                          for k, v in per.items()), flush=True)
     finally:
         if proc is not None:
             review_bench.stop_server(proc)
