@@ -3,6 +3,8 @@
     python bench/search.py                                  # 1M samples, 30 rounds
     python bench/search.py --samples 200000 --rounds 10
     python bench/search.py --keep                           # keep the database afterwards
+    python bench/search.py --db annotune_bench_search --load-only   # load once, keep it
+    python bench/search.py --db annotune_bench_search       # reuse it when already loaded
     python bench/search.py --database postgresql+psycopg://postgres@127.0.0.1:5432/annotune_bench_search_123
 
 What it does:
@@ -173,7 +175,7 @@ def bigram_build(url: str) -> float:
     return _execute(url, [*search.PG_BIGRAM_DDL, "ANALYZE samples"])
 
 
-def time_http(base: str, world: dict, rounds: int) -> tuple[dict, dict, dict]:
+def time_http(base: str, world: dict, rounds: int, sort: str) -> tuple[dict, dict, dict]:
     """Cold (first request per query) and warm latencies (ms) of the list endpoint, and the
     number of items on the first page."""
     import httpx
@@ -189,7 +191,7 @@ def time_http(base: str, world: dict, rounds: int) -> tuple[dict, dict, dict]:
         for rnd in range(rounds + 1):
             for q in queries:
                 t0 = time.perf_counter()
-                resp = client.get(f"/api/v1/projects/{pid}/samples", params={"q": q, "limit": 50})
+                resp = client.get(f"/api/v1/projects/{pid}/samples", params={"q": q, "limit": 50, "sort": sort})
                 ms = (time.perf_counter() - t0) * 1000
                 resp.raise_for_status()
                 if rnd == 0:
@@ -200,7 +202,7 @@ def time_http(base: str, world: dict, rounds: int) -> tuple[dict, dict, dict]:
     return cold, warm, items
 
 
-def time_db(url: str, world: dict, rounds: int) -> tuple[dict, dict, dict]:
+def time_db(url: str, world: dict, rounds: int, sort: str) -> tuple[dict, dict, dict]:
     """``list_samples`` in-process (median ms), the matching count, and the plan's scans."""
     from sqlalchemy import and_, create_engine, select, text
     from sqlalchemy.dialects import postgresql
@@ -221,7 +223,8 @@ def time_db(url: str, world: dict, rounds: int) -> tuple[dict, dict, dict]:
                 times = []
                 for _ in range(max(3, rounds // 5)):
                     t0 = time.perf_counter()
-                    samples_service.list_samples(db, project_id=pid, flt=flt, limit=50, cursor=None)
+                    samples_service.list_samples(db, project_id=pid, flt=flt, limit=50, cursor=None,
+                                                 sort=sort)
                     times.append((time.perf_counter() - t0) * 1000)
                     db.expunge_all()
                 med[q] = sorted(times)[len(times) // 2]
@@ -266,14 +269,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="warm requests per query")
     ap.add_argument("--keep", action="store_true", help="keep the database (for EXPLAIN afterwards)")
     ap.add_argument("--database", help="reuse a database kept by --keep (no load)")
+    ap.add_argument("--sort", default="id", help="the list's sort (id: the API's default; -id: "
+                    "newest first, the browser page's default)")
     args = ap.parse_args()
+
+    from sqlalchemy.engine import make_url
 
     from service.core import migrate
 
-    url = args.database or review_bench.create_database(args.pg, prefix="annotune_bench_search")
+    url, world = args.database, None
+    if args.db and review_bench.database_exists(args.pg, args.db):
+        url = make_url(args.pg).set(database=args.db).render_as_string(hide_password=False)
+        migrate.upgrade(url)  # a kept database meets a newer schema (an index revision)
+        world = review_bench.load_world(url)  # None: a load cut short, loaded again below
+        if world is None:
+            url = None
+    url = url or review_bench.create_database(args.pg, prefix="annotune_bench_search",
+                                              name=args.db)
     proc = None
     try:
-        if args.database:
+        if world is not None:  # (the statistics of the load kept: the same phrase patterns)
+            print(f"reusing database {args.db} (about {world['samples_estimate']} samples)",
+                  flush=True)
+        elif args.database:
             migrate.upgrade(url)  # a kept database meets a newer schema (an index revision)
             _execute(url, ["ANALYZE samples"])  # statistics for a new expression index
             world = reuse(url)
@@ -288,13 +306,15 @@ def main() -> None:
             print(f"loaded {args.samples} samples: COPY {world['load_seconds']:.1f} s, trigram "
                   f"indexes {world['index_seconds']:.1f} s, bigram index {bigram_s:.1f} s "
                   f"(setup {time.perf_counter() - t0:.1f} s)", flush=True)
+        if args.load_only:
+            return
         port = review_bench.free_port()
         proc = review_bench.start_server(url, port, 1)
         load = [os.getloadavg()]
-        cold, warm, items = time_http(f"http://127.0.0.1:{port}", world, args.rounds)
+        cold, warm, items = time_http(f"http://127.0.0.1:{port}", world, args.rounds, args.sort)
         review_bench.stop_server(proc)
         proc = None
-        med, counts, plans = time_db(url, world, args.rounds)
+        med, counts, plans = time_db(url, world, args.rounds, args.sort)
         load.append(os.getloadavg())
         cmd = " ".join(shlex.quote(a) for a in ["python", "bench/search.py", *sys.argv[1:]])
         print(f"command: `{cmd}`\nload average (1, 5, 15 min) before timing: "
@@ -303,7 +323,7 @@ def main() -> None:
     finally:
         if proc is not None:
             review_bench.stop_server(proc)
-        if args.keep or args.database:
+        if args.keep or args.database or args.db:
             print(f"kept database {url}")
         else:
             review_bench.drop_database(args.pg, url)

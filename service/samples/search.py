@@ -53,8 +53,9 @@ replica`` made the index scan itself the cost: the trigrams of its short common 
 ``ǂth``, ``onǂ``: in more than half of all samples) have posting lists of that size, and they
 narrow nothing the rare ones do not. Which trigrams are rare is read from the planner's own
 sample of the column (``pg_stats``: up to 1000 texts at the column's statistics target, cached
-a few minutes per process): the rarest trigrams are taken, one by one, until the sample holds
-no more texts with all of them than with the phrase itself.
+a few minutes per process): rarest first, a trigram is read when the candidates it removes
+(in that sample) cost more to fetch than its posting list costs to read (``model data``: 3 of
+its 8 trigrams, a fifth of the postings, for ~10% more candidates).
 
 A page of a search on PostgreSQL (:func:`pg_page`) is found in two steps, because no one plan
 is fast for every term: walking the list's order and filtering (fast for a common term) reads
@@ -64,6 +65,18 @@ the two apart from statistics (they say how many samples hold a term, not where)
 is bounded: the first ``probe_rows(limit)`` rows in list order are filtered; if they hold a full
 page it is the answer (any later match sorts after them), else the matches come from the index
 (a ``MATERIALIZED`` CTE, which no ORDER BY can turn back into a walk) and are sorted.
+
+Listed by id ascending (the API's default), the index step does not read every match: a term
+that only the newest samples hold (``kubernetes operator``: ~10k matches, none among the first
+2000) read them all to keep the 50 smallest ids. The index's bitmap is read in the table's
+physical order, which an append-mostly table keeps close to id order, and a scan of it stops
+after the first ``limit`` matches; the largest of their ids bounds the page (at least
+``limit`` matches lie at or below it, wherever the others are), and the BRIN index on id
+(``ix_samples_id_brin``, migration 0020: the smallest and largest id of each range of 32
+blocks) lets the second scan read the index's candidates only in blocks that can hold such an
+id (a ``BitmapAnd``). A row an edit moved down the table keeps its block's range honest (its id
+widens that range's summary), so the bound never loses a match; on a table whose physical
+order has drifted far from id order the second scan simply reads more candidates.
 Measured in bench/search.py (docs/benchmarks.md, "Search").
 """
 from __future__ import annotations
@@ -77,11 +90,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, column, func, literal_column, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    and_,
+    bindparam,
+    column,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
 
+from service.core import sanitize
 from service.models import Sample
 
 FTS_TABLE = "samples_fts"
@@ -119,6 +146,10 @@ PG_PHRASE_DDL = (
      f"(replace(search_text, ' ', '{JOIN}') gin_trgm_ops)"),
     f"ALTER INDEX {PG_PHRASE_INDEX} ALTER COLUMN 1 SET STATISTICS 1000",
 )
+PG_ID_BRIN_INDEX = "ix_samples_id_brin"  # since 0020: pg_page's bound on id, by blocks
+PG_ID_BRIN_DDL = (f"CREATE INDEX IF NOT EXISTS {PG_ID_BRIN_INDEX} ON samples USING brin (id) "
+                  "WITH (pages_per_range = 32, autosummarize = on)")
+PG_ID_BRIN_DROP = f"DROP INDEX IF EXISTS {PG_ID_BRIN_INDEX}"
 PG_DDL = (
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON samples USING gin (search_text gin_trgm_ops)",
@@ -186,7 +217,7 @@ def search_text(messages: Any) -> str:
 def is_search_object(name: str | None) -> bool:
     """Database objects this module owns outside the models (for Alembic's autogenerate)."""
     return bool(name) and (name in (PG_INDEX, PG_PHRASE_INDEX, PG_BIGRAM_INDEX,
-                                    SQLITE_TAIL_INDEX) or name == FTS_TABLE
+                                    PG_ID_BRIN_INDEX, SQLITE_TAIL_INDEX) or name == FTS_TABLE
                            or name.startswith(f"{FTS_TABLE}_"))
 
 
@@ -201,6 +232,10 @@ def clause(db: Session, query: str, target: Any = None) -> ColumnElement[bool] |
     needle = fold(query)
     if not needle:
         return None
+    if sanitize.text_problem(needle):
+        # a NUL or a lone surrogate: no stored text holds one (the validation gate refuses
+        # them) and neither database takes it as a value; HTTP refuses it first with a 422
+        return false()
     col = Sample.search_text if target is None else target
     if db.get_bind().dialect.name == "postgresql":
         # the values as literals: psycopg prepares a statement run five times, and PostgreSQL
@@ -277,14 +312,19 @@ class TextSample:
         return cls(joined, grams)
 
 
+# what a candidate row costs (read from the table, its text rechecked: ~7 us) against one
+# posting of a trigram read from the index (~13 ns), measured on the bench (bench/search.py)
+CANDIDATE_COST = 300
+
+
 def phrase_pattern(needle: str, sample: TextSample) -> str:
     """The LIKE pattern over ``replace(search_text, ' ', JOIN)`` that narrows a phrase on the
     phrase index: pieces of the phrase, in its order, that hold the trigrams worth reading.
 
-    ``sample``: :func:`planner_sample`. The phrase's trigrams are taken rarest first until the
-    sample holds no more texts with all of them than with the whole phrase: a common trigram
-    (``ǂth``) is read only if the sample says it still narrows. No sample (no statistics yet):
-    every trigram. The pattern is a necessary condition (its pieces are disjoint parts of the
+    ``sample``: :func:`planner_sample`. The phrase's trigrams are considered rarest first, and
+    one is read when the candidates it removes (in the sample) cost more to fetch than its
+    posting list costs to read (``CANDIDATE_COST``): a common trigram (``ǂth``, ``dat``) only
+    if the sample says it narrows by that much. No sample (no statistics yet): every trigram. The pattern is a necessary condition (its pieces are disjoint parts of the
     phrase, in order); the exact check is the caller's."""
     joined = needle.replace(" ", JOIN)
     starts: dict[str, int] = {}
@@ -295,14 +335,16 @@ def phrase_pattern(needle: str, sample: TextSample) -> str:
         return f"%{_escape_like(joined)}%"
     chosen = sorted(starts.values())
     if sample.texts:
-        target = sum(joined in t for t in sample.texts)
         left: Sequence[str] = sample.texts
         chosen = []
         for gram in sorted(starts, key=lambda g: (sample.grams.get(g, 0), starts[g])):
-            if chosen and len(left) <= target:
-                break
+            kept = [t for t in left if gram in t]
+            # worth reading when the candidates it removes cost more to fetch than its
+            # posting list costs to read (the rarest is always read: the index needs one)
+            if chosen and (len(left) - len(kept)) * CANDIDATE_COST <= sample.grams.get(gram, 0):
+                continue
             chosen.append(starts[gram])
-            left = [t for t in left if gram in t]
+            left = kept
         chosen.sort()
     pieces: list[list[int]] = []
     for i in chosen:
@@ -364,10 +406,29 @@ def pg_page(db: Session, *, where: list[Any], query: str, order: Callable[[Any],
     rows = list(db.scalars(select(window).where(in_window).order_by(*order(window)).limit(limit)))
     if len(rows) == limit:
         return rows
+    where = [*where, found]
+    if _by_id_ascending(order):
+        # the first ``limit`` matches in the table's physical order (the index's bitmap is read
+        # in that order; the scan stops there): the ``limit``-th smallest of their ids bounds
+        # the page, whatever the order of the rest, and the BRIN index on id restricts the
+        # index's candidates to the blocks that can hold an id that small
+        first = (select(Sample.id).where(*where).cte("first").prefix_with("MATERIALIZED"))
+        ids = list(db.scalars(select(first.c.id).limit(limit)))
+        if len(ids) < limit:  # that was every match
+            return list(db.scalars(select(Sample).where(Sample.id.in_(ids))
+                                   .order_by(*order(Sample))))
+        where.append(Sample.id <= _literal(max(ids), BigInteger()))
     # the matches' ids and sort keys only (no wide rows in the CTE), the page's ids picked from
     # them, and only then the page's rows
-    hits = (select(Sample.id, Sample.updated_at, Sample.created_at).where(*where, found)
+    hits = (select(Sample.id, Sample.updated_at, Sample.created_at).where(*where)
             .cte("hits").prefix_with("MATERIALIZED"))
     page = select(hits.c.id).order_by(*order(hits.c)).limit(limit).subquery("page")
     return list(db.scalars(select(Sample).where(Sample.id.in_(select(page.c.id)))
                            .order_by(*order(Sample))))
+
+
+def _by_id_ascending(order: Callable[[Any], list[Any]]) -> bool:
+    """``order`` is the list's default, id ascending (the order the BRIN index serves)."""
+    keys = order(Sample)
+    return (len(keys) == 1 and keys[0].element.compare(Sample.__table__.c.id)
+            and keys[0].modifier is operators.asc_op)

@@ -152,3 +152,21 @@ def test_migration_fills_existing_samples(tmp_path):
                                  f"{search.FTS_TABLE} MATCH '\"软件包\"'")).all()
         assert len(hits) == 1
     engine.dispose()
+
+
+
+@pytest.mark.parametrize("q", ["soft\x00ware", "\x00", "软件\ud800包", "lora \x00adapters"])
+def test_a_nul_or_lone_surrogate_in_the_query_is_refused_never_a_500(client, db, corpus, q):
+    owner, pid, _ids = corpus
+    if "\x00" in q:  # (an HTTP client cannot send a lone surrogate: it is not UTF-8)
+        resp = client.get(f"/api/v1/projects/{pid}/samples", params={"q": q},
+                          headers=owner.headers)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["details"][0]["field"] == "query.q"
+        page = client.get(f"/projects/{pid}/samples", params={"q": q}, headers=owner.headers)
+        assert page.status_code == 422, page.text
+    # in-process (a task running a stored filter): it matches nothing, on both databases
+    flt = samples_service.SampleFilter(q=q)
+    rows, nxt = samples_service.list_samples(db, project_id=pid, flt=flt, limit=5, cursor=None)
+    assert (rows, nxt) == ([], None)
+    assert samples_service.count_samples(db, project_id=pid, flt=flt) == 0

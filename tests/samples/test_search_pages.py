@@ -4,6 +4,9 @@ the plain filter would, for a term in every sample, one only the newest samples 
 sample holds. The walk is shortened (``probe_rows``) so a small project crosses it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import event
 
@@ -45,6 +48,22 @@ def _walk(client, owner, pid, q: str, sort: str, limit: int) -> list[int]:
         params["cursor"] = body["next_cursor"]
 
 
+@contextmanager
+def _statements(db) -> Iterator[list[str]]:
+    """The SQL statements run meanwhile."""
+    statements: list[str] = []
+    engine = db.get_bind().engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 @pytest.mark.parametrize("sort", ["id", "-id", "-updated_at", "created_at"])
 def test_pages_match_the_plain_filter(client, db, project, monkeypatch, sort):
     owner, pid, ids = project
@@ -64,15 +83,7 @@ def test_pages_match_the_plain_filter(client, db, project, monkeypatch, sort):
 def test_the_walk_answers_a_common_term_and_the_index_a_rare_one(db, project, monkeypatch):
     _owner, pid, ids = project
     monkeypatch.setattr(search, "probe_rows", lambda limit: 3 * limit)
-    statements: list[str] = []
-
-    engine = db.get_bind().engine
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with _statements(db) as statements:
         flt = samples_service.SampleFilter(q="checksum")
         rows, _ = samples_service.list_samples(db, project_id=pid, flt=flt, limit=5, cursor=None)
         assert [r.id for r in rows] == ids[:5]
@@ -82,8 +93,6 @@ def test_the_walk_answers_a_common_term_and_the_index_a_rare_one(db, project, mo
         rows, _ = samples_service.list_samples(db, project_id=pid, flt=flt, limit=5, cursor=None)
         assert [r.id for r in rows] == ids[-7:-2]
         assert any("MATERIALIZED" in s for s in statements)  # the index found the rest
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize(("q", "index"), [("checksum", search.PG_INDEX),
@@ -102,3 +111,27 @@ def test_a_word_uses_the_plain_index_and_a_phrase_the_phrase_index(db, project, 
         "EXPLAIN " + str(compiled), compiled.params))
     db.rollback()
     assert index in plan, plan
+
+
+def test_the_bound_on_id_finds_a_match_that_an_edit_moved_down_the_table(client, db, project,
+                                                                         monkeypatch):
+    """Listed by id, the first matches in the table's physical order bound the page
+    (``pg_page``); an edited sample's row is written after the newest ones, and its small id
+    still comes first."""
+    from sqlalchemy import text
+
+    owner, pid, ids = project
+    monkeypatch.setattr(search, "probe_rows", lambda limit: 3 * limit)
+    moved = ids[2]
+    resp = client.patch(f"/api/v1/projects/{pid}/samples/{moved}", headers=owner.headers,
+                        json={"version": 1, "messages": conv(N - 1)})  # now says 熔断器模式
+    assert resp.status_code == 200, resp.text
+    db.expire_all()
+    blocks = dict(db.execute(text("SELECT id, (ctid::text::point)[0] * 1000 + "
+                                  "(ctid::text::point)[1] FROM samples WHERE id = ANY(:ids)"),
+                             {"ids": [moved, ids[-7]]}).all())
+    assert blocks[moved] > blocks[ids[-7]]  # the edit wrote the row after the newest ones
+    with _statements(db) as statements:
+        assert _walk(client, owner, pid, "熔断器模式", "id", 4) == [moved, *ids[-7:]]
+        assert _walk(client, owner, pid, "新样本提到熔断器", "-id", 3) == [*ids[-7:][::-1], moved]
+    assert any("first AS MATERIALIZED" in s for s in statements)  # the bound was taken
