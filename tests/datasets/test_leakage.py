@@ -92,3 +92,50 @@ def test_report_made_while_freezing_equals_the_check_over_the_items(db, project)
     version = leaked_version(db, project)
     assert leakage.check(db, version.id, version.counts) == (version.leakage,
                                                              version.stats["leakage"])
+
+
+def _reference_signature(text: str, num_perm: int = leakage.NUM_PERM, size: int = leakage.SHINGLE,
+                         seed: int = leakage.SEED) -> list[int]:
+    """One text's signature as the module docstring of ``core.minhash`` defines it, in plain
+    Python integers: the vectorised batch code must give exactly this."""
+    mask = 0xFFFFFFFF
+
+    def fmix(h: int) -> int:
+        h ^= h >> 16
+        h = h * 0x85EBCA6B & mask
+        h ^= h >> 13
+        h = h * 0xC2B2AE35 & mask
+        return h ^ (h >> 16)
+
+    codes = [ord(c) for c in text]
+    window = min(size, len(codes))
+    shingles = []
+    for start in range(max(len(codes) - size + 1, 1)):
+        h = 0
+        for c in codes[start:start + window]:
+            h = (h * 1_000_003 + c) & mask
+        shingles.append(fmix(h))
+    a, b = (int(x[0]) for x in minhash.permutations(1, seed))
+    bits = num_perm.bit_length() - 1
+    bins: list[int | None] = [None] * num_perm
+    for h in shingles:
+        h = fmix((h * a + b) & mask)
+        j, value = h >> (32 - bits), h & ((1 << (32 - bits)) - 1)
+        bins[j] = value if bins[j] is None else min(bins[j], value)
+    out = []
+    for j in range(num_perm):
+        d = next(d for d in range(num_perm) if bins[(j + d) % num_perm] is not None)
+        out.append((bins[(j + d) % num_perm] + (0x9E3779B1 * d)) & mask)
+    return out
+
+
+@pytest.mark.nodb
+def test_batch_signatures_equal_a_plain_python_reference():
+    rng = random.Random(11)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40))) for _ in range(60)]
+    texts += ["", "a", "abcd", "abcde", "付款合同", "😀 x 😀", "a" * 300]
+    rng.shuffle(texts)
+    sigs = leakage.signatures(texts)
+    assert sigs.dtype == np.uint32 and sigs.shape == (len(texts), leakage.NUM_PERM)
+    for text, sig in zip(texts, sigs, strict=True):
+        assert sig.tolist() == _reference_signature(text), text
