@@ -10,7 +10,9 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core import openapi, sanitize
 from service.core.config import get_settings
@@ -66,6 +68,46 @@ def _csp(path: str) -> str:
     return DOCS_CSP if path.startswith(("/docs", "/redoc")) else CSP
 
 
+class RequestContext:
+    """Pure ASGI middleware (no task and stream per request, as ``@app.middleware("http")``
+    costs): a request id for the logs and the ``X-Request-ID`` header, the security headers
+    unless the route set its own, and one access-log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex[:16]
+        path = scope.get("path", "")
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                out = MutableHeaders(scope=message)
+                out["X-Request-ID"] = rid
+                for name, value in (("X-Content-Type-Options", "nosniff"),
+                                    ("X-Frame-Options", "DENY"),
+                                    ("Referrer-Policy", "same-origin"),
+                                    ("Content-Security-Policy", _csp(path))):
+                    out.setdefault(name, value)
+            await send(message)
+
+        token = request_id_var.set(rid)
+        try:
+            await self.app(scope, receive, send_with_headers)
+            log.info("%s %s %s %.1fms", scope.get("method"), path, status,
+                     (time.perf_counter() - start) * 1000)
+        finally:
+            request_id_var.reset(token)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -108,26 +150,7 @@ def create_app() -> FastAPI:
         return render(request, "pages/error.html", status_code=exc.status_code,
                       error_status=exc.status_code, detail=exc.message, code=exc.code)
 
-    @app.middleware("http")
-    async def _request_context(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        token = request_id_var.set(rid)
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        response.headers["X-Request-ID"] = rid
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Content-Security-Policy", _csp(request.url.path))
-        request_id_var.set(rid)
-        log.info("%s %s %s %.1fms", request.method, request.url.path, response.status_code,
-                 (time.perf_counter() - start) * 1000)
-        request_id_var.set("-")
-        return response
-
+    app.add_middleware(RequestContext)  # request id, security headers, the access log
     app.add_middleware(RetryTransient)  # a database fault before COMMIT: the request once more
     app.add_middleware(BodySizeLimit)  # outermost: 413 while the body streams in
     from service import apidocs
