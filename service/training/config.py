@@ -216,8 +216,8 @@ class TrainingConfig:
     packing: str = field(
         default="auto",
         metadata=_meta(
-            "How a micro-batch's sequences are put together. `auto`: padding-free packing (all the "
-            "batch's sequences in one row, positions restarting per sequence, no attention across "
+            "How a micro-batch's sequences are put together. `auto`: padding-free packing (the batch's "
+            "sequences in rows of at most max_seq_length tokens, one row with flash attention, positions restarting per sequence, no attention across "
             "them) when a check on the loaded model confirms its attention keeps packed sequences "
             "apart, else padded batches of similar lengths; `on`: packing, and the run fails where "
             "that check does not pass; `off`: padded batches of similar lengths. The choice made is "

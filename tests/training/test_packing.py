@@ -139,9 +139,9 @@ def test_pack_rows_bounds_rows_and_minimises_slots():
         # no other capacity in [longest, bound] packs first-fit-decreasing into fewer slots
         assert len(rows) * max(widths) <= len(lengths) * max(lengths)
     assert pack_rows(lengths, None) == [list(range(8))]
-    assert pack_rows([5, 5, 5, 5], 10) == [[0, 1], [2, 3]]
+    assert pack_rows([5, 5, 5, 5], 10) == [[0], [1], [2], [3]]  # 20 slots either way: narrower rows
     assert pack_rows([9, 2, 2], 10) in ([[0], [1, 2]], [[0, 1], [2]])  # 2 x 9 either way
-    assert pack_rows([3, 3, 3], 1000) == [[0, 1, 2]]  # one row as soon as everything fits
+    assert pack_rows([3, 3, 3], 1000) == [[0], [1], [2]]  # 9 slots either way: narrower rows
     assert pack_rows([7], 4) == [
         [0]
     ]  # a sample longer than the bound (never made by build_dataset)
