@@ -13,7 +13,8 @@ API keys are encrypted with ``ANNOTUNE_SECRET_KEY``: restore with the same key t
 
 The row format is portable: a backup of PostgreSQL restores into SQLite and back. Restore needs
 an empty database: it migrates it to the backup's revision, inserts the rows in dependency order
-in one transaction, moves PostgreSQL's id sequences past the restored ids, and unpacks the
+in one transaction (the database's triggers rebuild the derived counters as the samples go in;
+an archive's copy of them is ignored), moves PostgreSQL's id sequences past the restored ids, and unpacks the
 files; the archive's checksums are verified before anything is written.
 """
 from __future__ import annotations
@@ -45,9 +46,11 @@ class BackupError(Exception):
 
 
 def _tables() -> list[Table]:
+    """The tables a backup holds: every model's, less the derived ones (``info["derived"]``,
+    such as the trigger-kept sample counters, which inserting the rows rebuilds)."""
     import service.models  # noqa: F401 - every model registered on Base.metadata
 
-    return list(Base.metadata.sorted_tables)
+    return [t for t in Base.metadata.sorted_tables if not t.info.get("derived")]
 
 
 def _revision(conn: Connection) -> str | None:

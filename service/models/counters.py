@@ -13,6 +13,8 @@ at a time and uses slot 0.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from sqlalchemy import BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,6 +27,8 @@ class ProjectSampleCount(Base):
     """``n`` samples of ``project_id`` in ``status`` (one slot's share of it)."""
 
     __tablename__ = "project_sample_counts"
+    # derived: the triggers rebuild it from ``samples``, so a backup leaves it out
+    __table_args__: ClassVar[dict[str, Any]] = {"info": {"derived": True}}
 
     project_id: Mapped[int] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True

@@ -14,6 +14,7 @@ from service.core.templating import render
 from service.models import Role, User
 from service.projects.pages import PROJECT_STATS, add_tab
 from service.review import service as review_service
+from service.review import source as review_source
 from service.review.api import queue_sort, set_sort_cookie, skipped_ids
 from service.samples import service as samples_service
 
@@ -61,7 +62,7 @@ def review_page(request: Request, access: ProjectAnnotator, db: SessionDep, samp
                                              user_id=access.user.id, overlap=settings.review_overlap,
                                              skip_ids=skipped_ids(request, access.project.id),
                                              sort=order)
-    source = review_service.source_for(db, current) if current else None
+    source = review_source.source_for(db, current) if current else None
     data = {"project_id": access.project.id, "user_id": access.user.id,
             "sample": sample_payload(current) if current else None,
             "reject_reasons": settings.reject_reasons, "overlap": settings.review_overlap}
@@ -102,7 +103,7 @@ def adjudicate_page(request: Request, access: ProjectLead, db: SessionDep,
             "reject_reasons": review_service.review_settings(access.project).reject_reasons}
     return render(request, "pages/review_adjudicate.html", items=[], next_cursor=None,
                   current=current, decisions=decisions, emails=emails, data=data,
-                  source=review_service.source_for(db, current))
+                  source=review_source.source_for(db, current))
 
 
 def _settings_page(request: Request, access, *, error: str | None = None, message: str | None = None,

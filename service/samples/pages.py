@@ -17,7 +17,7 @@ from service.core.errors import AppError, Invalid
 from service.core.templating import render
 from service.models import ImportJob, Membership, Role, User
 from service.review import pages as review_pages
-from service.review import service as review_service
+from service.review import source as review_source
 from service.samples import imports
 from service.samples import service as samples_service
 from service.samples.formats import FORMATS
@@ -144,7 +144,7 @@ def sample_page(request: Request, sample_id: int, access: ProjectViewer, db: Ses
                for r in reversed(revisions)]
     return render(request, "pages/samples_detail.html", sample=sample, history=history,
                   judge=review_pages.judge_of(sample.scores),
-                  source=review_service.source_for(db, sample),
+                  source=review_source.source_for(db, sample),
                   can_review=access.at_least(Role.annotator))
 
 
