@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 IMPORT_LINES = 8_000  # ~15 s on a loaded 2-core machine; progress is written every 1,000
-BUILD_SAMPLES = 60_000  # progress is written every 5,000 samples (service.datasets.service.BATCH)
+BUILD_SAMPLES = 30_000  # progress is written every 5,000 samples (service.datasets.service.BATCH)
 EVAL_ITEMS = 24
 
 

@@ -61,8 +61,8 @@ class DatasetVersionItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
-    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="RESTRICT"))
-    revision_id: Mapped[int | None] = mapped_column(ForeignKey("sample_revisions.id", ondelete="RESTRICT"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="RESTRICT"), index=True)
+    revision_id: Mapped[int | None] = mapped_column(ForeignKey("sample_revisions.id", ondelete="RESTRICT"), index=True)
     sample_version: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(12))
     position: Mapped[int] = mapped_column(Integer)

@@ -58,6 +58,6 @@ class Chunk(Base):
     heading_path: Mapped[list[str]] = mapped_column(JSONType, default=list)
     token_count: Mapped[int] = mapped_column(Integer, default=0)
     content_hash: Mapped[str] = mapped_column(String(64))
-    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), index=True)
     duplicate_kind: Mapped[str | None] = mapped_column(String(10))  # exact|near
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -45,7 +45,7 @@ class EvalPrediction(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("dataset_version_items.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("dataset_version_items.id", ondelete="CASCADE"), index=True)
     sample_id: Mapped[int] = mapped_column(BigId)
     prompt: Mapped[list[dict[str, str]]] = mapped_column(JSONType)
     prediction: Mapped[str | None] = mapped_column(Text)

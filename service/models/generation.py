@@ -88,13 +88,13 @@ class GenerationUnit(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("generation_jobs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
-    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), index=True)
     index: Mapped[int] = mapped_column(Integer, default=0)
     # a genre–audience fan-out: the pair this unit asks in (``GAPair``; kept if the pair goes)
     ga_pair_id: Mapped[int | None] = mapped_column(BigId)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"))
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"), index=True)
     raw_output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     # why the unit failed, for the job's summary: truncated, parse_failed, wrong_shape,

@@ -45,9 +45,9 @@ class PreferenceItem(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     prompt: Mapped[list[dict[str, str]]] = mapped_column(JSONType)
-    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
-    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"))
-    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"))
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), index=True)
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"), index=True)
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"), index=True)
     source: Mapped[str] = mapped_column(String(20), default="manual")  # manual|import|sample
     unit_key: Mapped[str | None] = mapped_column(String(200))  # idempotency key of a creator
     status: Mapped[str] = mapped_column(String(20), default=ItemStatus.pending.value)
@@ -152,7 +152,7 @@ class PreferenceVersionItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("preference_versions.id", ondelete="CASCADE"))
-    item_id: Mapped[int] = mapped_column(ForeignKey("preference_items.id", ondelete="RESTRICT"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("preference_items.id", ondelete="RESTRICT"), index=True)
     split: Mapped[str] = mapped_column(String(12))
     position: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(20))

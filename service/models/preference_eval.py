@@ -53,7 +53,7 @@ class PreferenceEvalItem(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("preference_eval_runs.id", ondelete="CASCADE"),
                                         index=True)
     item_id: Mapped[int] = mapped_column(
-        ForeignKey("preference_version_items.id", ondelete="CASCADE"))
+        ForeignKey("preference_version_items.id", ondelete="CASCADE"), index=True)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     scores: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)

@@ -53,7 +53,7 @@ class Sample(Base):
     source: Mapped[str] = mapped_column(String(20), default="manual")  # manual|import|generation
     unit_key: Mapped[str | None] = mapped_column(String(200))  # idempotency key for generated units
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="RESTRICT"))
-    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="RESTRICT"))
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="RESTRICT"), index=True)
     generation_job_id: Mapped[int | None] = mapped_column(BigId)
     # the leaf of the project's domain tree the sample covers (service/diversity); no foreign
     # key (SQLite would rebuild the table): the tree's edits move or clear it themselves
