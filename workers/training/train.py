@@ -304,6 +304,7 @@ def train(
 
     from workers.training import artifacts
     from workers.training.data import PaddingCollator, build_dataset
+    from workers.training.label_logits import label_logits_exact, label_logits_trainer_class
     from workers.training.models import CHATML_TEMPLATE, load_tokenizer, resolve_base_model
     from workers.training.packing import PackedCollator, resolve_packing
     from workers.training.quantization import plan_quantization, prepare_kbit_model
@@ -426,6 +427,14 @@ def train(
         config.packing, model, batch_size=config.batch_size, max_length=config.max_seq_length
     )
     hooks.on_event("info", f"batches: {packing.reason}", {"kind": "packing", **packing.to_dict()})
+    # the training loss from logits where a label is, when that equals the model's own loss
+    split = label_logits_exact(model)
+    hooks.on_event(
+        "info",
+        "loss: logits only where a label is" if split is None
+        else f"loss: the model's own forward ({split})",
+        {"kind": "label_logits", "used": split is None, "reason": split},
+    )
 
     # -- trainer ------------------------------------------------------------------------------
     use_bf16 = device_type == "cuda" and str(plan.compute_dtype) == "torch.bfloat16"
@@ -467,7 +476,10 @@ def train(
     )
     curve: list[dict[str, Any]] = []
     bridge = _make_bridge(hooks, device_type, curve)
-    trainer = (_packed_trainer_class(Trainer) if packing.packed else Trainer)(
+    trainer_cls = _packed_trainer_class(Trainer) if packing.packed else Trainer
+    if split is None:
+        trainer_cls = label_logits_trainer_class(trainer_cls)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_data,
