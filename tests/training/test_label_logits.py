@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from tests.training.test_packing import WORDS, Events, _cfg
+from tests.training.test_packing import Events, _cfg
 from workers.training import label_logits as label_logits_mod
 from workers.training.data import PaddingCollator, build_dataset
 from workers.training.label_logits import label_logits_exact, label_loss
@@ -21,19 +21,6 @@ from workers.training.packing import NUM_TOKENS_KEY, PackedCollator
 from workers.training.train import train
 
 pytestmark = [pytest.mark.ml, pytest.mark.nodb]
-
-
-@pytest.fixture(scope="module")
-def conversations(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("label-data") / "train.jsonl"
-    rows = []
-    for i in range(18):
-        n = 2 + (i * 11) % 30
-        answer = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(n))
-        rows.append({"messages": [{"role": "user", "content": f"Say {i} things about review?"},
-                                  {"role": "assistant", "content": answer}]})
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
 def _lora(model_dir: Path):
@@ -53,9 +40,9 @@ def _grads(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_loss_and_gradients_equal_the_models_own(tiny_model, conversations, packed):
+def test_loss_and_gradients_equal_the_models_own(tiny_model, spread_file, packed):
     tokenizer = build_tiny_tokenizer()
-    data = build_dataset(tokenizer, conversations, max_seq_length=128)
+    data = build_dataset(tokenizer, spread_file, max_seq_length=128)
     features = [data[i] for i in range(8)]
     collate = PackedCollator(tokenizer.pad_token_id, 128) if packed else PaddingCollator(
         tokenizer.pad_token_id)
@@ -94,17 +81,17 @@ def test_the_check_passes_for_llama_and_refuses_a_soft_capped_head(tiny_model):
     assert reason is not None and "differs" in reason
 
 
-def test_a_run_has_the_curve_of_the_models_own_forward(tiny_model, conversations, tmp_path,
+def test_a_run_has_the_curve_of_the_models_own_forward(tiny_model, spread_file, tmp_path,
                                                        monkeypatch):
     hooks = Events()
-    fast = train(_cfg(tiny_model, max_steps=6), train_file=conversations,
+    fast = train(_cfg(tiny_model, max_steps=6), train_file=spread_file,
                  output_dir=tmp_path / "fast", callbacks=hooks)
     event = next(e for e in hooks.events if e["kind"] == "label_logits")
     assert event == {"kind": "label_logits", "used": True, "reason": None}
 
     monkeypatch.setattr(label_logits_mod, "label_logits_exact", lambda model: "test: off")
     hooks = Events()
-    plain = train(_cfg(tiny_model, max_steps=6), train_file=conversations,
+    plain = train(_cfg(tiny_model, max_steps=6), train_file=spread_file,
                   output_dir=tmp_path / "plain", callbacks=hooks)
     event = next(e for e in hooks.events if e["kind"] == "label_logits")
     assert event["used"] is False and event["reason"] == "test: off"

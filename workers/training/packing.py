@@ -44,6 +44,7 @@ __all__ = [
     "PackingPlan",
     "pack_rows",
     "packed_collator",
+    "packed_trainer_class",
     "packing_leak",
     "resolve_packing",
 ]
@@ -232,3 +233,20 @@ def resolve_packing(
         True,
         f"packing not exact with {attn} attention ({leak}): length-bucketed padded batches instead",
     )
+
+
+def packed_trainer_class(trainer_cls):
+    """``trainer_cls`` that counts a packed batch's real tokens and keeps that count from the model."""
+
+    class PackedTrainer(trainer_cls):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.state.num_input_tokens_seen += int(inputs.pop(NUM_TOKENS_KEY))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs.pop(NUM_TOKENS_KEY, None)
+            return super().prediction_step(
+                model, inputs, prediction_loss_only, ignore_keys=ignore_keys
+            )
+
+    return PackedTrainer

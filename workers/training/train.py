@@ -306,7 +306,7 @@ def train(
     from workers.training.data import PaddingCollator, build_dataset
     from workers.training.label_logits import label_logits_exact, label_logits_trainer_class
     from workers.training.models import CHATML_TEMPLATE, load_tokenizer, resolve_base_model
-    from workers.training.packing import PackedCollator, resolve_packing
+    from workers.training.packing import PackedCollator, packed_trainer_class, resolve_packing
     from workers.training.quantization import plan_quantization, prepare_kbit_model
 
     out = Path(output_dir)
@@ -471,12 +471,12 @@ def train(
         use_cpu=device_type == "cpu",
         **_sampling_kwargs(TrainingArguments, packing.bucketed),
         # Packed rows carry their real token count (their filler is not padding by id, and pad
-        # is often EOS): _packed_trainer_class counts it instead.
+        # is often EOS): packed_trainer_class counts it instead.
         include_num_input_tokens_seen="no" if packing.packed else "non_padding",
     )
     curve: list[dict[str, Any]] = []
     bridge = _make_bridge(hooks, device_type, curve)
-    trainer_cls = _packed_trainer_class(Trainer) if packing.packed else Trainer
+    trainer_cls = packed_trainer_class(Trainer) if packing.packed else Trainer
     if split is None:
         trainer_cls = label_logits_trainer_class(trainer_cls)
     trainer = trainer_cls(
@@ -584,24 +584,6 @@ def train(
     if device_type == "cuda":
         torch.cuda.empty_cache()
     return result
-
-
-def _packed_trainer_class(trainer_cls):
-    """``trainer_cls`` that counts a packed batch's real tokens and keeps that count from the model."""
-    from workers.training.packing import NUM_TOKENS_KEY
-
-    class PackedTrainer(trainer_cls):
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            self.state.num_input_tokens_seen += int(inputs.pop(NUM_TOKENS_KEY))
-            return super().training_step(model, inputs, num_items_in_batch)
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            inputs.pop(NUM_TOKENS_KEY, None)
-            return super().prediction_step(
-                model, inputs, prediction_loss_only, ignore_keys=ignore_keys
-            )
-
-    return PackedTrainer
 
 
 def _last(curve: list[dict[str, Any]], key: str) -> float | None:
