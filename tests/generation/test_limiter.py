@@ -98,7 +98,7 @@ def test_timeout_when_full(redis_client, key):
     t0 = time.monotonic()
     with pytest.raises(LimiterTimeout), sem:
         pass
-    assert 0.15 < time.monotonic() - t0 < 1.0
+    assert 0.15 < time.monotonic() - t0 < 3.0  # gave up after its 0.2 s, not the 10 s lease
     sem.release(token)
     with sem:
         assert sem.holders() == 1

@@ -109,12 +109,12 @@ def test_5xx_are_retried(server):
 
 
 def test_timeout_is_retried(server):
-    server.script(Hang(1.5), Reply("fast now"))
+    server.script(Hang(5.0), Reply("fast now"))
     t0 = time.monotonic()
     result = chat(settings_for(server, timeout=0.4), USER)
     assert result.content == "fast now"
     assert result.attempts == 2
-    assert time.monotonic() - t0 < 1.4  # did not wait for the hung answer
+    assert time.monotonic() - t0 < 3.0  # did not wait for the hung answer (5 s)
 
 
 def test_unreadable_body_is_retried(server):

@@ -36,12 +36,20 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+# Each bomb left alone runs for minutes or exhausts memory; refused by a limit it takes a few
+# milliseconds (the renderer's own wall limit is MAX_SECONDS = 0.5 s). The bound below separates the
+# two with room for a loaded CI machine: a run once took 1.08 s for a 4 ms refusal, a pause of the
+# whole process (a collection of the test process's large heap), not of the renderer.
+QUICK = 4 * prompts.MAX_SECONDS + 1.0
+
+
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_each_bomb_is_refused_quickly(name):
+    gc.collect()
     start = time.perf_counter()
     with pytest.raises(prompts.PromptError, match="template (not allowed|error)"):
         prompts.render(BOMBS[name])
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < QUICK
 
 
 def test_ordinary_templates_still_render():
@@ -56,7 +64,7 @@ def test_ordinary_templates_still_render():
         prompts.render(d.text, **variables)
 
 
-def test_preview_of_each_bomb_is_a_422_within_a_second_and_rss_stays(client, db, factories):
+def test_preview_of_each_bomb_is_a_422_quickly_and_rss_stays(client, db, factories):
     from service.models import User
 
     owner = factories.make_actor(db)
@@ -75,7 +83,7 @@ def test_preview_of_each_bomb_is_a_422_within_a_second_and_rss_stays(client, db,
                            headers=owner.headers, json={})
         elapsed = time.perf_counter() - start
         assert resp.status_code == 422, (name, resp.status_code, resp.text[:200])
-        assert elapsed < 1.0, (name, elapsed)
+        assert elapsed < QUICK, (name, elapsed)
     gc.collect()
     assert _rss_mb() - before < 50
 
