@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     # one multipart document upload request (several files); each file also max_upload_bytes
     max_upload_request_bytes: int = 1024 * 1024 * 1024
+    # PostgreSQL: connections each process keeps open. A request holds one from its first query
+    # to its response, and uvicorn runs up to 40 sync handlers at once per process: with fewer
+    # kept, the extra ones were opened and closed per request (a backend started each time)
+    db_pool_size: int = 40
+    db_max_overflow: int = 10
     # SQLite: how long a writer waits for the write lock before "database is locked"
     sqlite_busy_timeout_seconds: float = 30.0
     # review queue: how long "next" reserves a pending sample for the annotator who asked

@@ -175,7 +175,8 @@ def make_engine(url: str) -> Engine:
         # (uvicorn runs sync routes on 40 threads) plus a worker, so none times out on the pool
         kwargs.update(pool_size=10, max_overflow=50, pool_timeout=settings.sqlite_busy_timeout_seconds * 2)
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        kwargs.update(pool_pre_ping=True, pool_size=settings.db_pool_size,
+                      max_overflow=settings.db_max_overflow)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         _sqlite_transactions(engine, int(settings.sqlite_busy_timeout_seconds * 1000))
