@@ -10,33 +10,15 @@ decision upsert that also drops the lease). Before issue 17's work they were 6 a
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from sqlalchemy import func, select
 
-from sqlalchemy import event, func, select
-
-from service.core.db import get_engine
 from service.models import ReviewDecision, ReviewLease, Sample
 from tests.conftest import PG_URL
 from tests.review.conftest import qa, team  # noqa: F401  (fixture)
+from tests.support.statements import statements
 
 # (claim, save, decision); SQLite (one writer, no SKIP LOCKED) keeps the portable claim
 PINNED = (3, 5, 6) if PG_URL else (6, 5, 7)
-
-
-@contextmanager
-def statements():
-    seen: list[str] = []
-
-    def record(_conn, _cursor, statement, _params, _context, _executemany):
-        if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
-            seen.append(" ".join(statement.split()))
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_claim_save_and_decision_round_trips(client, db, team, make_samples):  # noqa: F811

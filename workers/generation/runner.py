@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from service.core.db import get_sessionmaker
 from service.core.errors import Invalid
-from service.diversity import fanout
 from service.generation import llm, parsers
 from service.generation import service as generation_service
 from service.generation.jobs import GENERATION
@@ -41,7 +39,7 @@ from service.models import (
 from service.samples import formats, store
 from service.samples.validation import SampleInvalid
 from workers import jobs as kit
-from workers.generation import shapes
+from workers.generation import batching, shapes
 
 log = logging.getLogger(__name__)
 MAX_UNIT_ATTEMPTS = 3
@@ -61,6 +59,8 @@ class Context:
     template: PromptTemplate
     answer_t: PromptTemplate | None
     limiter: AbstractContextManager[Any]
+    writer: batching.Writer = field(init=False)
+    feed: batching.Feed = field(init=False)
 
 
 @dataclass
@@ -72,6 +72,7 @@ class Attempt:
     number: int  # the unit's attempts after the claim
     usage: llm.Usage = field(default_factory=llm.Usage)
     recorded: bool = False
+    submitted: bool = False  # its outcome went to the writer, which records the cost from then on
     truncated: bool = False  # an answer cut off by the budget was kept (``keep_truncated``)
 
 
@@ -99,15 +100,22 @@ def _body(lease: kit.Lease) -> dict[str, Any]:
     ctx = Context(lease=lease, provider=provider, template=template, answer_t=answer_t,
                   limiter=provider_limiter(provider), **ctx_values)
     threads = 1 if provider.kind == "local" else max(1, provider.max_concurrency)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gen{job_id}") as pool:
-        futures = [pool.submit(_work, ctx) for _ in range(threads)]
-        while True:  # the job's counters follow the units once a second, not per unit
-            done, running = wait(futures, timeout=PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
-            _flush_progress(ctx)
-            if not running or any(f.exception() for f in done):
-                break
-        for future in futures:
-            future.result()
+    ctx.writer = batching.Writer(lease, _record_usage)
+    ctx.feed = batching.Feed(job_id, threads, ctx.writer)
+    try:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"gen{job_id}") as pool:
+            futures = [pool.submit(_work, ctx) for _ in range(threads)]
+            while True:  # the job's counters follow the units once a second, not per unit
+                done, running = wait(futures, timeout=PROGRESS_SECONDS,
+                                     return_when=FIRST_EXCEPTION)
+                _flush_progress(ctx)
+                if not running or any(f.exception() for f in done):
+                    break
+            for future in futures:
+                future.result()
+    finally:
+        ctx.feed.release()
+        ctx.writer.close()  # every outcome handed over is written (or its cost recorded)
     if lease.should_stop():  # cancelled or lost: the counters still follow what was spent
         _settle_counters(job_id)
     lease.check()  # paused, cancelled or lost while the last units ran: not ours to close
@@ -134,7 +142,7 @@ def _recover_units(db: Any, job_id: int) -> None:
 
 @dataclass
 class Claimed:
-    """A unit this thread holds, with what running it needs (read in the claim's session)."""
+    """A unit this runner holds, with what running it needs (read in the claim's session)."""
 
     id: int
     attempt: int
@@ -144,37 +152,10 @@ class Claimed:
     pair: dict[str, Any] | None = None  # a genre–audience fan-out's pair (id, genre, audience)
 
 
-def _claim_unit(ctx: Context) -> Claimed | None:
-    """One pending unit for this thread, or None when none is left (one short transaction)."""
-    with get_sessionmaker()() as db:
-        sub = (select(GenerationUnit.id).where(GenerationUnit.job_id == ctx.job_id,
-                                               GenerationUnit.status == "pending")
-               .order_by(GenerationUnit.id).limit(1))
-        if db.get_bind().dialect.name == "postgresql":
-            sub = sub.with_for_update(skip_locked=True)
-        row = db.execute(update(GenerationUnit).where(GenerationUnit.id == sub.scalar_subquery(),
-                                                      GenerationUnit.status == "pending")
-                         .values(status="running", attempts=GenerationUnit.attempts + 1)
-                         .returning(GenerationUnit.id, GenerationUnit.attempts,
-                                    GenerationUnit.key, GenerationUnit.sample_id,
-                                    GenerationUnit.chunk_id, GenerationUnit.ga_pair_id)
-                         .execution_options(synchronize_session=False)).first()
-        if row is None:
-            db.commit()
-            return None
-        chunk = db.get(Chunk, row.chunk_id) if row.chunk_id else None
-        pair = fanout.pair_variables(db, row.ga_pair_id)
-        db.commit()
-        if chunk is not None:
-            db.expunge(chunk)
-    return Claimed(id=int(row.id), attempt=int(row.attempts), key=row.key, target=row.sample_id,
-                   chunk=chunk, pair=pair)
-
-
 def _work(ctx: Context) -> None:
-    """One thread: claim and run units until none is left or the runner must stop."""
-    while not ctx.lease.should_stop():
-        claimed = _claim_unit(ctx)
+    """One thread: run claimed units until none is left or the runner must stop."""
+    while not (ctx.lease.should_stop() or ctx.writer.stopped):
+        claimed = ctx.feed.next()
         if claimed is None:
             return
         try:
@@ -184,8 +165,10 @@ def _work(ctx: Context) -> None:
 
 
 def _check(ctx: Context) -> None:
-    """Between model calls: stop when the job was paused, cancelled or lost."""
-    if ctx.lease.should_stop(max_age=0.5):
+    """Before each model call: stop when the job was paused, cancelled or lost (the thread's
+    last outcome settled first, see :meth:`batching.Writer.wait_own`)."""
+    ctx.writer.wait_own()
+    if ctx.lease.should_stop(max_age=0.5) or ctx.writer.stopped:
         raise kit.LeaseLost(f"generation job {ctx.job_id}")
 
 
@@ -313,7 +296,7 @@ def _run_unit(ctx: Context, claimed: Claimed) -> None:
     try:
         _attempt(ctx, claimed, attempt)
     finally:
-        if not attempt.recorded:
+        if not (attempt.recorded or attempt.submitted):
             _record_usage(attempt)
 
 
@@ -386,56 +369,42 @@ def _settle_counters(job_id: int) -> None:
 def _write_samples(ctx: Context, attempt: Attempt, key: str, chunk: Chunk | None,
                    convs: list[Conversation], raw: str | None, *, latency_ms: int,
                    pair: dict[str, Any] | None = None) -> None:
-    """The unit's samples, its done mark and the job's counters: one fenced transaction."""
-    usage = attempt.usage
-    with get_sessionmaker()() as db:
-        try:
-            # the samples and their revisions in two statements, then the unit's done mark
-            # (which must still be ours), then the fenced counters: one transaction
-            ids: list[int] = []
-            if convs:
-                ids = list(db.scalars(insert(Sample).returning(Sample.id,
-                                                                sort_by_parameter_order=True),
-                                      [_sample_row(ctx, key, i, chunk, columns, reasoning,
-                                                   attempt, pair)
-                                       for i, (columns, reasoning) in enumerate(convs)]))
-                db.execute(insert(SampleRevision), [
-                    {"sample_id": sid, "version": 1, "action": "create",
-                     "messages_before": None, "messages_after": columns["messages"],
-                     "status_before": None, "status_after": "pending", "actor_id": None,
-                     "comment": f"generated by job {ctx.job_id}"}
-                    for sid, (columns, _) in zip(ids, convs, strict=True)])
-            if not db.execute(update(GenerationUnit).where(
-                    GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running")
-                    .values(status="done", raw_output=raw, error=None, error_code=None,
-                            latency_ms=latency_ms, leased_until=None,
-                            sample_id=ids[0] if ids else None, **_added(usage))).rowcount:
-                db.rollback()
-                return
-            ctx.lease.fence(db)
-            db.commit()
-            attempt.recorded = True
-        except IntegrityError:  # the unit's samples exist already: never a second copy
-            db.rollback()
-            log.warning("unit %s already produced its samples", key)
-            _done_already(ctx, attempt, key)
-        except kit.LeaseLost:
-            db.rollback()
-            raise
+    """The unit's samples and its done mark, written together by the writer (fenced); when
+    the samples exist already (an earlier run wrote them), the unit is done with those."""
+
+    def apply(db: Any) -> None:
+        # the samples and their revisions in two statements, then the unit's done mark (which
+        # must still be ours)
+        ids: list[int] = []
+        if convs:
+            ids = list(db.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True),
+                                  [_sample_row(ctx, key, i, chunk, columns, reasoning, attempt,
+                                               pair)
+                                   for i, (columns, reasoning) in enumerate(convs)]))
+            db.execute(insert(SampleRevision), [
+                {"sample_id": sid, "version": 1, "action": "create",
+                 "messages_before": None, "messages_after": columns["messages"],
+                 "status_before": None, "status_after": "pending", "actor_id": None,
+                 "comment": f"generated by job {ctx.job_id}"}
+                for sid, (columns, _) in zip(ids, convs, strict=True)])
+        _mark_done(db, attempt, raw_output=raw, latency_ms=latency_ms,
+                   sample_id=ids[0] if ids else None)
+
+    def done_already(db: Any) -> None:  # never a second copy of the unit's samples
+        log.warning("unit %s already produced its samples", key)
+        _mark_done(db, attempt, sample_id=select(Sample.id).where(
+            Sample.unit_key == f"{key}#0").scalar_subquery())
+
+    ctx.writer.submit(batching.Outcome(attempt, apply, on_conflict=done_already))
 
 
-def _done_already(ctx: Context, attempt: Attempt, key: str) -> None:
-    """The unit's samples exist (written by an earlier run): mark it done with them and this
-    attempt's cost, rather than run it again."""
-    with get_sessionmaker()() as db:
-        first = select(Sample.id).where(Sample.unit_key == f"{key}#0").scalar_subquery()
-        if db.execute(update(GenerationUnit).where(
-                GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running")
-                .values(status="done", error=None, error_code=None, leased_until=None,
-                        sample_id=first, **_added(attempt.usage))).rowcount:
-            ctx.lease.fence(db)
-            db.commit()
-            attempt.recorded = True
+def _mark_done(db: Any, attempt: Attempt, **values: Any) -> None:
+    """The unit done with this attempt's cost, if it is still this attempt's."""
+    if not db.execute(update(GenerationUnit).where(
+            GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running")
+            .values(status="done", error=None, error_code=None, leased_until=None,
+                    **values, **_added(attempt.usage))).rowcount:
+        raise batching.NotOurs
 
 
 def _sample_row(ctx: Context, key: str, index: int, chunk: Chunk | None,
@@ -469,21 +438,16 @@ def _unit_failed(ctx: Context, attempt: Attempt, message: str, raw: str | None,
     after ``MAX_UNIT_ATTEMPTS``, or at once when the answer was still cut off with a larger
     budget; the raw output and the attempt's cost are kept either way."""
     final = attempt.number >= MAX_UNIT_ATTEMPTS or code == "truncated"
-    with get_sessionmaker()() as db:
-        changed = db.execute(update(GenerationUnit).where(
-            GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running").values(
-            status="failed" if final else "pending", error=message[:4000], raw_output=raw,
-            error_code=code, leased_until=None,
-            **_added(attempt.usage, 0 if final else 1))).rowcount
-        if not changed:
-            return
-        try:
-            ctx.lease.fence(db)
-        except kit.LeaseLost:
-            db.rollback()
-            raise
-        db.commit()
-    attempt.recorded = True
+
+    def apply(db: Any) -> None:
+        if not db.execute(update(GenerationUnit).where(
+                GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running").values(
+                status="failed" if final else "pending", error=message[:4000], raw_output=raw,
+                error_code=code, leased_until=None,
+                **_added(attempt.usage, 0 if final else 1))).rowcount:
+            raise batching.NotOurs
+
+    ctx.writer.submit(batching.Outcome(attempt, apply))
 
 
 def _judge(ctx: Context, attempt: Attempt, target_id: int | None
@@ -508,24 +472,15 @@ def _judge(ctx: Context, attempt: Attempt, target_id: int | None
 
 def _write_judgement(ctx: Context, attempt: Attempt, target_id: int | None, score: int,
                      rationale: str, res: llm.ParsedResult, latency_ms: int) -> None:
-    with get_sessionmaker()() as db:
-        if not db.execute(update(GenerationUnit).where(
-                GenerationUnit.id == attempt.unit_id, GenerationUnit.status == "running").values(
-                status="done", raw_output=res.result.content, error=None, error_code=None,
-                leased_until=None, latency_ms=latency_ms, **_added(attempt.usage))).rowcount:
-            return
+    def apply(db: Any) -> None:
+        _mark_done(db, attempt, raw_output=res.result.content, latency_ms=latency_ms)
         target = db.get(Sample, target_id,
                         with_for_update=db.get_bind().dialect.name == "postgresql")
         target.scores = {**(target.scores or {}), "judge": score, "judge_rationale": rationale,
                          "judge_model": ctx.provider.model,
                          "judge_template": f"{ctx.template.name} v{ctx.template.version}"}
-        try:
-            ctx.lease.fence(db)
-        except kit.LeaseLost:
-            db.rollback()
-            raise
-        db.commit()
-    attempt.recorded = True
+
+    ctx.writer.submit(batching.Outcome(attempt, apply))
 
 
 def _counters(db: Any, job_id: int) -> dict[str, Any]:
