@@ -6,8 +6,10 @@ thread started go back to ``pending`` when the runner stops, their attempt not c
 
 :class:`Writer` is one thread that writes the units' outcomes: a thread hands over an outcome and
 goes on to its next unit (claim, prompt), waiting for the outcome to be settled only before its
-next model call; the writer applies every outcome waiting (up to ``MAX_BATCH``), each in a
-savepoint of one transaction fenced once by the lease, and commits. An outcome that is no longer
+next model call; the writer applies every outcome waiting (up to ``MAX_BATCH``) in one
+transaction fenced once by the lease, and commits. When one of them cannot be written (its
+samples exist already, or the unit is no longer the attempt's), the batch is applied again with
+a savepoint per outcome, so the others are still written. An outcome that is no longer
 the unit's (the unit was reset meanwhile), or a whole batch the lease no longer allows, is not
 written; what its attempt cost is recorded on the unit all the same (not fenced: tokens were
 spent whoever holds the job now), as a thread did itself before.
@@ -22,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.core.db import get_sessionmaker
 from service.diversity import fanout
-from service.models import Chunk, GenerationUnit
+from service.models import Chunk, GenerationUnit, Sample, SampleRevision
 from workers import jobs as kit
 
 if TYPE_CHECKING:
@@ -102,9 +104,12 @@ class Feed:
         their way are written: a failed attempt puts its unit back to ``pending`` to be retried."""
         with self._lock:
             while not self._queue:
+                settled = self._writer.settled
                 self._queue.extend(claim_units(self._job_id, self._batch))
-                if not self._queue and not self._writer.flush():
-                    return None
+                if not self._queue:
+                    self._writer.flush()
+                    if self._writer.settled == settled:  # nothing written since the claim
+                        return None
             return self._queue.popleft()
 
     def release(self) -> None:
@@ -116,6 +121,19 @@ class Feed:
 
 
 @dataclass
+class Done:
+    """A unit done with its samples, as data: the writer writes many of these in three
+    statements (the samples, their revisions, the units' done marks)."""
+
+    unit_id: int
+    rows: list[dict[str, Any]]  # the samples, Core rows for an INSERT
+    comment: str  # their first revision's
+    raw_output: str | None
+    latency_ms: int
+    usage: dict[str, int]  # added to the unit's counters: prompt_tokens, ... retries
+
+
+@dataclass
 class Outcome:
     """One unit's outcome: ``apply(db)`` writes it in the writer's transaction (inside a
     savepoint; raise :class:`NotOurs` when the unit is no longer the attempt's);
@@ -124,6 +142,7 @@ class Outcome:
     attempt: Attempt
     apply: Callable[[Any], None]
     on_conflict: Callable[[Any], None] | None = None
+    done: Done | None = None  # the same write as data, for the batch's bulk path
     settled: threading.Event = field(default_factory=threading.Event)  # written, or refused
 
 
@@ -136,6 +155,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._in_flight = 0
+        self.settled = 0  # outcomes settled so far (each committed, or refused, before it counts)
         self._mine = threading.local()  # each runner thread's last outcome
         self.stopped = False  # the lease refused a batch, or the database failed: stop the units
         self.error: BaseException | None = None
@@ -161,12 +181,10 @@ class Writer:
         if last is not None:
             last.settled.wait()
 
-    def flush(self) -> bool:
-        """Wait until every outcome handed over so far is written; whether any was waiting."""
+    def flush(self) -> None:
+        """Wait until every outcome handed over so far is settled."""
         with self._cond:
-            waited = self._in_flight > 0
             self._cond.wait_for(lambda: self._in_flight == 0)
-        return waited
 
     def close(self) -> None:
         """Write what is left and stop the thread; raise the error that stopped it, if any."""
@@ -201,15 +219,22 @@ class Writer:
                     outcome.settled.set()
                 with self._cond:
                     self._in_flight -= len(batch)
+                    self.settled += len(batch)
                     self._cond.notify_all()
 
     def _write(self, batch: list[Outcome]) -> None:
         written: list[Outcome] = []
         if not self.stopped:
             with get_sessionmaker()() as db:
-                for outcome in batch:
-                    if _apply(db, outcome):
-                        written.append(outcome)
+                try:  # all at once, the usual case
+                    for outcome in batch:
+                        if outcome.done is None:
+                            outcome.apply(db)
+                    _write_done(db, [o.done for o in batch if o.done is not None])
+                    written = list(batch)
+                except (NotOurs, IntegrityError):  # one is not: each in a savepoint of its own
+                    db.rollback()
+                    written = [outcome for outcome in batch if _apply(db, outcome)]
                 try:
                     if written:
                         self._lease.fence(db)
@@ -223,6 +248,37 @@ class Writer:
                 outcome.attempt.recorded = True
             else:
                 self._record_usage(outcome.attempt)
+
+
+def _write_done(db: Any, done: list[Done]) -> None:
+    """Units done with their samples, three statements for all; :class:`NotOurs` when a unit
+    is no longer its attempt's (the caller then writes each on its own)."""
+    if not done:
+        return
+    rows = [row for d in done for row in d.rows]
+    ids = iter(db.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True),
+                          rows).all() if rows else [])
+    revisions, marks = [], []
+    for d in done:
+        mine = [next(ids) for _ in d.rows]
+        revisions += [{"sample_id": sid, "version": 1, "action": "create",
+                       "messages_before": None, "messages_after": row["messages"],
+                       "status_before": None, "status_after": "pending", "actor_id": None,
+                       "comment": d.comment} for sid, row in zip(mine, d.rows, strict=True)]
+        marks.append({"b_id": d.unit_id, "b_raw": d.raw_output, "b_latency": d.latency_ms,
+                      "b_sample": mine[0] if mine else None,
+                      **{f"b_{k}": v for k, v in d.usage.items()}})
+    if revisions:
+        db.execute(insert(SampleRevision), revisions)
+    u = GenerationUnit.__table__.c
+    mark = (GenerationUnit.__table__.update()
+            .where(u.id == bindparam("b_id"), u.status == "running")
+            .values(status="done", raw_output=bindparam("b_raw"), error=None, error_code=None,
+                    latency_ms=bindparam("b_latency"), leased_until=None,
+                    sample_id=bindparam("b_sample"),
+                    **{k: u[k] + bindparam(f"b_{k}") for k in done[0].usage}))
+    if db.execute(mark, marks).rowcount != len(done):
+        raise NotOurs
 
 
 def _apply(db: Any, outcome: Outcome) -> bool:
