@@ -135,14 +135,15 @@ class Done:
 
 @dataclass
 class Outcome:
-    """One unit's outcome: ``apply(db)`` writes it in the writer's transaction (inside a
-    savepoint; raise :class:`NotOurs` when the unit is no longer the attempt's);
-    ``on_conflict(db)``, when given, runs instead when ``apply`` hits an ``IntegrityError``."""
+    """One unit's outcome, as data (``done``: the unit done with its samples, written in bulk
+    with the batch's others) or as ``apply(db)``, which writes it in the writer's transaction
+    (raise :class:`NotOurs` when the unit is no longer the attempt's); ``on_conflict(db)``, when
+    given, runs instead when the write hits an ``IntegrityError``."""
 
     attempt: Attempt
-    apply: Callable[[Any], None]
+    apply: Callable[[Any], None] | None = None
+    done: Done | None = None
     on_conflict: Callable[[Any], None] | None = None
-    done: Done | None = None  # the same write as data, for the batch's bulk path
     settled: threading.Event = field(default_factory=threading.Event)  # written, or refused
 
 
@@ -228,7 +229,7 @@ class Writer:
             with get_sessionmaker()() as db:
                 try:  # all at once, the usual case
                     for outcome in batch:
-                        if outcome.done is None:
+                        if outcome.apply is not None:
                             outcome.apply(db)
                     _write_done(db, [o.done for o in batch if o.done is not None])
                     written = list(batch)
@@ -285,7 +286,10 @@ def _apply(db: Any, outcome: Outcome) -> bool:
     """One outcome in its own savepoint: whether it was written."""
     try:
         with db.begin_nested():
-            outcome.apply(db)
+            if outcome.done is not None:
+                _write_done(db, [outcome.done])
+            if outcome.apply is not None:
+                outcome.apply(db)
         return True
     except NotOurs:
         return False
