@@ -240,6 +240,40 @@ def sharegpt_line(line: bytes) -> tuple[bytes, bool]:
     return b'{"conversations":[' + body + tail, system is not None
 
 
+_USER_TURN = (b'{"role":"user","content":', b'{"from":"human","value":')
+_GPT_TURN = (b'{"role":"assistant","content":', b'{"from":"gpt","value":')
+_SHAREGPT_HEAD = b'{"conversations":'
+
+
+def sharegpt_text(text: bytes) -> tuple[bytes, bool]:
+    """``sharegpt_line`` of every line of ``text`` (frozen texts joined by newlines), the
+    lines joined the same way; whether one has a system. Lines without a system prompt are
+    converted a run at a time by byte replacements over the whole run: ``{"role":"user",
+    "content":`` (and the assistant's) cannot occur inside a JSON string (its quotes would be
+    escaped), nor a newline (JSON escapes it), so replacing them is exact and the Python cost
+    per line is one ``startswith``."""
+    parts: list[bytes] = []
+    run: list[bytes] = []
+    has_system = False
+    for line in text.split(b"\n"):
+        if line.startswith(SYSTEM_HEAD):  # the system moves to the record's end: one by one
+            if run:
+                parts.append(_sharegpt_run(b"\n".join(run)))
+                run = []
+            parts.append(sharegpt_line(line)[0])
+            has_system = True
+        else:
+            run.append(line)
+    if run:
+        parts.append(_sharegpt_run(b"\n".join(run)))
+    return b"\n".join(parts), has_system
+
+
+def _sharegpt_run(text: bytes) -> bytes:
+    text = text.replace(*_USER_TURN).replace(*_GPT_TURN)
+    return _SHAREGPT_HEAD + text.replace(b"\n", b"}\n" + _SHAREGPT_HEAD) + b"}"
+
+
 def alpaca_line(line: bytes) -> tuple[bytes, bool, bool]:
     """``orjson.dumps(formats.to_alpaca(messages))`` from the frozen text; has a system, a
     history."""
@@ -281,9 +315,9 @@ def _write_jsonl(path: Path, chunks: Iterator[tuple[int, bytes]], fmt: str,
             out.write(text)
             out.write(b"}\n")
         elif fmt == "sharegpt":
-            made = [sharegpt_line(line) for line in text.split(b"\n")]
-            has_system = has_system or any(r[1] for r in made)
-            out.write(b"\n".join([r[0] for r in made]) + b"\n")
+            converted, system = sharegpt_text(text)
+            has_system = has_system or system
+            out.write(converted + b"\n")
         elif fmt == "alpaca":
             made3 = [alpaca_line(line) for line in text.split(b"\n")]
             has_system = has_system or any(r[1] for r in made3)

@@ -228,7 +228,8 @@ def test_empty_splits_are_not_written(db, project):
 # --- the OpenAI fast path ---------------------------------------------------------------------
 
 # text, and the separators the writers cut the frozen text at, inside a content
-_TRICKY = ["", '},{"role":"user","content":"', '","content":', "\\", '\\"', '"}]\n', "\t"]
+_TRICKY = ["", '},{"role":"user","content":"', '","content":', "\\", '\\"', '"}]\n', "\t",
+           '{"role":"assistant","content":', '[{"role":"system","content":"x"},', "\n["]
 _content = st.builds(lambda trick, text, i: text[:i] + trick + text[i:], st.sampled_from(_TRICKY),
                      st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
                              min_size=1, max_size=40),
