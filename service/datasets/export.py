@@ -230,48 +230,33 @@ def _turns(line: bytes) -> list[list[bytes]]:
     return [piece.split(_CONTENT, 1) for piece in line[len(_FIRST):-2].split(_NEXT)]
 
 
-def sharegpt_line(line: bytes) -> tuple[bytes, bool]:
-    """``orjson.dumps(formats.to_sharegpt(messages))`` from the frozen text; has a system."""
-    turns = _turns(line)
-    system = turns.pop(0)[1] if turns[0][0] == b"system" else None
-    body = b",".join([(b'{"from":"human","value":' if role == b"user" else
-                       b'{"from":"gpt","value":') + content + b"}" for role, content in turns])
-    tail = b"]}" if system is None else b'],"system":' + system + b"}"
-    return b'{"conversations":[' + body + tail, system is not None
-
-
 _USER_TURN = (b'{"role":"user","content":', b'{"from":"human","value":')
 _GPT_TURN = (b'{"role":"assistant","content":', b'{"from":"gpt","value":')
 _SHAREGPT_HEAD = b'{"conversations":'
 
 
 def sharegpt_text(text: bytes) -> tuple[bytes, bool]:
-    """``sharegpt_line`` of every line of ``text`` (frozen texts joined by newlines), the
-    lines joined the same way; whether one has a system. Lines without a system prompt are
-    converted a run at a time by byte replacements over the whole run: ``{"role":"user",
-    "content":`` (and the assistant's) cannot occur inside a JSON string (its quotes would be
-    escaped), nor a newline (JSON escapes it), so replacing them is exact and the Python cost
-    per line is one ``startswith``."""
-    parts: list[bytes] = []
-    run: list[bytes] = []
-    has_system = False
-    for line in text.split(b"\n"):
-        if line.startswith(SYSTEM_HEAD):  # the system moves to the record's end: one by one
-            if run:
-                parts.append(_sharegpt_run(b"\n".join(run)))
-                run = []
-            parts.append(sharegpt_line(line)[0])
-            has_system = True
-        else:
-            run.append(line)
-    if run:
-        parts.append(_sharegpt_run(b"\n".join(run)))
-    return b"\n".join(parts), has_system
-
-
-def _sharegpt_run(text: bytes) -> bytes:
+    """``orjson.dumps(formats.to_sharegpt(messages))`` of every line of ``text`` (frozen texts
+    joined by newlines), joined the same way; whether one has a system. The turns are renamed by byte
+    replacements over the whole text: ``{"role":"user","content":`` (and the assistant's)
+    cannot occur inside a JSON string (its quotes would be escaped), nor can a newline (JSON
+    escapes it), so replacing them is exact; then each line is wrapped, and a system prompt
+    moved to its record's end (it ends where the first user turn begins)."""
     text = text.replace(*_USER_TURN).replace(*_GPT_TURN)
-    return _SHAREGPT_HEAD + text.replace(b"\n", b"}\n" + _SHAREGPT_HEAD) + b"}"
+    if SYSTEM_HEAD not in text:
+        return _SHAREGPT_HEAD + text.replace(b"\n", b"}\n" + _SHAREGPT_HEAD) + b"}", False
+    return b"\n".join([_sharegpt_system(line) if line.startswith(SYSTEM_HEAD) else
+                        _SHAREGPT_HEAD + line + b"}" for line in text.split(b"\n")]), True
+
+
+_SYSTEM_CONTENT = SYSTEM_HEAD + b',"content":'
+_FIRST_HUMAN = b"}," + _USER_TURN[1]
+
+
+def _sharegpt_system(line: bytes) -> bytes:
+    cut = line.index(_FIRST_HUMAN)
+    return (_SHAREGPT_HEAD + b"[" + line[cut + 2:] + b',"system":'
+            + line[len(_SYSTEM_CONTENT):cut] + b"}")
 
 
 def alpaca_line(line: bytes) -> tuple[bytes, bool, bool]:
@@ -301,7 +286,7 @@ def _write_jsonl(path: Path, chunks: Iterator[tuple[int, bytes]], fmt: str,
     """One record a line, made from the frozen text without parsing it: OpenAI records are
     ``{"messages": <text>}`` (the chunks come joined by ``}\n{"messages":``, so a chunk is
     written as it is, between a head and a tail), Alpaca and ShareGPT records are cut and
-    joined from the text's JSON strings (``alpaca_line``, ``sharegpt_line``). ``chunks`` are
+    joined from the text's JSON strings (``alpaca_line``, ``sharegpt_text``). ``chunks`` are
     ``iter_frozen``'s with ``joiner_for(fmt)``. The bytes are those of
     ``orjson.dumps(formats.convert_out(messages, fmt))`` (property-tested)."""
     out = _HashingWriter(path)
