@@ -12,6 +12,9 @@ signatures with array operations, no Python loop per shingle or per text.
   its minimum. The fraction of equal bins between two signatures estimates the Jaccard
   similarity of their shingle sets, as ``num_perm`` independent permutations would, for one hash
   per shingle.
+* Input: a list of texts, or (``*_of_codes``) their code points already in one uint32 array
+  with a length per text (``encode``), for callers that transform the code points in numpy
+  first; both give the same signatures for the same code points.
 * LSH: signatures cut into ``bands`` bands of ``rows`` values; two texts are candidates when one
   band is equal (compared by a 64-bit hash of the band, then confirmed on the full signatures by
   the caller). Candidate pairs come from sorted arrays and ``searchsorted``, not dictionaries.
@@ -58,11 +61,23 @@ def _polynomial(codes: np.ndarray, size: int, count: int) -> np.ndarray:
     return acc
 
 
+def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The code points of ``texts`` concatenated (uint32; a lone surrogate is its own code) and
+    each text's length in code points (int64): the form the ``*_of_codes`` functions take."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return codes, lengths
+
+
 def shingle_hashes(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Mixed 32-bit hashes of every text's ``size``-grams, concatenated, and the index in that
     array where each text's hashes start (every text has at least one)."""
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return shingle_hashes_of_codes(*encode(texts), size)
+
+
+def shingle_hashes_of_codes(codes: np.ndarray, lengths: np.ndarray, size: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """``shingle_hashes`` of texts given as ``encode`` gives them (at least one text)."""
     counts = np.maximum(lengths - size + 1, 1)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
     if lengths.min() >= size:  # the usual case: every window that stays inside one text
@@ -74,7 +89,7 @@ def shingle_hashes(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray]
     hashes = np.zeros(int(counts.sum()), dtype=np.uint32)
     for i, (start, n) in enumerate(zip(text_starts.tolist(), lengths.tolist())):
         window = min(size, n)
-        if window:
+        if window:  # an empty text keeps its one shingle hash 0
             hashes[starts[i]:starts[i] + counts[i]] = _polynomial(
                 codes[start:start + n], window, n - window + 1)
     return fmix32(hashes), starts
@@ -91,26 +106,54 @@ def signatures(texts: list[str], *, num_perm: int, size: int, seed: int) -> np.n
     """
     if num_perm & (num_perm - 1) or not 2 <= num_perm <= 1024:
         raise ValueError("num_perm must be a power of two between 2 and 1024")
-    if not texts:
-        return np.zeros((0, num_perm), dtype=np.uint32)
-    if len(texts) > _TEXT_BLOCK:  # bounded temporaries (~40 bytes a character of a block)
+    if len(texts) > _TEXT_BLOCK:  # encoded a block at a time: no code array for all texts
         return np.vstack([signatures(texts[i:i + _TEXT_BLOCK], num_perm=num_perm, size=size,
                                      seed=seed) for i in range(0, len(texts), _TEXT_BLOCK)])
+    return signatures_of_codes(*encode(texts), num_perm=num_perm, size=size, seed=seed)
+
+
+def signatures_of_codes(codes: np.ndarray, lengths: np.ndarray, *, num_perm: int, size: int,
+                        seed: int) -> np.ndarray:
+    """``signatures`` of texts given as ``encode`` gives them: ``codes``, the code points of
+    all texts concatenated (uint32), and ``lengths``, one a text (for callers that transform
+    the code points in numpy first, such as the leakage check's normalisation)."""
+    if num_perm & (num_perm - 1) or not 2 <= num_perm <= 1024:
+        raise ValueError("num_perm must be a power of two between 2 and 1024")
+    codes = np.asarray(codes, dtype=np.uint32)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(codes) != int(lengths.sum()):
+        raise ValueError("lengths must add up to the number of codes")
+    if not len(lengths):
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    # bounded temporaries (~40 bytes a character of a block): blocks of _TEXT_BLOCK texts
+    ends = np.cumsum(lengths).tolist()
+    parts = []
+    for first in range(0, len(lengths), _TEXT_BLOCK):
+        last = min(first + _TEXT_BLOCK, len(lengths))
+        begin = ends[first - 1] if first else 0
+        parts.append(_block_signatures(codes[begin:ends[last - 1]], lengths[first:last],
+                                       num_perm, size, seed))
+    return parts[0] if len(parts) == 1 else np.vstack(parts)
+
+
+def _block_signatures(codes: np.ndarray, lengths: np.ndarray, num_perm: int, size: int,
+                      seed: int) -> np.ndarray:
+    """``signatures_of_codes`` of one block of texts (at least one), in one pass."""
     bits = num_perm.bit_length() - 1
     a, b = permutations(1, seed)
-    hashes, starts = shingle_hashes(texts, size)
+    hashes, starts = shingle_hashes_of_codes(codes, lengths, size)
     np.multiply(hashes, a[0], out=hashes)  # seeded: another seed, other bins and values
     np.add(hashes, b[0], out=hashes)
     _fmix32_inplace(hashes)
     # the slot of a shingle: its text's first bin plus the top ``bits`` bits of its hash
-    slot = np.repeat(np.arange(0, len(texts) * num_perm, num_perm, dtype=np.intp),
+    slot = np.repeat(np.arange(0, len(lengths) * num_perm, num_perm, dtype=np.intp),
                      np.diff(np.append(starts, len(hashes))))
     slot += hashes >> np.uint32(32 - bits)
     np.bitwise_and(hashes, np.uint32((1 << (32 - bits)) - 1), out=hashes)
     empty = np.uint32(0xFFFFFFFF)
-    out = np.full(len(texts) * num_perm, empty, dtype=np.uint32)
+    out = np.full(len(lengths) * num_perm, empty, dtype=np.uint32)
     np.minimum.at(out, slot, hashes)
-    out = out.reshape(len(texts), num_perm)  # type: ignore[assignment]
+    out = out.reshape(len(lengths), num_perm)  # type: ignore[assignment]
     rows = np.flatnonzero((out == empty).any(axis=1))
     if len(rows):
         out[rows] = _densify(out[rows], empty)
