@@ -65,6 +65,8 @@ def phase_build() -> dict:
     return {"version_id": vid, "seconds": seconds, "samples": total,
             "samples_per_s": total / seconds, "rss_start_mb": rss0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # the largest child process's (a sharded build's freeze loops), 0 without any
+            "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "leakage": leak}
 
 
@@ -181,7 +183,8 @@ def main() -> None:
                 run["side"] = side
                 runs.append(run)
                 print(f"{side:8}: {run['samples']} samples in {run['seconds']:.1f}s = "
-                      f"{run['samples_per_s']:,.0f}/s, peak RSS {run['peak_rss_mb']:.0f} MB, "
+                      f"{run['samples_per_s']:,.0f}/s, peak RSS {run['peak_rss_mb']:.0f} MB "
+                      f"(child {run.get('child_peak_rss_mb', 0):.0f} MB), "
                       f"leakage {run['leakage'].get('count')}", file=sys.stderr)
         same = [compare(db_url, runs[0]["version_id"], run["version_id"]) for run in runs[1:]]
     finally:

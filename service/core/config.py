@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # PostgreSQL: connections each process keeps open. A request holds one from its first query
     # to its response, and uvicorn runs up to 40 sync handlers at once per process: with fewer
     # kept, the extra ones were opened and closed per request (a backend started each time)
+    # a version build freezes its samples in this many processes (PostgreSQL; the first is the
+    # build's own), from this many selected samples on (docs/benchmarks.md, Export)
+    build_shards: int = 2
+    build_shard_min: int = 50_000
     db_pool_size: int = 40
     db_max_overflow: int = 10
     # SQLite: how long a writer waits for the write lock before "database is locked"

@@ -21,11 +21,13 @@ train signatures go to a temporary file and are matched against the test index a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -137,6 +139,18 @@ class _Sink:
         else:
             self._queue.put(b"\n".join(lines))
 
+    def write_block(self, block: bytes, stop: threading.Event) -> None:
+        """A block of COPY lines (each ending in a newline) from another thread, e.g. a
+        shard's reader; gives up once ``stop`` is set (the pass is being aborted)."""
+        while not stop.is_set():
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(block, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         self._db.execute(insert(DatasetVersionItem), rows)
 
@@ -190,6 +204,20 @@ class _Stats:
         self.refused: list[dict[str, Any]] = []
         self.refused_total = 0
 
+    def merge(self, other: _Stats) -> None:
+        """Add ``other``'s (a later id range's: refused samples stay in id order)."""
+        for s in SPLITS:
+            self.counts[s] += other.counts[s]
+            self.tokens[s].extend(other.tokens[s])
+        self.turns.update(other.turns)
+        self.tag_texts.update(other.tag_texts)
+        self.prov_texts.update(other.prov_texts)
+        self.documents.update(other.documents)
+        self.reviewer_ids |= other.reviewer_ids
+        self.with_reasoning += other.with_reasoning
+        self.refused = (self.refused + other.refused)[:REFUSED_LISTED]
+        self.refused_total += other.refused_total
+
     def tags(self) -> Counter[str]:
         out: Counter[str] = Counter()
         for text, k in self.tag_texts.items():
@@ -211,31 +239,84 @@ class _Stats:
         return templates, models
 
 
-def freeze(db: Session, read: Session, version: DatasetVersion, filtered: Callable[[Any], Any],
-           ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, *, batch: int,
-           leakage_max: int, on_progress: Callable[[int, int], None] | None) -> DatasetVersion:
-    """Freeze the selected samples (``ids`` ascending, with their split codes and positions)
-    into items, then record counts, stats and the leakage report on ``version``."""
-    tok = tokens.get_tokenizer()
+@dataclass
+class Pass:
+    """One freeze loop's inputs: the selected samples (``ids`` ascending, their split codes and
+    positions) read by ``stmt`` through ``read``, written to ``sink``."""
+
+    read: Session
+    stmt: Any
+    batch: int
+    version_id: int
+    think: bool
+    ids: np.ndarray
+    codes: np.ndarray
+    positions: np.ndarray
+    sink: Any  # _Sink, or a shard's pipe (``copy`` true, ``write_copy``)
+    collector: leakage.Collector
+    st: _Stats
+    tok: tokens.Tokenizer
+    on_progress: Callable[[int, int], None] | None
+    ahead: bool  # fetch a batch ahead in a thread (``read`` is not the connection written to)
+
+    def part(self, lo: int, hi: int, **changes: Any) -> Pass:
+        """This pass over ``ids[lo:hi]`` only (the rows read for that id range)."""
+        return replace(self, ids=self.ids[lo:hi], codes=self.codes[lo:hi],
+                       positions=self.positions[lo:hi], **changes)
+
+
+def rows_statement(filtered: Callable[[Any], Any], ids: np.ndarray) -> Any:
+    """The rows a freeze loop reads for ``ids`` (ascending): the filter's, in that id range."""
     latest_rev = (select(func.max(SampleRevision.id))
                   .where(SampleRevision.sample_id == Sample.id).correlate(Sample).scalar_subquery())
     stmt = filtered(select(Sample.id, Sample.version, cast(Sample.messages, Text),
                            Sample.document_id, cast(Sample.tags, Text),
                            cast(Sample.provenance, Text), Sample.reviewed_by_id, latest_rev,
                            Sample.reasoning))
-    n = len(ids)
-    if n:
+    if len(ids):
         stmt = stmt.where(Sample.id >= int(ids[0]), Sample.id <= int(ids[-1]))
+    return stmt
+
+
+def freeze(db: Session, read: Session, version: DatasetVersion, filtered: Callable[[Any], Any],
+           ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, *, batch: int,
+           leakage_max: int, on_progress: Callable[[int, int], None] | None,
+           shards: int = 1) -> DatasetVersion:
+    """Freeze the selected samples (``ids`` ascending, with their split codes and positions)
+    into items, then record counts, stats and the leakage report on ``version``.
+
+    With ``shards`` > 1 (PostgreSQL, ``read`` a REPEATABLE READ session of its own) the last
+    ``shards - 1`` parts of the ids are frozen by child processes (``datasets.shard``) reading
+    in ``read``'s snapshot, their items written by this process's COPY: the per-sample Python
+    runs on every core, the transaction stays one."""
+    tok = tokens.get_tokenizer()
+    n = len(ids)
     planned = {s: int((codes == i).sum()) for i, s in enumerate(SPLITS)}
     collector = leakage.Collector(planned, max_samples=leakage_max)
     st = _Stats()
     if on_progress is not None:
         on_progress(0, n)
     sink = _Sink(db, shared=read is db)
+    whole = Pass(read, None, batch, version.id, version.reasoning == "think", ids, codes,
+                 positions, sink, collector, st, tok, on_progress, ahead=read is not db)
+    children: list[Any] = []
     try:
-        _freeze_rows(read, db, stmt, batch, version, ids, codes, positions, sink, collector, st,
-                     tok, on_progress)
+        bounds = _shard_bounds(n, shards if _snapshot_shared(db, read, sink) else 1)
+        if len(bounds) > 2:
+            from service.datasets import shard
+
+            children = [shard.start(whole.part(lo, hi), version, planned, leakage_max)
+                        for lo, hi in itertools.pairwise(bounds[1:])]
+        own = whole.part(0, bounds[1], stmt=rows_statement(filtered, ids[:bounds[1]]))
+        report = _counting(on_progress, children, n)
+        if children:
+            own.on_progress = report
+        _freeze_rows(own)
+        for child in children:
+            st.merge(child.wait(report))
     except BaseException:
+        for child in children:
+            child.stop()
         sink.close(ok=False)
         raise
     sink.close(ok=not st.refused_total)
@@ -245,28 +326,53 @@ def freeze(db: Session, read: Session, version: DatasetVersion, filtered: Callab
     return version
 
 
-def _freeze_rows(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVersion,
-                 ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, sink: _Sink,
-                 collector: leakage.Collector, st: _Stats, tok: tokens.Tokenizer,
-                 on_progress: Callable[[int, int], None] | None) -> None:
+def _snapshot_shared(db: Session, read: Session, sink: _Sink) -> bool:
+    """Whether child processes can read what ``read`` reads: its snapshot is the whole
+    transaction's (REPEATABLE READ or stricter, on PostgreSQL) and the items go to a COPY."""
+    if not sink.copy or read is db:
+        return False
+    return read.connection().get_isolation_level() in ("REPEATABLE READ", "SERIALIZABLE")
+
+
+def _shard_bounds(n: int, shards: int) -> list[int]:
+    """Where each part of ``n`` ids starts (and the end): ``shards`` parts, ~equal."""
+    shards = max(1, min(shards, n))
+    return [n * k // shards for k in range(shards + 1)] if n else [0, 0]
+
+
+def _counting(on_progress: Callable[[int, int], None] | None, children: list[Any], n: int
+              ) -> Callable[[int | None, int], None] | None:
+    """Progress of the whole build: this process's samples (the last count its loop gave;
+    a child's ``wait`` calls it with ``None``) plus its children's."""
+    if on_progress is None:
+        return None
+    own = [0]
+
+    def report(done: int | None, _total: int) -> None:
+        if done is not None:
+            own[0] = done
+        on_progress(own[0] + sum(c.done for c in children), n)
+
+    return report
+
+
+def _freeze_rows(p: Pass) -> None:
     """The loop of ``freeze``, with a thread for each batch's array work (``_numbers``)."""
     with ThreadPoolExecutor(1, thread_name_prefix="build-arrays") as pool:
-        _loop(read, db, stmt, batch, version, ids, codes, positions, sink, collector, st, tok,
-              on_progress, pool)
+        _loop(p, pool)
 
 
-def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVersion,
-          ids: np.ndarray, codes: np.ndarray, positions: np.ndarray, sink: _Sink,
-          collector: leakage.Collector, st: _Stats, tok: tokens.Tokenizer,
-          on_progress: Callable[[int, int], None] | None, pool: ThreadPoolExecutor) -> None:
+def _loop(p: Pass, pool: ThreadPoolExecutor) -> None:
     """Per batch, per sample only what needs Python."""
-    think = version.reasoning == "think"
+    st, collector, sink, ids, codes, positions = (p.st, p.collector, p.sink, p.ids, p.codes,
+                                                  p.positions)
+    version_id, think = p.version_id, p.think
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
-    leakage_text = leakage.leakage_text
+    raw_text = leakage.raw_text
     split_names = [s.encode() for s in SPLITS]
     n, done = len(ids), 0
     pending: Future[None] | None = None
-    for rows in _rows(read, stmt, batch, ahead=read is not db):
+    for rows in _rows(p.read, p.stmt, p.batch, ahead=p.ahead):
         sids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         at = np.minimum(np.searchsorted(ids, sids), max(n - 1, 0))
         chosen = np.flatnonzero(ids[at] == sids) if n else np.zeros(0, dtype=np.int64)
@@ -296,18 +402,18 @@ def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVer
                 # COPY text: the JSON holds no tab or newline (JSON escapes them), only
                 # backslashes, which COPY reads as escapes: doubled
                 lines.append(b"%d\t%d\t%b\t%d\t%b\t%d\t%b\t%b\t%b" % (
-                    version.id, sid, _null(rev_id), sversion, split_names[code], position,
+                    version_id, sid, _null(rev_id), sversion, split_names[code], position,
                     dumps(messages).replace(b"\\", b"\\\\"), digest.encode(), _null(doc_id)))
             else:
                 dicts.append(dict(zip(ITEM_COLUMNS, (
-                    version.id, sid, rev_id, sversion, SPLITS[code], position, messages,
+                    version_id, sid, rev_id, sversion, SPLITS[code], position, messages,
                     digest, doc_id), strict=True)))
             splits.append(code)
             token_texts.append("\n".join([m["content"] for m in messages]))
             into = pending_split[code]
             if into is not None:
                 into[0].append(sid)
-                into[1].append(leakage_text(messages))
+                into[1].append(raw_text(messages))
             st.turns[[m["role"] for m in messages].count("user")] += 1
             st.tag_texts[tags_text] += 1
             if doc_id is not None:
@@ -326,9 +432,9 @@ def _loop(read: Session, db: Session, stmt: Any, batch: int, version: DatasetVer
         if pending is not None:
             pending.result()  # one batch of array work in flight at most
         pending = pool.submit(_numbers, st, collector, collector.take(), token_texts, splits,
-                              tok)
-        if on_progress is not None:
-            on_progress(done, n)
+                              p.tok)
+        if p.on_progress is not None:
+            p.on_progress(done, n)
     if pending is not None:
         pending.result()
 

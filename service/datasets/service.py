@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core import jobs
+from service.core.config import get_settings
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.lookup import get_in_project
 from service.core.pagination import paginate
@@ -279,9 +280,22 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
 
-    return build.freeze(db, read, version, lambda stmt: _filter_stmt(stmt, version.project_id, flt),
+    return build.freeze(db, read, version, rows_filter(version.project_id, version.filter),
                         ids, codes, positions, batch=batch, leakage_max=leakage_max,
-                        on_progress=on_progress)
+                        on_progress=on_progress, shards=_shards(len(ids)))
+
+
+def rows_filter(project_id: int, spec: dict[str, Any]) -> Callable[[Any], Any]:
+    """A version's filter (its stored ``filter``) as a function adding it to a statement."""
+    flt = VersionFilter.model_validate(spec)
+    return lambda stmt: _filter_stmt(stmt, project_id, flt)
+
+
+def _shards(n: int) -> int:
+    """Processes for the freeze loop of ``n`` samples (settings ``build_shards``, from
+    ``build_shard_min`` samples on: a child process costs ~1 s to start)."""
+    settings = get_settings()
+    return max(1, settings.build_shards) if n >= settings.build_shard_min else 1
 
 
 # --- diff -------------------------------------------------------------------------------------
