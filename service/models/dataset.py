@@ -61,8 +61,10 @@ class DatasetVersionItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
-    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="RESTRICT"), index=True)
-    revision_id: Mapped[int | None] = mapped_column(ForeignKey("sample_revisions.id", ondelete="RESTRICT"), index=True)
+    # the frozen sample's and revision's ids, not foreign keys: the item is its own copy, and a
+    # build's COPY would check and lock every sample and revision (migration 0022)
+    sample_id: Mapped[int] = mapped_column(BigId)
+    revision_id: Mapped[int | None] = mapped_column(BigId)
     sample_version: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(12))
     position: Mapped[int] = mapped_column(Integer)

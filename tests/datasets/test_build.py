@@ -8,12 +8,12 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from service.datasets import build as datasets_build
 from service.datasets import tokencount
 from service.datasets.freeze import frozen_messages
-from service.models import Sample
+from service.models import Sample, SampleRevision
 from service.samples.tokens import SimpleTokenizer
 from tests.datasets.test_service import build, conv, items, make_dataset, make_sample
 
@@ -93,3 +93,20 @@ def test_build_refuses_every_sample_the_gate_refuses(db, project):
     assert [r["sample_id"] for r in refused] == [s.id for s in bad]
     assert [r["code"] for r in refused] == [frozen_messages(m)[1].code for m in broken]
     assert f"{len(bad)} sample(s)" in version.error and items(db, version.id) == []
+
+
+def test_a_version_is_its_own_copy_when_a_sample_row_is_removed(db, project):
+    """Items refer to their samples and revisions by id only (migration 0022: no foreign key
+    to check and lock per item in a build's COPY): a sample removed by hand leaves the version
+    whole, frozen text and all."""
+    samples = [make_sample(db, project, conv(i)) for i in range(6)]
+    version = build(db, make_dataset(db, project))
+    assert version.status == "ready", version.error
+    before = [(i.sample_id, i.split, i.position, i.messages) for i in items(db, version.id)]
+    gone = samples[3]
+    db.execute(delete(SampleRevision).where(SampleRevision.sample_id == gone.id))
+    db.execute(delete(Sample).where(Sample.id == gone.id))
+    db.commit()
+    db.expire_all()
+    after = [(i.sample_id, i.split, i.position, i.messages) for i in items(db, version.id)]
+    assert after == before and gone.id in {row[0] for row in after}
