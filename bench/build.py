@@ -13,6 +13,8 @@ positions, frozen text, hashes and revisions, same stats and leakage report.
     .venv/bin/python bench/build.py --n 100000
     .venv/bin/python bench/build.py --n 1000000 --rounds 1 --json
     .venv/bin/python bench/build.py --n 1000000 --name annotune_bench_build --reuse
+    .venv/bin/python bench/build.py --n 1000000 --reuse --baseline a2db196 \\
+        --baseline-schema 0021_fk_indexes   # the baseline on its own schema, same run
 """
 from __future__ import annotations
 
@@ -127,6 +129,17 @@ def _drop_versions(db_url: str) -> None:
     engine.dispose()
 
 
+def _schema(db_url: str, revision: str) -> None:
+    """The bench database at ``revision`` (this checkout's migrations; untimed)."""
+    from service.core import migrate
+
+    if revision == "head":
+        migrate.upgrade(db_url)
+    else:
+        migrate.downgrade(db_url, revision)
+    print(f"schema: {revision}", file=sys.stderr)
+
+
 def _baseline_tree(commit: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="annotune-bench-baseline-"))
     archive = subprocess.run(["git", "archive", commit, "service", "workers"], cwd=ROOT,
@@ -160,6 +173,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="use database --name as it is when it holds --n samples (load it "
                              "otherwise), drop its versions before and after, keep it")
+    parser.add_argument("--baseline-schema", metavar="REVISION",
+                        help="run the baseline on the schema of this migration (downgraded to "
+                             "it before each baseline build, upgraded to head before each "
+                             "current one; untimed), e.g. 0021_fk_indexes")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -179,6 +196,8 @@ def main() -> None:
         load = os.getloadavg()[0]
         for r in range(args.rounds):
             for side in (("current", "baseline") if r % 2 == 0 else ("baseline", "current")):
+                if args.baseline_schema:
+                    _schema(db_url, args.baseline_schema if side == "baseline" else "head")
                 run = _child(db_url, data_dir, baseline_root if side == "baseline" else None)
                 run["side"] = side
                 runs.append(run)
@@ -188,6 +207,8 @@ def main() -> None:
                       f"leakage {run['leakage'].get('count')}", file=sys.stderr)
         same = [compare(db_url, runs[0]["version_id"], run["version_id"]) for run in runs[1:]]
     finally:
+        if args.baseline_schema:
+            _schema(db_url, "head")
         if args.reuse:
             _drop_versions(db_url)
         if not args.keep:
@@ -201,7 +222,8 @@ def main() -> None:
         return min((r for r in runs if r["side"] == side), key=lambda r: r["seconds"])
 
     cur, base = best("current"), best("baseline")
-    report = {"n_inserted": args.n, "baseline": args.baseline, "runs": runs,
+    report = {"n_inserted": args.n, "baseline": args.baseline,
+              "baseline_schema": args.baseline_schema, "runs": runs,
               "same_as_first": same, "speedup": base["seconds"] / cur["seconds"],
               "load_average_before": load, "load_average_after": os.getloadavg()[0],
               "python": sys.version.split()[0], "cpus": os.cpu_count()}

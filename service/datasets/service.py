@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import math
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -118,6 +120,8 @@ def get_version(db: Session, *, project_id: int, version_id: int,
         raise NotFound("dataset version not found", code="version_not_found")
     return version
 
+
+log = logging.getLogger(__name__)
 
 # --- split assignment (pure) --------------------------------------------------------------------
 
@@ -249,16 +253,28 @@ def select_candidates(db: Session, *, project_id: int, flt: VersionFilter,
                       batch: int = BATCH, by: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: ids (ascending) and document ids (``by`` domain_leaf: leaves; -1 for none)."""
     python_filter = flt.tags is not None or flt.score is not None
-    cols = [Sample.id, strata.group_column(by)]
     if python_filter:
-        cols += [Sample.tags, Sample.scores]
-    ids, docs = array("q"), array("q")
-    for row in _stream(db, _filter_stmt(select(*cols), project_id, flt), batch):
-        if python_filter and not _python_match(flt, row[2], row[3]):
-            continue
-        ids.append(row[0])
-        docs.append(-1 if row[1] is None else row[1])
-    return np.frombuffer(ids, dtype=np.int64), np.frombuffer(docs, dtype=np.int64)
+        cols = [Sample.id, strata.group_column(by), Sample.tags, Sample.scores]
+        ids, docs = array("q"), array("q")
+        for row in _stream(db, _filter_stmt(select(*cols), project_id, flt), batch):
+            if _python_match(flt, row[2], row[3]):
+                ids.append(row[0])
+                docs.append(-1 if row[1] is None else row[1])
+        return np.frombuffer(ids, dtype=np.int64), np.frombuffer(docs, dtype=np.int64)
+    # two integer columns: a Core result a batch at a time, no ORM row per sample (a third of
+    # the time at 1M samples)
+    stmt = _filter_stmt(select(Sample.id, func.coalesce(strata.group_column(by), -1)),
+                        project_id, flt)
+    result = db.connection().execute(stmt.execution_options(yield_per=batch,
+                                                            stream_results=True))
+    id_parts, doc_parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    try:
+        for part in result.partitions(batch):
+            id_parts.append(np.fromiter((r[0] for r in part), np.int64, len(part)))
+            doc_parts.append(np.fromiter((r[1] for r in part), np.int64, len(part)))
+    finally:
+        result.close()
+    return np.concatenate(id_parts), np.concatenate(doc_parts)
 
 
 def build_version(db: Session, version_id: int, *, batch: int = BATCH,
@@ -275,10 +291,14 @@ def build_version(db: Session, version_id: int, *, batch: int = BATCH,
     if version.status == "ready":
         return version
     flt = VersionFilter.model_validate(version.filter)
+    started = time.perf_counter()
     ids, docs = select_candidates(read, project_id=version.project_id, flt=flt, batch=batch,
                                   by=version.stratify_by)
+    selected = time.perf_counter()
     codes, positions = assign_splits(ids, docs, seed=version.seed, ratios=version.split,
                                      stratify_by=version.stratify_by)
+    log.info("version %s: %d samples selected in %.1f s, split in %.1f s", version_id, len(ids),
+             selected - started, time.perf_counter() - selected)
 
     return build.freeze(db, read, version, rows_filter(version.project_id, version.filter),
                         ids, codes, positions, batch=batch, leakage_max=leakage_max,

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import update
 
 from service.core.config import get_settings
+from service.datasets import build as datasets_build
 from service.datasets import shard
 from service.models import Sample
 from tests.conftest import PG_URL
@@ -78,7 +79,8 @@ def _snapshot(db, version):
             version.counts, version.stats, version.leakage)
 
 
-def test_sharded_build_equals_the_one_process_build(db, project, factories, shards):
+def test_sharded_build_equals_the_one_process_build(db, project, factories, shards, monkeypatch):
+    monkeypatch.setattr(datasets_build, "COPY_BLOCKS", 1)  # a COPY statement per block
     _corpus(db, project, factories)
     dataset = make_dataset(db, project)
     spec = {"split": {"train": 0.5, "validation": 0.2, "test": 0.3}, "seed": 4,
