@@ -116,6 +116,8 @@ class Child:
             self._reader.join(timeout=0.5)
             if on_progress is not None and self._reader.is_alive():
                 on_progress(None, 0)  # the parent's count as it was, the child's as it is
+        if self._error is not None and self.proc.poll() is None:
+            self.proc.kill()  # its reader gave up (say, the COPY failed): it may be blocked on us
         code = self.proc.wait()
         if self._error is not None or self._stats is None:
             raise ShardFailed(self._error or f"the build's child process exited with {code} "

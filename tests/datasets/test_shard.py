@@ -8,8 +8,9 @@ from sqlalchemy import update
 
 from service.core.config import get_settings
 from service.datasets import build as datasets_build
-from service.datasets import shard
-from service.models import Sample
+from service.datasets import schemas, shard
+from service.datasets import service as datasets_service
+from service.models import DatasetVersion, DatasetVersionItem, Sample
 from tests.conftest import PG_URL
 from tests.datasets.test_service import build, conv, items, make_dataset, make_document, make_sample
 
@@ -131,3 +132,22 @@ def test_a_child_that_dies_fails_the_build_and_leaves_nothing(db, project, shard
     assert version.status == "failed"
     assert "ShardFailed" in version.error and "exited" in version.error
     assert items(db, version.id) == []
+
+
+def test_a_failed_copy_fails_the_sharded_build_and_ends_its_child(db, project, shards):
+    """An item already there for a sample of the child's half: the COPY fails on the unique
+    key, the build fails with PostgreSQL's reason, its child is ended, nothing is written."""
+    made = [make_sample(db, project, conv(i)) for i in range(40)]
+    started = shards(2)
+    version = datasets_service.create_version(db, dataset=make_dataset(db, project),
+                                              spec=schemas.VersionCreate())
+    db.add(DatasetVersionItem(version_id=version.id, sample_id=made[-1].id, sample_version=1,
+                              split="train", position=10_000, messages=conv(0),
+                              content_hash="0" * 64))
+    db.commit()  # the build runs now (eager), next to the stray item
+    db.expire_all()
+    version = db.get(DatasetVersion, version.id)
+    assert version.status == "failed"
+    assert "uq_dataset_version_items_version_id_sample_id" in version.error
+    assert len(started) == 1 and started[0].proc.returncode is not None
+    assert [i.position for i in items(db, version.id)] == [10_000]  # only the stray one
