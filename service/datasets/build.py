@@ -319,11 +319,9 @@ def freeze(db: Session, read: Session, version: DatasetVersion, filtered: Callab
 
             children = [shard.start(whole.part(lo, hi), version, planned, leakage_max)
                         for lo, hi in itertools.pairwise(bounds[1:])]
-        own = whole.part(0, bounds[1], stmt=rows_statement(filtered, ids[:bounds[1]]))
         report = _counting(on_progress, children, n)
-        if children:
-            own.on_progress = report
-        _freeze_rows(own)
+        _freeze_rows(whole.part(0, bounds[1], stmt=rows_statement(filtered, ids[:bounds[1]]),
+                                on_progress=report))
         for child in children:
             st.merge(child.wait(report))
     except BaseException:

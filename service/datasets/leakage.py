@@ -13,10 +13,10 @@ small vocabulary) could still produce an enormous number of candidates, so the c
 ``checked: false`` once ``max_candidates`` pairs have been examined, rather than running for hours.
 
 The text compared (``leakage_text``): user and assistant contents joined by a space,
-lower-cased, white space runs collapsed to one space and stripped. ``check`` computes it per
-sample in Python; a build (``Collector``) collects the joined, raw texts (``raw_text``) and
-normalises a whole batch over its code points in numpy (``raw_signatures``): the same texts,
-the same signatures, with only the join left per sample in Python.
+lower-cased, white space runs collapsed to one space and stripped. ``check`` and a build
+(``Collector``) collect the joined, raw texts (``raw_text``) and normalise a whole batch over
+its code points in numpy (``raw_signatures``): the same texts, the same signatures, with only
+the join left per sample in Python.
 """
 from __future__ import annotations
 
@@ -257,7 +257,7 @@ def _batches(db: Session, version_id: int, split: str, batch: int
     try:
         for rows in result.partitions():
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, signatures([leakage_text(r[1]) for r in rows])
+            yield ids, raw_signatures([raw_text(r[1]) for r in rows])
     finally:
         result.close()
 

@@ -54,6 +54,7 @@ from service.models import (
 )
 
 BATCH = 5000
+log = logging.getLogger(__name__)
 
 # --- datasets ---------------------------------------------------------------------------------
 
@@ -120,8 +121,6 @@ def get_version(db: Session, *, project_id: int, version_id: int,
         raise NotFound("dataset version not found", code="version_not_found")
     return version
 
-
-log = logging.getLogger(__name__)
 
 # --- split assignment (pure) --------------------------------------------------------------------
 

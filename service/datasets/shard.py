@@ -181,9 +181,6 @@ class _Out:
         lines.append(b"")
         self.send(b"C", b"\n".join(lines))
 
-    def write_rows(self, rows: list[dict[str, Any]]) -> None:  # pragma: no cover - COPY only
-        raise AssertionError("a shard writes COPY lines")
-
 
 def _run(header: dict[str, Any], ids: np.ndarray, codes: np.ndarray, positions: np.ndarray,
          out: _Out) -> None:
