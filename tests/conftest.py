@@ -5,12 +5,32 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="annotune-test-"))
 PG_URL = os.environ.get("ANNOTUNE_TEST_DATABASE_URL", "")
-REDIS_URL = os.environ.get("ANNOTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _test_redis_url() -> str:
+    """The Redis database of this test process. Under pytest-xdist each worker (gw0, gw1, ...)
+    takes its own pair of databases, two below the previous worker's (14 and 15, then 12 and
+    13, ...): the queues of the real Celery workers a test starts, and the limiter's keys, are
+    never another test process's."""
+    base = os.environ.get("ANNOTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return base
+    parts = urlsplit(base)
+    db = int(parts.path.strip("/") or 0) - 2 * int(worker[2:])
+    if db < 0:
+        raise RuntimeError(f"too many test workers for Redis databases below {base}")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+REDIS_URL = _test_redis_url()
+os.environ["ANNOTUNE_TEST_REDIS_URL"] = REDIS_URL  # tests/support/worker.py reads it
 
 
 def _test_database_url() -> str:
@@ -131,6 +151,26 @@ def client(app):
 
     with TestClient(app, base_url="http://testserver") as c:
         yield c
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test has its own node id. Under pytest 9.2 the operations' tests of Schemathesis
+    (4.x) are named ``test_x[GET /path]`` but all get the node id ``test_x`` (pytest builds it from
+    the original name and a parametrization they do not have): pytest-xdist schedules and reports
+    by node id, so 143 operations ran as one. The name is the unique part: it becomes the id."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    for item in items:
+        if seen[item.nodeid] > 1 and "[" in item.name and not item.nodeid.endswith("]"):
+            unique = f"{item.nodeid.rsplit('::', 1)[0]}::{item.name}"
+            if hasattr(item, "_id"):  # pytest >= 9.2: a structured id
+                item._id = type(item._id).parse(unique)
+            else:
+                item._nodeid = unique
+    ids = [item.nodeid for item in items]
+    if len(set(ids)) != len(ids):
+        raise pytest.UsageError("two tests have the same node id: pytest-xdist would run one")
 
 
 def pytest_configure(config: pytest.Config) -> None:

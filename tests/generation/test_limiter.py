@@ -19,9 +19,10 @@ redis = pytest.importorskip("redis")
 
 
 def _redis_url() -> str:
-    """The test Redis (host from ANNOTUNE_TEST_REDIS_URL), always database 15."""
-    base = os.environ.get("ANNOTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    return urlunsplit(urlsplit(base)._replace(path="/15"))
+    """The test Redis (from ANNOTUNE_TEST_REDIS_URL), the database above the test process's
+    own (15 by default; each pytest-xdist worker has its own pair, see tests/conftest.py)."""
+    parts = urlsplit(os.environ.get("ANNOTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + 1}"))
 
 
 REDIS_URL = _redis_url()
