@@ -209,12 +209,15 @@ class _GuardedBackend(httpcore.SyncBackend):
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, *, allow: list[str] | None = None, verify: Any = True) -> None:
+    """``connections``: how many it keeps open for reuse (and at least 100 at once)."""
+
+    def __init__(self, *, allow: list[str] | None = None, verify: Any = True,
+                 connections: int = 20) -> None:
         super().__init__(verify=verify, trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(allow))
+            max_connections=max(100, connections), max_keepalive_connections=connections,
+            keepalive_expiry=5.0, network_backend=_GuardedBackend(allow))
 
 
 def _check_request(request: httpx.Request) -> None:
@@ -224,8 +227,10 @@ def _check_request(request: httpx.Request) -> None:
 
 
 def guarded_http_client(*, timeout: float | httpx.Timeout, allow: list[str] | None = None,
-                        max_redirects: int = 5) -> httpx.Client:
-    """An httpx client under the egress policy (redirects followed, each hop checked)."""
-    return httpx.Client(transport=GuardedTransport(allow=allow), timeout=timeout,
+                        max_redirects: int = 5, connections: int = 20) -> httpx.Client:
+    """An httpx client under the egress policy (redirects followed, each hop checked), keeping
+    up to ``connections`` connections open for reuse."""
+    return httpx.Client(transport=GuardedTransport(allow=allow, connections=connections),
+                        timeout=timeout,
                         follow_redirects=True, max_redirects=max_redirects, trust_env=False,
                         event_hooks={"request": [_check_request]})

@@ -17,7 +17,7 @@ from typing import Any
 import openai
 
 from service.core import egress
-from service.generation.llm_types import LLMError, ProviderSettings
+from service.generation.llm_types import MAX_CONCURRENCY, LLMError, ProviderSettings
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -82,8 +82,11 @@ def get_client(settings: ProviderSettings) -> openai.OpenAI:
                     api_key=key or "EMPTY",
                     max_retries=0,
                     timeout=settings.timeout,
-                    # every connection (redirects too) checked against the egress policy
-                    http_client=egress.guarded_http_client(timeout=settings.timeout),
+                    # every connection (redirects too) checked against the egress policy;
+                    # one per concurrent call kept open (at 20, a job at concurrency 64 opened
+                    # 44 new connections per round, each resolved and checked again)
+                    http_client=egress.guarded_http_client(timeout=settings.timeout,
+                                                           connections=MAX_CONCURRENCY),
                 )
                 _clients[cache_key] = client
     return client

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr
 
 __all__ = [
+    "MAX_CONCURRENCY",
     "LLMError",
     "LLMResult",
     "ParsedResult",
@@ -19,6 +20,10 @@ __all__ = [
     "Truncated",
     "Usage",
 ]
+
+MAX_CONCURRENCY = 512
+"""The most concurrent requests a provider may be given (its ``max_concurrency``); the HTTP
+client keeps that many connections open, so the limiter, not the pool, bounds them."""
 
 
 @dataclass(frozen=True)

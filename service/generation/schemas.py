@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.jobs import JobLifecycleRead
+from service.generation.llm_types import MAX_CONCURRENCY
 from service.models import JobStatus, UnitStatus
 
 
@@ -15,7 +16,7 @@ class ProviderCreate(BaseModel):
     base_url: str = Field("", max_length=500)
     model: str = Field(min_length=1, max_length=300)
     api_key: str | None = Field(None, description="write-only; stored encrypted, never returned")
-    max_concurrency: int = Field(8, ge=1, le=512)
+    max_concurrency: int = Field(8, ge=1, le=MAX_CONCURRENCY)
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     timeout_s: float = Field(60.0, gt=0, le=3600)
@@ -29,7 +30,7 @@ class ProviderUpdate(BaseModel):
     base_url: str | None = Field(None, max_length=500)
     model: str | None = Field(None, min_length=1, max_length=300)
     api_key: str | None = None
-    max_concurrency: int | None = Field(None, ge=1, le=512)
+    max_concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
     timeout_s: float | None = Field(None, gt=0, le=3600)
     default_params: dict[str, Any] | None = None
     extra_body: dict[str, Any] | None = None

@@ -195,6 +195,38 @@ def test_limiter_held_only_during_requests(server):
     assert events == ["enter", "exit", "sleep", "enter", "exit"]
 
 
+def test_concurrent_calls_reuse_their_connections():
+    """64 threads, three calls each: the client keeps one connection per concurrent call open
+    (with 20 kept, each round of 64 calls opened 44 new ones, resolved and checked again)."""
+    import threading
+
+    threads, rounds = 64, 3
+    with FakeOpenAIServer(latency=0.2) as srv:
+        settings = settings_for(srv)
+        barrier = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                for _ in range(rounds):
+                    barrier.wait()
+                    chat(settings, USER)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pool = [threading.Thread(target=run) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        stats = srv.stats()
+    llm.close_clients()
+    assert not errors
+    assert stats["chat_requests"] == threads * rounds
+    assert stats["max_in_flight"] == threads
+    assert stats["connections"] == threads
+
+
 # --- output: reasoning and parsing ---------------------------------------------------------
 
 

@@ -109,6 +109,7 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.chat_requests = 0
+        self.connections = 0  # TCP connections accepted (a client reusing its own opens few)
         # tokens sent in ``usage`` of the completions served (what a client must account for)
         self.served_prompt_tokens = 0
         self.served_completion_tokens = 0
@@ -149,6 +150,7 @@ class FakeOpenAIServer:
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
                 "chat_requests": self.chat_requests,
+                "connections": self.connections,
                 "served_prompt_tokens": self.served_prompt_tokens,
                 "served_completion_tokens": self.served_completion_tokens,
             }
@@ -247,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm
         # holds the body back until the client's delayed ACK (~40 ms) on every response.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.app._lock:
+            self.server.app.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
