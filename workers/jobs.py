@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy import Select, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -107,6 +107,7 @@ class Lease:
         self._beat_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._polled = time.monotonic()
+        self._fences: dict[str, Select[Any]] = {}
 
     # -- conditions -------------------------------------------------------------------------
     @property
@@ -215,10 +216,14 @@ class Lease:
         ends, so a cancel or a re-queue (an ``UPDATE`` of the row) waits for this write and
         every write after it sees the new state. Unlike :meth:`guard`, concurrent writers of
         one job do not queue on each other. Raises :class:`LeaseLost` (roll back)."""
-        m = self.model
-        stmt = select(m.id).where(self._held(), m.cancel_requested.is_(false()))
-        if db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(read=True)
+        dialect = db.get_bind().dialect.name
+        stmt = self._fences.get(dialect)
+        if stmt is None:  # built once per lease: a generation job fences every batch it writes
+            m = self.model
+            stmt = select(m.id).where(self._held(), m.cancel_requested.is_(false()))
+            if dialect == "postgresql":
+                stmt = stmt.with_for_update(read=True)
+            self._fences[dialect] = stmt
         if db.execute(stmt).first() is None:
             raise LeaseLost(f"{self.kind.label} {self.row_id}")
 
