@@ -36,18 +36,24 @@ os.environ["ANNOTUNE_TEST_REDIS_URL"] = REDIS_URL  # tests/support/worker.py rea
 def _test_database_url() -> str:
     if not PG_URL:
         return f"sqlite:///{_TMP / 'test.db'}"
-    # a fresh database per test session, next to the one we were given
+    # a fresh database per test process, next to the one we were given (created by _migrated,
+    # so pytest-xdist's controlling process, which runs no test, creates none)
+    from sqlalchemy.engine import make_url
+
+    return make_url(PG_URL).set(database=f"annotune_test_{os.getpid()}").render_as_string(
+        hide_password=False)
+
+
+def _create_test_database() -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    url = make_url(PG_URL)
-    name = f"annotune_test_{os.getpid()}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = make_url(DATABASE_URL).database
+    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
 
 
 DATABASE_URL = _test_database_url()
@@ -80,6 +86,8 @@ pytest_plugins = ["tests.support.factories"]
 def _migrated() -> None:
     from service.core import migrate
 
+    if PG_URL:
+        _create_test_database()
     migrate.upgrade(DATABASE_URL)
     yield
     from service.core.db import get_engine
