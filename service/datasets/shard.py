@@ -202,7 +202,8 @@ def _run(header: dict[str, Any], ids: np.ndarray, codes: np.ndarray, positions: 
             collector = leakage.Collector(header["planned"], max_samples=header["leakage_max"],
                                           train_out=lambda b: out.send(b"T", b))
             st = build._Stats()
-            filtered = service.rows_filter(header["project_id"], header["filter"])
+            filtered = service.rows_filter(header["project_id"], header["filter"],
+                                          conn.dialect.name)
             p = build.Pass(Session(bind=conn), build.rows_statement(filtered, ids),
                            header["batch"], header["version_id"], header["think"], ids, codes,
                            positions, out, collector, st,

@@ -7,9 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Float,
     and_,
+    case,
+    cast,
     exists,
+    false,
     func,
+    or_,
     select,
     tuple_,
     type_coerce,
@@ -209,14 +214,7 @@ class SampleFilter:
             if found is not None:
                 out.append(found)
         if self.score_key and (self.score_min is not None or self.score_max is not None):
-            if dialect == "postgresql":
-                score = Sample.scores[self.score_key].as_float()
-            else:
-                score = func.json_extract(Sample.scores, f'$."{self.score_key}"')
-            if self.score_min is not None:
-                out.append(score >= self.score_min)
-            if self.score_max is not None:
-                out.append(score <= self.score_max)
+            out.append(score_between(dialect, self.score_key, self.score_min, self.score_max))
         return out
 
 
@@ -229,10 +227,49 @@ def has_tag(db: Session, tag: str) -> ColumnElement[bool]:
     = :tag)``; the stored text may escape non-ASCII, so only a parsed comparison is exact.
     Negate it (``~has_tag(...)``) for "not tagged".
     """
-    if db.get_bind().dialect.name == "postgresql":
-        return type_coerce(Sample.tags, JSONB).contains([tag])
+    return has_any_tag(db.get_bind().dialect.name, [tag])
+
+
+def has_any_tag(dialect: str, tags: list[str]) -> ColumnElement[bool]:
+    """At least one of ``tags`` is one of the sample's tags (none given: no sample), as
+    :func:`has_tag` says; on PostgreSQL one ``@>`` per tag, each answered by the GIN index."""
+    if not tags:
+        return false()
+    if dialect == "postgresql":
+        column = type_coerce(Sample.tags, JSONB)
+        return or_(*(column.contains([tag]) for tag in dict.fromkeys(tags)))
     each = func.json_each(Sample.tags).table_valued("value")
-    return exists(select(1).select_from(each).where(each.c.value == tag))
+    return exists(select(1).select_from(each).where(each.c.value.in_(list(dict.fromkeys(tags)))))
+
+
+def score_between(dialect: str, key: str, lo: float | None = None,
+                  hi: float | None = None) -> ColumnElement[bool]:
+    """The sample's score ``key`` is a number within ``[lo, hi]`` (a bound left out: no limit on
+    that side), compared as a double, the same on both databases. A score that is not a number
+    (a judge's rationale, a label such as ``"high"``, ``true``, ``null``) or is missing never
+    matches: it is not cast (PostgreSQL would fail the whole query on the first such row) and
+    not compared as text or as 0/1 (SQLite would).
+
+    PostgreSQL: ``CASE WHEN jsonb_typeof(scores -> :key) = 'number' THEN (scores ->> :key)::float8
+    END`` (a ``CASE``, so the cast only ever sees numbers). SQLite: ``EXISTS`` over
+    ``json_each(scores)`` with ``key = :key`` and an integer or real ``type``: any key,
+    quotes and dots included, without building a JSON path from it."""
+    if dialect == "postgresql":
+        field = type_coerce(Sample.scores, JSONB)[key]
+        value: Any = case((func.jsonb_typeof(field) == "number",
+                           cast(type_coerce(Sample.scores, JSONB)[key].astext, Float)))
+        conds = [value.is_not(None)]
+    else:
+        each = func.json_each(Sample.scores).table_valued("key", "value", "type")
+        value = each.c.value
+        conds = [each.c.key == key, each.c.type.in_(["integer", "real"])]
+    if lo is not None:
+        conds.append(value >= lo)
+    if hi is not None:
+        conds.append(value <= hi)
+    if dialect == "postgresql":
+        return and_(*conds)
+    return exists(select(1).select_from(each).where(*conds))
 
 
 SORTS: dict[str, tuple[str, bool]] = {
