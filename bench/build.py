@@ -15,6 +15,8 @@ positions, frozen text, hashes and revisions, same stats and leakage report.
     .venv/bin/python bench/build.py --n 1000000 --name annotune_bench_build --reuse
     .venv/bin/python bench/build.py --n 1000000 --reuse --baseline a2db196 \\
         --baseline-schema 0021_fk_indexes   # the baseline on its own schema, same run
+    .venv/bin/python bench/build.py --n 1000000 --reuse --baseline e2099d5 \
+        --filter '{"tags": ["tax"]}'   # a version's filter (VersionFilter JSON), both sides
 """
 from __future__ import annotations
 
@@ -55,7 +57,9 @@ def phase_build() -> dict:
             dataset = datasets_service.create_dataset(db, project_id=db.scalar(select(Project.id)),
                                                       name="bench-build")
         vid = datasets_service.create_version(db, dataset=dataset,
-                                              spec=schemas.VersionCreate(seed=1)).id
+                                              spec=schemas.VersionCreate(
+                                                  seed=1, filter=json.loads(
+                                                      os.environ.get("BENCH_FILTER") or "{}"))).id
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     result = build_version.run(vid)
@@ -177,11 +181,14 @@ def main() -> None:
                         help="run the baseline on the schema of this migration (downgraded to "
                              "it before each baseline build, upgraded to head before each "
                              "current one; untimed), e.g. 0021_fk_indexes")
+    parser.add_argument("--filter", default="{}",
+                        help="the versions' filter, as VersionFilter JSON (default: accepted)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         print(json.dumps(phase_build()))
         return
+    os.environ["BENCH_FILTER"] = args.filter  # the children read it
 
     import export as export_bench
 
@@ -222,7 +229,7 @@ def main() -> None:
         return min((r for r in runs if r["side"] == side), key=lambda r: r["seconds"])
 
     cur, base = best("current"), best("baseline")
-    report = {"n_inserted": args.n, "baseline": args.baseline,
+    report = {"n_inserted": args.n, "baseline": args.baseline, "filter": json.loads(args.filter),
               "baseline_schema": args.baseline_schema, "runs": runs,
               "same_as_first": same, "speedup": base["seconds"] / cur["seconds"],
               "load_average_before": load, "load_average_after": os.getloadavg()[0],
