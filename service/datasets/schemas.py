@@ -32,8 +32,8 @@ class DatasetRead(BaseModel):
 
 class ScoreRange(BaseModel):
     key: str = Field(min_length=1, max_length=100, description="a key of Sample.scores")
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, allow_inf_nan=False, description="a finite number; none: no lower bound")
+    max: float | None = Field(None, allow_inf_nan=False, description="a finite number; none: no upper bound")
 
     @model_validator(mode="after")
     def _ordered(self) -> ScoreRange:

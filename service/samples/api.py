@@ -18,6 +18,8 @@ from service.samples import imports, schemas, tokens
 from service.samples import service as samples_service
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["samples"])
+ScoreBound = Annotated[float | None, Query(allow_inf_nan=False,
+                                           description="a finite number; with score_key")]
 SORT_HELP = ("one of " + ", ".join(samples_service.SORTS) + "; default id (order=desc is the old "
              "spelling of -id); the cursor is tied to the sort")
 
@@ -55,7 +57,7 @@ def list_samples(access: ProjectViewer, db: SessionDep, limit: LimitQ = 50, curs
                  generation_job_id: int | None = None, import_job_id: int | None = None,
                  assignee_id: int | None = None, unassigned: bool = False,
                  reviewer_id: int | None = None, q: str | None = None, score_key: str | None = None,
-                 score_min: float | None = None, score_max: float | None = None,
+                 score_min: ScoreBound = None, score_max: ScoreBound = None,
                  order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
                  sort: Annotated[schemas.SampleSort | None, Query(description=SORT_HELP)] = None,
                  domain_leaf_id: int | None = None):

@@ -6,6 +6,7 @@ too, so the app picks them up through the samples package it already registers."
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -32,10 +33,12 @@ def _int(value: str | None) -> int | None:
 
 
 def _float(value: str | None) -> float | None:
+    """A finite number from a form field, else None (empty, not a number, nan, inf)."""
     try:
-        return float(value) if value and value.strip() else None
+        number = float(value) if value and value.strip() else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def filter_from_query(request: Request) -> tuple[samples_service.SampleFilter, dict[str, Any]]:
