@@ -235,11 +235,12 @@ def has_any_tag(dialect: str, tags: list[str]) -> ColumnElement[bool]:
     :func:`has_tag` says; on PostgreSQL one ``@>`` per tag, each answered by the GIN index."""
     if not tags:
         return false()
+    unique = list(dict.fromkeys(tags))
     if dialect == "postgresql":
         column = type_coerce(Sample.tags, JSONB)
-        return or_(*(column.contains([tag]) for tag in dict.fromkeys(tags)))
+        return or_(*(column.contains([tag]) for tag in unique))
     each = func.json_each(Sample.tags).table_valued("value")
-    return exists(select(1).select_from(each).where(each.c.value.in_(list(dict.fromkeys(tags)))))
+    return exists(select(1).select_from(each).where(each.c.value.in_(unique)))
 
 
 def score_between(dialect: str, key: str, lo: float | None = None,
@@ -254,22 +255,17 @@ def score_between(dialect: str, key: str, lo: float | None = None,
     END`` (a ``CASE``, so the cast only ever sees numbers). SQLite: ``EXISTS`` over
     ``json_each(scores)`` with ``key = :key`` and an integer or real ``type``: any key,
     quotes and dots included, without building a JSON path from it."""
+    def within(value: Any) -> list[Any]:
+        return [c for c in ((value >= lo) if lo is not None else None,
+                            (value <= hi) if hi is not None else None) if c is not None]
+
     if dialect == "postgresql":
         field = type_coerce(Sample.scores, JSONB)[key]
-        value: Any = case((func.jsonb_typeof(field) == "number",
-                           cast(type_coerce(Sample.scores, JSONB)[key].astext, Float)))
-        conds = [value.is_not(None)]
-    else:
-        each = func.json_each(Sample.scores).table_valued("key", "value", "type")
-        value = each.c.value
-        conds = [each.c.key == key, each.c.type.in_(["integer", "real"])]
-    if lo is not None:
-        conds.append(value >= lo)
-    if hi is not None:
-        conds.append(value <= hi)
-    if dialect == "postgresql":
-        return and_(*conds)
-    return exists(select(1).select_from(each).where(*conds))
+        value = case((func.jsonb_typeof(field) == "number", cast(field.astext, Float)))
+        return and_(value.is_not(None), *within(value))
+    each = func.json_each(Sample.scores).table_valued("key", "value", "type")
+    return exists(select(1).select_from(each).where(
+        each.c.key == key, each.c.type.in_(["integer", "real"]), *within(each.c.value)))
 
 
 SORTS: dict[str, tuple[str, bool]] = {
