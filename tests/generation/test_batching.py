@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from sqlalchemy import func, select
 
 from service.core.db import get_sessionmaker
