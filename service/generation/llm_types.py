@@ -4,12 +4,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
+
+from service.core.sanitize import strip_text
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -100,6 +105,26 @@ class LLMResult:
     model: str | None = None
     elapsed_s: float = 0.0
     """Wall time of the whole call: all attempts, backoff sleeps and limiter waits."""
+    removed: int = 0
+    """NULs and lone surrogates taken out of ``content`` and ``reasoning`` (see below)."""
+
+    def __post_init__(self) -> None:
+        """A model's text is outside input like a document's: a NUL (which PostgreSQL cannot
+        store in text) or a lone surrogate (a JSON ``\\ud800`` escape: not UTF-8) is removed
+        here, with a warning, so that one odd answer never fails the write of a whole batch of
+        samples, units or predictions, whichever runner made the call."""
+        removed = 0
+        if self.content:
+            self.content, n = strip_text(self.content)
+            removed += n
+        if self.reasoning:
+            reasoning, n = strip_text(self.reasoning)
+            self.reasoning = reasoning or None
+            removed += n
+        if removed:
+            log.warning(
+                "a model answer held %d NUL or lone surrogate character(s): removed", removed)
+        self.removed += removed
 
 
 @dataclass

@@ -27,6 +27,14 @@ class Output:
     """Wall time of the forward passes of the batch the prompt was in."""
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        """Decoded text may hold a NUL (a byte-fallback token such as ``<0x00>``), which
+        PostgreSQL cannot store: removed, as in every model answer (``llm_types.LLMResult``)."""
+        if self.text:
+            from service.core.sanitize import strip_text
+
+            self.text = strip_text(self.text)[0]
+
 
 @dataclass
 class LocalModel:
