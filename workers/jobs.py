@@ -275,6 +275,60 @@ class Lease:
         return self.finish("failed", error=reason[:4000], **values)
 
 
+class Progress:
+    """Progress of a CPU-bound loop, written by a thread of its own: ``report(**values)`` only
+    hands the latest values over, and the thread writes them (:meth:`Lease.update`) and reads
+    the cancel flag (:meth:`Lease.check`) at most every ``interval`` seconds. So the loop never
+    waits for the database between its batches (a version build at 1M: ~2 s of its main
+    thread). A cancel or a lost lease the thread saw is raised by the loop's next ``report``
+    (or by :meth:`close`), as a synchronous check would have, at most ``interval`` later."""
+
+    def __init__(self, lease: Lease, interval: float = 0.5) -> None:
+        self._lease = lease
+        self._interval = interval
+        self._latest: dict[str, Any] | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"progress-{lease.kind.label}-{lease.row_id}")
+        self._thread.start()
+
+    def report(self, **values: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._latest = values
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            values, self._latest = self._latest, None
+            try:
+                if values is not None:
+                    self._lease.update(**values)
+                self._lease.check()
+            except (Cancelled, LeaseLost) as exc:
+                self._error = exc
+                return
+            except Exception:  # a database hiccup: the next report tries again
+                log.exception("%s %s: progress not written", self._lease.kind.label,
+                              self._lease.row_id)
+            self._stop.wait(self._interval)
+
+    def close(self) -> None:
+        """Stop the thread (what it has not written yet is left: the caller writes the final
+        values itself); raise the cancel or loss it saw."""
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        if self._error is not None:
+            raise self._error
+
+
 def claim(kind: JobKind, row_id: Any, *, db: Session | None = None) -> Lease | None:
     """Take row ``row_id`` of ``kind``: queued, or running with a stale heartbeat.
 

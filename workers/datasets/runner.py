@@ -33,17 +33,22 @@ def _build(lease: kit.Lease) -> dict[str, Any]:
             snapshot.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         selected: list[int] = []
 
+        # SQLite has one writer: while the build holds it, a progress write from a second
+        # session would wait on it until the busy timeout (the count shows at the end)
+        reporter = kit.Progress(lease) if postgres else None
+
         def progress(done: int, total: int) -> None:
             selected[:] = [total]
-            # SQLite has one writer: while the build holds it, a progress write from a second
-            # session would wait on it until the busy timeout (the count shows at the end)
-            if postgres:
-                lease.update(progress_done=done, progress_total=total)
-                lease.check()  # a cancelled or lost build stops between batches
+            if reporter is not None:  # a cancelled or lost build stops between batches
+                reporter.report(progress_done=done, progress_total=total)
 
         try:
-            version = datasets_service.build_version(db, lease.row_id, on_progress=progress,
-                                                     read=snapshot if postgres else None)
+            try:
+                version = datasets_service.build_version(db, lease.row_id, on_progress=progress,
+                                                         read=snapshot if postgres else None)
+            finally:
+                if reporter is not None:
+                    reporter.close()
         except datasets_service.Unexportable as exc:
             db.rollback()  # nothing frozen; the version says which samples and why
             lease.fail(str(exc), stats={"refused": exc.refused, "refused_total": exc.total})
