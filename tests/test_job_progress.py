@@ -28,11 +28,15 @@ def _until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_reports_are_written_at_most_once_an_interval_and_close_is_prompt(db, project,  # noqa: F811
-                                                                         monkeypatch):
-    _owner, pid = project
-    job_id = _job_with_units(db, pid, 1, monkeypatch)
-    lease = kit.claim(GENERATION, job_id)
+@pytest.fixture
+def held(db, project, monkeypatch):  # noqa: F811
+    """A generation job's row, held by a lease here: ``(job id, lease)``."""
+    job_id = _job_with_units(db, project[1], 1, monkeypatch)
+    return job_id, kit.claim(GENERATION, job_id)
+
+
+def test_reports_are_written_at_most_once_an_interval_and_close_is_prompt(held):
+    job_id, lease = held
     progress = kit.Progress(lease, interval=0.3)
     with statements() as seen:
         started = time.monotonic()
@@ -48,11 +52,8 @@ def test_reports_are_written_at_most_once_an_interval_and_close_is_prompt(db, pr
     assert 1 <= len(updates) <= 2 + took / 0.3, updates  # coalesced, not one per report
 
 
-def test_a_cancel_seen_by_the_thread_stops_the_loop_at_its_next_report(db, project,  # noqa: F811
-                                                                      monkeypatch):
-    _owner, pid = project
-    job_id = _job_with_units(db, pid, 1, monkeypatch)
-    lease = kit.claim(GENERATION, job_id)
+def test_a_cancel_seen_by_the_thread_stops_the_loop_at_its_next_report(held):
+    job_id, lease = held
     progress = kit.Progress(lease, interval=0.05)
     progress.report(done_units=1)
     _until(lambda: _row(job_id).done_units == 1)
