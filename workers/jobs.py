@@ -289,7 +289,6 @@ class Progress:
         self._latest: dict[str, Any] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"progress-{lease.kind.label}-{lease.row_id}")
@@ -302,7 +301,7 @@ class Progress:
         self._wake.set()
 
     def _run(self) -> None:
-        while not self._closed:
+        while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
             values, self._latest = self._latest, None
@@ -321,7 +320,6 @@ class Progress:
     def close(self) -> None:
         """Stop the thread (what it has not written yet is left: the caller writes the final
         values itself); raise the cancel or loss it saw."""
-        self._closed = True
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)

@@ -293,15 +293,13 @@ def _one_statement(keys: tuple[str, ...]) -> Any:
 
     pg = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
-    def typed(table: Any, names: Any) -> str:
-        return ", ".join(f"{n} {table.c[n].type.compile(dialect=pg)}" for n in names)
-
     cols = ", ".join(keys)
     usage = ", ".join(f"{k} = u.{k} + m.{k}" for k in _USAGE)
     stmt = _ONE_STATEMENT[keys] = text(f"""
 WITH r AS (
   SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r({typed(_SAMPLES, keys)}, revision_comment text, ord integer)
+    AS r({", ".join(f"{k} {_SAMPLES.c[k].type.compile(dialect=pg)}" for k in keys)},
+         revision_comment text, ord integer)
 ), ins AS (
   INSERT INTO samples ({cols}, created_at, updated_at)
   SELECT {cols}, CAST(:now AS timestamptz), CAST(:now AS timestamptz) FROM r ORDER BY ord
@@ -328,7 +326,7 @@ SELECT (SELECT count(*) FROM marks), (SELECT count(*) FROM rev)""")
     return stmt
 
 
-def _write_done_pg(db: Any, done: list[Done], keys: tuple[str, ...]) -> None:
+def _write_done_pg(conn: Any, done: list[Done], keys: tuple[str, ...]) -> None:
     from service.core.db import json_dumps, utcnow
 
     rows = [{**row, "revision_comment": d.comment} for d in done for row in d.rows]
@@ -337,7 +335,7 @@ def _write_done_pg(db: Any, done: list[Done], keys: tuple[str, ...]) -> None:
     marks = [{"id": d.unit_id, "raw_output": d.raw_output, "latency_ms": d.latency_ms,
               "first_key": d.rows[0]["unit_key"] if d.rows else None,
               **{k: d.usage.get(k, 0) for k in _USAGE}} for d in done]
-    marked, revised = db.connection().execute(_one_statement(keys), {
+    marked, revised = conn.execute(_one_statement(keys), {
         "rows": json_dumps(rows), "marks": json_dumps(marks), "now": utcnow()}).one()
     if revised != len(rows):  # never: each sample has one revision (unit keys are unique)
         raise RuntimeError(f"{revised} revisions written for {len(rows)} samples")
@@ -353,10 +351,9 @@ def _write_done(db: Any, done: list[Done]) -> None:
         return
     conn = db.connection()
     rows = [row for d in done for row in d.rows]
-    keys = tuple(rows[0]) if rows else ("project_id", "unit_key")
     if (conn.dialect.name == "postgresql" and set(done[0].usage) <= set(_USAGE)
             and all(row.keys() == rows[0].keys() for row in rows)):  # one shape: one statement
-        _write_done_pg(db, done, keys)
+        _write_done_pg(conn, done, tuple(rows[0]) if rows else ("project_id", "unit_key"))
     else:
         _write_done_each(conn, done, rows)
 
